@@ -1,0 +1,264 @@
+"""The ``segcli`` command line: a thin Typer shell over :mod:`segcli.engine`.
+
+Each command parses its flags, calls one engine function and prints the result.  A user error
+(:class:`~segcli.errors.SegcliError`) becomes one paragraph on stderr and exit code 1; ``--debug``
+shows the traceback instead.  Heavy imports (torch) happen inside the commands so that
+``segcli --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from segcli.errors import SegcliError
+
+__all__ = ["app", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="segcli",
+    help="Train, run and evaluate 2D/3D medical image segmentation networks from one YAML spec.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+
+_options = {"debug": False}
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a spec key by dotted path, e.g. --set train.epochs=2 (repeatable).",
+        metavar="KEY.PATH=VALUE",
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+]
+
+
+def _fail(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}")
+
+
+def _user_errors(func: F) -> F:
+    """Turn SegcliError into a one-paragraph message and exit code 1 (traceback with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SegcliError as exc:
+            if _options["debug"]:
+                raise
+            _fail(str(exc))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if _options["debug"]:
+                raise
+            _fail("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or informational output.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    from segcli.engine import runtime
+
+    runtime.set_quiet(quiet)
+    _options["debug"] = debug or bool(os.environ.get("SEGCLI_DEBUG"))
+
+
+def _load(spec: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+    from segcli.config import load
+
+    return load(spec, overrides or ())
+
+
+# --------------------------------------------------------------------------- synth
+
+
+@app.command()
+@_user_errors
+def synth(
+    out: Annotated[Path, typer.Argument(help="Dataset folder to write (nnU-Net/MSD layout).")],
+    dims: Annotated[int, typer.Option("--dims", help="2 (squares and rings) or 3 (cubes and shells).")] = 2,
+    cases: Annotated[int, typer.Option("--cases", help="Number of cases.")] = 100,
+    size: Annotated[int, typer.Option("--size", help="Image edge length n (voxels).")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
+    lesion: Annotated[int, typer.Option("--lesion", help="Lesion edge length m (voxels).")] = 3,
+    ring_distance: Annotated[
+        int, typer.Option("--ring-distance", help="Ring distance d from the lesion border.")
+    ] = 5,
+    noise: Annotated[float, typer.Option("--noise", help="Background noise standard deviation.")] = 0.1,
+) -> None:
+    """Write the lecture's toy data: lesions that are malign (labelled) only when ringed."""
+    from segcli.engine.synth import run_synth
+
+    summary = run_synth(
+        out, dims=dims, cases=cases, size=size, seed=seed, lesion=lesion,
+        ring_distance=ring_distance, noise=noise,
+    )
+    from segcli.engine.runtime import info
+
+    info(summary)
+
+
+# --------------------------------------------------------------------------- train
+
+
+@app.command()
+@_user_errors
+def train(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Run folder (default: <output>/<name> of the spec).")
+    ] = None,
+    device: DeviceOption = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from checkpoint_last.pt.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Train a network; writes config.yaml, checkpoints, log.csv and curves.png to the run folder."""
+    exp = _load(spec, overrides)
+    from segcli.engine.train import fit
+
+    fit(exp, run_dir=output, device=device, resume=resume)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@app.command()
+@_user_errors
+def predict(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML) the model was trained with.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Image file or folder of images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the label maps.")],
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            help="Checkpoint(s) to use (default: the run folder's checkpoint_best.pt); "
+            "several are ensembled by averaging probabilities.",
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    probabilities: Annotated[
+        bool, typer.Option("--probabilities", help="Also write class probabilities (float16 .npz).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases already predicted.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Sliding-window inference: one label map per case, on the input's exact geometry."""
+    exp = _load(spec, overrides)
+    from segcli.engine.predict import predict_cases
+
+    result = predict_cases(
+        exp, input, output, checkpoints=checkpoint or None, device=device,
+        probabilities=probabilities, overwrite=overwrite,
+    )
+    from segcli.engine.runtime import info
+
+    info(result.summary())
+    if result.failed:
+        raise SegcliError(
+            f"{len(result.failed)} case(s) failed:\n"
+            + "\n".join(f"  - {name}: {why}" for name, why in result.failed.items())
+        )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    spec: Annotated[
+        Path | None, typer.Argument(help="Optional experiment spec (its evaluation section).")
+    ] = None,
+    pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted label maps.")] = Path("."),
+    ref: Annotated[Path, typer.Option("--ref", help="Folder of reference label maps.")] = Path("."),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Per-case CSV to write.")] = Path(
+        "metrics.csv"
+    ),
+    metrics: Annotated[
+        str | None, typer.Option("--metrics", help="Comma-separated metrics, e.g. dice,hd95,nsd.")
+    ] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated labels, e.g. 1,2.")] = None,
+    nsd_tolerance: Annotated[
+        float | None, typer.Option("--nsd-tolerance", help="NSD tolerance in mm (default 1.0).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Parallel worker processes (default: all cores).")
+    ] = None,
+    overlays: Annotated[
+        Path | None, typer.Option("--overlays", help="Write one overlay PNG per case here.")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Images to draw under the overlays.")
+    ] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Compare predicted and reference label maps: per-case CSV plus FILE_summary.csv."""
+    from segcli.engine.evaluate import evaluate_command
+
+    exp = _load(spec, overrides) if spec is not None else None
+    if spec is None and overrides:
+        raise SegcliError("--set needs an experiment spec (segcli evaluate EXP.yaml --set ...)")
+    evaluate_command(
+        exp, pred=pred, ref=ref, output=output, metrics=metrics, labels=labels,
+        nsd_tolerance=nsd_tolerance, workers=workers, overlays=overlays, images=images,
+    )
+
+
+# --------------------------------------------------------------------------- receptive field
+
+
+@app.command("receptive-field")
+@_user_errors
+def receptive_field(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
+    empirical: Annotated[
+        bool, typer.Option("--empirical", help="Also measure the field from input gradients.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    input_size: Annotated[
+        list[int] | None,
+        typer.Option("--input-size", help="Input size for the per-layer sizes (one per axis).", min=1),
+    ] = None,
+    overrides: SetOption = None,
+) -> None:
+    """What the network can see: per-layer sizes, jumps, receptive fields and parameters."""
+    exp = _load(spec, overrides)
+    from segcli.engine.receptive import receptive_field_command
+
+    receptive_field_command(exp, input_size=input_size, empirical=empirical, as_json=as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="segcli")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

@@ -1,0 +1,391 @@
+"""Pydantic models of the experiment spec (SPEC.md, "Experiment spec").
+
+Every model forbids unknown keys and is frozen: a misspelt key is an error and no code can
+change an experiment after it was loaded.  Architecture and loss options are discriminated
+unions on ``model.arch`` and ``loss.name``.  Spatial tuples are in array axis order.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ARCH_NAMES",
+    "LOSS_NAMES",
+    "AugmentSpec",
+    "CNNSpec",
+    "DataSpec",
+    "DiceCESpec",
+    "DiceSpec",
+    "DilatedSpec",
+    "EvaluationSpec",
+    "Experiment",
+    "FCNSpec",
+    "FocalSpec",
+    "InferenceSpec",
+    "LossSpec",
+    "ModelSpec",
+    "PatchCNNSpec",
+    "PlainLossSpec",
+    "SyntheticSpec",
+    "TrainSpec",
+    "UNetSpec",
+    "WeightedCESpec",
+]
+
+#: Every metric column ``segcli evaluate`` knows (SPEC.md, "Metrics").
+METRIC_NAMES = (
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "hd",
+    "hd95",
+    "assd",
+    "masd",
+    "nsd",
+    "vol_ref",
+    "vol_pred",
+    "cc_ref",
+    "cc_pred",
+    "lesion_tp",
+    "lesion_fn",
+    "lesion_fp",
+    "lesion_f1",
+)
+
+MetricName = Literal[
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "hd",
+    "hd95",
+    "assd",
+    "masd",
+    "nsd",
+    "vol_ref",
+    "vol_pred",
+    "cc_ref",
+    "cc_pred",
+    "lesion_tp",
+    "lesion_fn",
+    "lesion_fp",
+    "lesion_f1",
+]
+
+PadMode = Literal["minimum", "edge", "reflect", "constant"]
+Activation = Literal["relu", "leaky_relu", "gelu", "elu", "prelu"]
+Norm = Literal["batch", "instance", "group", "none"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class SyntheticSpec(_Spec):
+    """Generate the lecture's ring-lesion toy data in memory instead of reading ``data.root``."""
+
+    dims: Literal[2, 3] = 2
+    cases: int = Field(400, gt=1)
+    size: int = Field(32, gt=4)
+    lesion: int = Field(3, gt=0)
+    ring_distance: int = Field(5, ge=1)
+    malign_fraction: float = Field(0.5, ge=0, le=1)
+    noise: float = Field(0.1, ge=0)
+    seed: int | None = None  # None: the experiment's seed
+
+
+class AugmentSpec(_Spec):
+    flip: bool = True
+    rotate90: bool = False
+    intensity: bool = False
+    #: probability that each enabled transform is applied to a patch
+    probability: float = Field(0.5, ge=0, le=1)
+
+
+class DataSpec(_Spec):
+    root: str | None = None
+    synthetic: SyntheticSpec | None = None
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    train_cases: list[str] | None = None
+    val_cases: list[str] | None = None
+    patch_size: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [32, 32])
+    foreground_fraction: float = Field(0.33, ge=0, le=1)
+    normalization: Literal["zscore", "ct", "ct_auto", "minmax", "none"] = "zscore"
+    #: intensity window [low, high] for ``normalization: ct`` (HU)
+    window: tuple[float, float] = (-1000.0, 1000.0)
+    #: resample to this spacing (array axis order, mm); ``auto`` = the dataset median; null = keep
+    spacing: list[Annotated[float, Field(gt=0)]] | Literal["auto"] | None = None
+    augment: AugmentSpec = AugmentSpec()
+    #: cache decoded, normalised training volumes in memory (fast; turn off for huge datasets)
+    cache: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        if self.root is None and self.synthetic is None:
+            raise ValueError("set data.root (a dataset folder) or data.synthetic (toy data)")
+        if self.window[0] >= self.window[1]:
+            raise ValueError(f"data.window must be [low, high] with low < high, got {self.window}")
+        return self
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _ModelBase(_Spec):
+    dims: Literal[2, 3] = 2
+    in_channels: int = Field(1, gt=0)
+    #: number of output classes including background (or of labels, when multilabel)
+    classes: int | None = Field(None, gt=0)
+    #: alternative to ``classes``: {0: background, 1: lesion, ...}
+    labels: dict[int, str] | None = None
+    filters: int = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _classes(self) -> _ModelBase:
+        if self.classes is None and self.labels is None:
+            object.__setattr__(self, "classes", 2)
+        elif self.classes is None:
+            object.__setattr__(self, "classes", len(self.labels or {}))
+        elif self.labels is not None and len(self.labels) != self.classes:
+            raise ValueError(
+                f"model.classes is {self.classes} but model.labels names {len(self.labels)}"
+            )
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        assert self.classes is not None
+        return self.classes
+
+
+class CNNSpec(_ModelBase):
+    """The lecture's all-convolutional network: ``layers`` k×k convolutions + ReLU, 1×1 head."""
+
+    arch: Literal["cnn"] = "cnn"
+    layers: int = Field(3, gt=0)
+    kernel_size: int = Field(3, gt=0)
+    #: ``same``: pad every layer; ``front``: pad once up front (the lecture); ``valid``: none
+    padding: Literal["same", "front", "valid"] = "same"
+    pad_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    activation: Activation = "relu"
+    norm: Norm = "none"
+
+
+class DilatedSpec(_ModelBase):
+    """As ``cnn`` with one dilation rate per layer (Yu & Koltun 2016)."""
+
+    arch: Literal["dilated"] = "dilated"
+    dilations: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 2, 4])
+    kernel_size: int = Field(3, gt=0)
+    padding: Literal["same", "front", "valid"] = "same"
+    pad_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    activation: Activation = "relu"
+    norm: Norm = "none"
+
+
+class PatchCNNSpec(_ModelBase):
+    """Ciresan et al. 2012 sliding-window pixel classifier (conv/max-pool stages, then FC)."""
+
+    arch: Literal["patch_cnn"] = "patch_cnn"
+    filters: int = Field(48, gt=0)
+    input_size: int = Field(95, gt=0)
+    kernel_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [4, 5, 4, 4])
+    hidden: int = Field(200, gt=0)
+
+
+class FCNSpec(_ModelBase):
+    """Long et al. 2015: VGG-style encoder, class scores fused across resolutions."""
+
+    arch: Literal["fcn"] = "fcn"
+    filters: int = Field(16, gt=0)
+    variant: Literal["32s", "16s", "8s"] = "8s"
+    #: convolutions per VGG stage; 5 stages of pooling as in VGG-16 by default
+    convs_per_stage: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [2, 2, 3, 3, 3]
+    )
+    max_filters: int = Field(512, gt=0)
+    norm: Norm = "none"
+
+
+class UNetSpec(_ModelBase):
+    """Ronneberger et al. 2015 and modern variants (nnU-Net style with ``same`` padding)."""
+
+    arch: Literal["unet"] = "unet"
+    filters: int = Field(32, gt=0)
+    depth: int = Field(4, ge=1)
+    max_filters: int | None = Field(None, gt=0)
+    convs_per_block: int = Field(2, gt=0)
+    kernel_size: int = Field(3, gt=0)
+    padding: Literal["same", "valid"] = "same"
+    upsample: Literal["transpose", "interp"] = "transpose"
+    residual: bool = False
+    norm: Norm = "instance"
+    activation: Activation = "leaky_relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    deep_supervision: bool = False
+
+
+ModelSpec = Annotated[
+    CNNSpec | DilatedSpec | PatchCNNSpec | FCNSpec | UNetSpec, Field(discriminator="arch")
+]
+ARCH_NAMES = ("cnn", "dilated", "fcn", "patch_cnn", "unet")
+
+
+# --------------------------------------------------------------------------- losses
+
+
+class PlainLossSpec(_Spec):
+    """Binary (``bce``: sigmoid per foreground channel) or categorical cross-entropy."""
+
+    name: Literal["bce", "ce"]
+
+
+class WeightedCESpec(_Spec):
+    name: Literal["weighted_ce"]
+    #: ``auto``: inversely proportional to class frequency in the training labels, normalised
+    weights: Literal["auto"] | list[Annotated[float, Field(ge=0)]] = "auto"
+
+
+class DiceSpec(_Spec):
+    name: Literal["dice"]
+    smooth: float = Field(1.0, ge=0)
+    #: pool the sums over the whole batch (nnU-Net's batch dice) instead of per sample
+    batch: bool = False
+    include_background: bool = False
+
+
+class DiceCESpec(_Spec):
+    name: Literal["dice_ce"]
+    smooth: float = Field(1.0, ge=0)
+    batch: bool = False
+    include_background: bool = False
+    dice_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+
+
+class FocalSpec(_Spec):
+    name: Literal["focal"]
+    gamma: float = Field(2.0, ge=0)
+    alpha: float | None = Field(None, ge=0, le=1)
+
+
+LossSpec = Annotated[
+    PlainLossSpec | WeightedCESpec | DiceSpec | DiceCESpec | FocalSpec,
+    Field(discriminator="name"),
+]
+LOSS_NAMES = ("bce", "ce", "dice", "dice_ce", "focal", "weighted_ce")
+
+
+# --------------------------------------------------------------------------- train / infer / eval
+
+
+class TrainSpec(_Spec):
+    epochs: int = Field(20, gt=0)
+    iterations_per_epoch: int = Field(100, gt=0)
+    batch_size: int = Field(16, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.99, ge=0, lt=1)
+    nesterov: bool = True
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    warmup_epochs: int = Field(0, ge=0)
+    grad_clip: float | None = Field(12.0, gt=0)
+    amp: bool = True
+    amp_dtype: Literal["bf16", "fp16"] = "bf16"
+    compile: bool = False
+    workers: int = Field(2, ge=0)
+    #: validate every N epochs (the last epoch is always validated)
+    val_every: int = Field(1, gt=0)
+    #: validate on at most this many cases (null: all)
+    val_max_cases: int | None = Field(None, gt=0)
+
+
+class PostprocessSpec(_Spec):
+    largest_component: bool = False
+    min_size: int = Field(0, ge=0)
+    fill_holes: bool = False
+
+
+class InferenceSpec(_Spec):
+    #: defaults to data.patch_size
+    patch_size: list[Annotated[int, Field(gt=0)]] | None = None
+    overlap: float = Field(0.5, ge=0, lt=1)
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    batch_size: int = Field(8, gt=0)
+    tta: bool = False
+    pad_mode: PadMode = "minimum"
+    pad_value: float = 0.0
+    postprocess: PostprocessSpec = PostprocessSpec()
+
+
+class EvaluationSpec(_Spec):
+    metrics: list[MetricName] = Field(default_factory=lambda: ["dice", "iou", "hd95", "assd", "nsd"])
+    nsd_tolerance: float = Field(1.0, ge=0)
+    labels: list[Annotated[int, Field(gt=0)]] | None = None
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Experiment(_Spec):
+    name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = 0
+    data: DataSpec
+    model: ModelSpec
+    loss: LossSpec = DiceCESpec(name="dice_ce")
+    multilabel: bool = False
+    train: TrainSpec = TrainSpec()
+    inference: InferenceSpec = InferenceSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    output: str = "runs"
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Experiment:
+        dims = self.model.dims
+        if len(self.data.patch_size) != dims:
+            raise ValueError(
+                f"data.patch_size has {len(self.data.patch_size)} entries but model.dims is {dims}"
+            )
+        if self.inference.patch_size is None:
+            inf = self.inference.model_copy(update={"patch_size": list(self.data.patch_size)})
+            object.__setattr__(self, "inference", inf)
+        elif len(self.inference.patch_size) != dims:
+            raise ValueError(
+                f"inference.patch_size has {len(self.inference.patch_size)} entries "
+                f"but model.dims is {dims}"
+            )
+        if self.data.synthetic is not None and self.data.synthetic.dims != dims:
+            raise ValueError(
+                f"data.synthetic.dims is {self.data.synthetic.dims} but model.dims is {dims}"
+            )
+        if isinstance(self.data.spacing, list) and len(self.data.spacing) != dims:
+            raise ValueError(
+                f"data.spacing has {len(self.data.spacing)} entries but model.dims is {dims}"
+            )
+        if self.multilabel and self.loss.name in ("ce", "weighted_ce"):
+            raise ValueError(
+                f"loss.name '{self.loss.name}' is a softmax loss; with multilabel: true "
+                "use bce, dice, dice_ce or focal"
+            )
+        if (
+            self.loss.name == "weighted_ce"
+            and isinstance(self.loss.weights, list)
+            and len(self.loss.weights) != self.model.num_classes
+        ):
+            raise ValueError(
+                f"loss.weights has {len(self.loss.weights)} entries but the model has "
+                f"{self.model.num_classes} classes"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.output}/{self.name}"

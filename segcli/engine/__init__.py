@@ -1,0 +1,1 @@
+"""Orchestration: the only layer that combines data, models, losses, inference and metrics."""

@@ -1,0 +1,129 @@
+"""Run-time services for the engine: device choice, seeding, progress bars, console.
+
+Progress bars are drawn only on a terminal and never with ``quiet``; library code below the
+engine never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from segcli.errors import SegcliError
+
+__all__ = ["console", "progress_bar", "resolve_device", "seed_everything", "set_quiet", "track"]
+
+T = TypeVar("T")
+
+_state = {"quiet": False}
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence progress bars (and informational console output) for the rest of the process."""
+    _state["quiet"] = quiet
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def show_progress() -> bool:
+    """Bars only on an interactive terminal, and not with ``--quiet``."""
+    return not _state["quiet"] and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def info(message: str) -> None:
+    """An informational line on stdout (suppressed by ``--quiet``)."""
+    if not _state["quiet"]:
+        console.print(message)
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    """A rich Progress with count, bar, elapsed and ETA; disabled off-terminal or when quiet."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+        disable=not show_progress(),
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar (a no-op wrapper when bars are off)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=total, status="")
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+@contextmanager
+def nullcontext_bar() -> Iterator[None]:
+    yield None
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; validate explicit choices.
+
+    Raises:
+        SegcliError: CUDA (or MPS) asked for but not available, or an unknown device string.
+    """
+    import torch
+
+    choice = (device or "auto").strip().lower()
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SegcliError(
+                f"--device {device}: CUDA is not available on this machine "
+                "(no GPU or a CPU-only torch); use --device cpu or --device auto"
+            )
+        if ":" in choice:
+            index = choice.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise SegcliError(
+                    f"--device {device}: no such GPU; this machine has "
+                    f"{torch.cuda.device_count()} (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+                )
+        return choice
+    if choice == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SegcliError("--device mps: Apple MPS is not available on this machine")
+        return choice
+    if choice == "cpu":
+        return choice
+    raise SegcliError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:N")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,1 @@
+"""File I/O: images (SimpleITK), dataset discovery (MSD layout) and checkpoints."""

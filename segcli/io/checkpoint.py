@@ -1,0 +1,72 @@
+"""Checkpoints: tensors and plain data only, written atomically, loaded with weights_only=True.
+
+    >>> save_checkpoint("run/checkpoint_last.pt", {"model": model.state_dict(), "epoch": 3})
+    >>> state = load_checkpoint("run/checkpoint_last.pt")
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segcli.errors import CheckpointError
+
+__all__ = ["FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]
+
+#: Bumped when the checkpoint layout changes incompatibly.
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically to ``path``."""
+    path = Path(path)
+    state = {"format_version": FORMAT_VERSION, **state}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"{path.parent}: cannot write a checkpoint here ({exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: a file whose pickle would run code is refused.
+
+    Raises:
+        CheckpointError: missing, corrupt, untrusted, or from an incompatible segcli version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused: the file holds objects other than tensors and plain data "
+            f"(loading it could run code). {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {exc})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a segcli checkpoint (no model weights inside)")
+    version = state.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is not supported by this segcli "
+            f"(expects {FORMAT_VERSION}); retrain or use the segcli version that wrote it"
+        )
+    return state

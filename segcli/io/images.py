@@ -1,0 +1,246 @@
+"""Read and write images with their geometry.  The ONLY module that touches SimpleITK arrays.
+
+SimpleITK reports size and spacing in (x, y, z) order while ``GetArrayFromImage`` returns
+(z, y, x).  Here every per-axis tuple is converted to **array axis order** on read and back
+on write, so the rest of segcli never thinks about it.
+
+    >>> from segcli.io.images import read_image, write_image
+    >>> array, geometry = read_image("case_0000.nii.gz")   # array (z, y, x), float32
+    >>> geometry.spacing                                     # (sz, sy, sx) in mm
+    >>> write_image("out.nii.gz", array > 0, geometry)       # same grid, written atomically
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+
+from segcli.errors import DataError, GeometryError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageGeometry",
+    "check_same_grid",
+    "read_geometry",
+    "read_image",
+    "read_label",
+    "strip_suffix",
+    "write_image",
+]
+
+#: File name endings SimpleITK reads that segcli looks for in dataset folders.
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def strip_suffix(name: str) -> str:
+    """``"case_0000.nii.gz"`` → ``"case_0000"`` (only known image suffixes are removed)."""
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Where an image's voxels are in physical space.
+
+    Attributes:
+        size: voxels per axis, array axis order.
+        spacing: mm per voxel, array axis order.
+        origin: physical position of voxel 0 in SimpleITK's (x, y, z) world order.
+        direction: SimpleITK's row-major direction cosine matrix (world order).
+    """
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @property
+    def dims(self) -> int:
+        return len(self.size)
+
+    def differences(self, other: ImageGeometry, atol: float = 1e-4) -> list[str]:
+        """Human-readable list of what differs from ``other`` (empty when on the same grid)."""
+        out = []
+        if self.size != other.size:
+            out.append(f"size {self.size} vs {other.size}")
+        for name in ("spacing", "origin", "direction"):
+            a, b = getattr(self, name), getattr(other, name)
+            if len(a) != len(b) or not np.allclose(a, b, atol=atol, rtol=1e-5):
+                fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+                out.append(f"{name} {fmt(a)} vs {fmt(b)}")
+        return out
+
+
+def _geometry(image: sitk.Image) -> ImageGeometry:
+    return ImageGeometry(
+        size=tuple(int(s) for s in reversed(image.GetSize())),
+        spacing=tuple(float(s) for s in reversed(image.GetSpacing())),
+        origin=tuple(float(o) for o in image.GetOrigin()),
+        direction=tuple(float(d) for d in image.GetDirection()),
+    )
+
+
+def _read(path: str | Path) -> sitk.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise DataError(
+            f"{path}: cannot read the image (truncated or not a format SimpleITK reads: "
+            f"{', '.join(IMAGE_SUFFIXES)}). {first}"
+        ) from None
+
+
+def read_geometry(path: str | Path) -> ImageGeometry:
+    """Read only the header (fast: no voxel data is decoded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise DataError(f"{path}: cannot read the image header") from None
+    size = reader.GetSize()
+    return ImageGeometry(
+        size=tuple(int(s) for s in reversed(size)),
+        spacing=tuple(float(s) for s in reversed(reader.GetSpacing())),
+        origin=tuple(float(o) for o in reader.GetOrigin()),
+        direction=tuple(float(d) for d in reader.GetDirection()),
+    )
+
+
+def read_image(path: str | Path) -> tuple[npt.NDArray[np.float32], ImageGeometry]:
+    """Read one image channel as float32 in array axis order.
+
+    Raises:
+        DataError: missing, unreadable, vector-valued, or containing non-finite values.
+    """
+    image = _read(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(
+            f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "store each channel as its own file (<case>_0000, <case>_0001, ...)"
+        )
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: contains NaN or infinite intensities")
+    return array, _geometry(image)
+
+
+def read_label(path: str | Path) -> tuple[npt.NDArray[np.integer], ImageGeometry]:
+    """Read an integer label map (0 = background).
+
+    Raises:
+        DataError: unreadable, non-integer values, or negative values.
+    """
+    image = _read(path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{path}: a label map must have one component per voxel")
+    array = sitk.GetArrayFromImage(image)
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
+            raise DataError(f"{path}: label map has non-integer values; expected integer labels")
+        array = array.astype(np.int64)
+    elif array.dtype.kind not in "iub":
+        raise DataError(f"{path}: label map has pixel type {array.dtype}; expected integers")
+    if array.size and array.min() < 0:
+        raise DataError(f"{path}: label map has negative values (min {array.min()})")
+    if array.dtype.kind == "b":
+        array = array.astype(np.uint8)
+    return array, _geometry(image)
+
+
+def check_same_grid(
+    a: ImageGeometry, b: ImageGeometry, what: str, atol: float = 1e-4
+) -> None:
+    """Raise GeometryError naming ``what`` if ``a`` and ``b`` are not on the same grid."""
+    diff = a.differences(b, atol=atol)
+    if diff:
+        raise GeometryError(f"{what}: geometry differs: {'; '.join(diff)}")
+
+
+def to_sitk(array: np.ndarray, geometry: ImageGeometry) -> sitk.Image:
+    """Array in array axis order + geometry → SimpleITK image."""
+    if tuple(array.shape) != tuple(geometry.size):
+        raise ValueError(f"array shape {array.shape} does not match geometry size {geometry.size}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing(tuple(reversed(geometry.spacing)))
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    return image
+
+
+def write_image(
+    path: str | Path,
+    array: np.ndarray,
+    geometry: ImageGeometry,
+    compress: bool = True,
+) -> Path:
+    """Write ``array`` on ``geometry``'s grid, atomically (temp file in the folder + rename).
+
+    Boolean arrays are written as uint8.  Returns the path written.
+    """
+    path = Path(path)
+    array = _compact_dtype(array)
+    image = to_sitk(array, geometry)
+    suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise DataError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, compress)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError | OSError):
+            raise DataError(f"{path}: cannot write the image ({exc})") from None
+        raise
+    return path
+
+
+def _compact_dtype(array: np.ndarray) -> np.ndarray:
+    """Label maps as the smallest unsigned type that holds them; floats as float32."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype.kind in "iu" and array.size:
+        lo, hi = int(array.min()), int(array.max())
+        if lo >= 0:
+            for dtype in (np.uint8, np.uint16, np.uint32):
+                if hi <= np.iinfo(dtype).max:
+                    return array.astype(dtype, copy=False)
+        return array.astype(np.int32 if np.iinfo(np.int32).min <= lo else np.int64, copy=False)
+    if array.dtype == np.float64:
+        return array.astype(np.float32)
+    return array
+
+
+def make_geometry(
+    size: Sequence[int],
+    spacing: Sequence[float] | None = None,
+    origin: Sequence[float] | None = None,
+    direction: Sequence[float] | None = None,
+) -> ImageGeometry:
+    """A geometry from array-order size/spacing (identity direction, zero origin by default)."""
+    dims = len(size)
+    spacing = tuple(float(s) for s in (spacing or (1.0,) * dims))
+    origin = tuple(float(o) for o in (origin or (0.0,) * dims))
+    if direction is None:
+        direction = tuple(float(v) for v in np.eye(dims).ravel())
+    return ImageGeometry(tuple(int(s) for s in size), spacing, origin, tuple(direction))
