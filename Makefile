@@ -39,3 +39,19 @@ format: install
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
+
+## benchmarks against MONAI / MedPy; results go to docs/benchmarks.md
+$(VENV)/.bench-stamp: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: bench-metrics bench-inference bench-train
+
+bench-metrics: $(VENV)/.bench-stamp
+	$(BIN)/python bench/metrics.py
+
+bench-inference: $(VENV)/.bench-stamp
+	$(BIN)/python bench/inference.py
+
+bench-train: $(VENV)/.bench-stamp
+	$(BIN)/python bench/train.py

@@ -12,8 +12,11 @@ on write, so the rest of segcli never thinks about it.
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageGeometry",
     "check_same_grid",
+    "make_geometry",
+    "to_sitk",
     "read_geometry",
     "read_image",
     "read_label",
@@ -93,6 +98,7 @@ def _read(path: str | Path) -> sitk.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    _check_nifti(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -101,6 +107,96 @@ def _read(path: str | Path) -> sitk.Image:
             f"{path}: cannot read the image (truncated or not a format SimpleITK reads: "
             f"{', '.join(IMAGE_SUFFIXES)}). {first}"
         ) from None
+
+
+def _gzip_is_complete(path: Path) -> bool:
+    """Whether a .gz file's deflate stream runs to its end-of-stream marker (full decode)."""
+    decoder = zlib.decompressobj(wbits=31)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decompress(chunk, 0)
+            except zlib.error:
+                return False
+            while decoder.eof and decoder.unused_data:  # multi-member gzip
+                rest = decoder.unused_data
+                decoder = zlib.decompressobj(wbits=31)
+                decoder.decompress(rest, 0)
+    return decoder.eof
+
+
+def _nifti_header(header: bytes) -> tuple[str, int, int, int] | None:
+    """(endian, datatype, bytes of voxel data + offset, vox_offset) of a NIfTI-1 header."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dim = struct.unpack(endian + "8h", header[40:56])
+            datatype = struct.unpack(endian + "h", header[70:72])[0]
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            if not (0 < dim[0] <= 7 and bitpix > 0):
+                return None
+            voxels = int(np.prod([max(d, 1) for d in dim[1 : dim[0] + 1]], dtype=np.int64))
+            return endian, datatype, vox_offset + voxels * bitpix // 8, vox_offset
+    return None
+
+
+#: NIfTI datatype codes of float32 and float64 voxels
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _check_nifti(path: Path) -> None:
+    """Checks SimpleITK does not make for NIfTI files.
+
+    ITK silently zero-fills a truncated .nii.gz and silently replaces NaN voxels with 0 when it
+    reads NIfTI, so a broken file would become a plausible image.  Integer files of a .nii.gz
+    take a fast path (the gzip trailer's size must equal the size the header promises); float
+    files are decoded once more to look for NaN and infinity.
+    """
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:  # type: ignore[operator]
+            header = handle.read(348)
+    except (OSError, EOFError, zlib.error):
+        raise DataError(f"{path}: cannot read the image (not a valid NIfTI file)") from None
+    info = _nifti_header(header)
+    if info is not None and info[1] in _NIFTI_FLOATS:
+        endian, datatype, total, offset = info
+        try:
+            with opener(path, "rb") as handle:  # type: ignore[operator]
+                raw = handle.read()
+        except (OSError, EOFError, zlib.error):
+            raw = b""
+        if len(raw) < total:
+            raise DataError(
+                f"{path}: the file is truncated (its data ends early); re-export or re-download it"
+            )
+        values = np.frombuffer(
+            raw,
+            dtype=endian + _NIFTI_FLOATS[datatype],
+            offset=offset,
+            count=(total - offset) // np.dtype(_NIFTI_FLOATS[datatype]).itemsize,
+        )
+        if not np.isfinite(values).all():
+            raise DataError(
+                f"{path}: contains NaN or infinite intensities; replace them (e.g. with the "
+                "image minimum) before running segcli"
+            )
+        return
+    if not name.endswith(".gz"):
+        return  # SimpleITK itself refuses a truncated uncompressed file
+    with path.open("rb") as handle:
+        handle.seek(-4, os.SEEK_END)
+        trailer_size = struct.unpack("<I", handle.read(4))[0]
+    if info is not None and info[2] % 2**32 == trailer_size:
+        return
+    if not _gzip_is_complete(path):
+        raise DataError(
+            f"{path}: the file is truncated (its compressed data ends early); "
+            "re-export or re-download it"
+        )
 
 
 def read_geometry(path: str | Path) -> ImageGeometry:
@@ -164,9 +260,7 @@ def read_label(path: str | Path) -> tuple[npt.NDArray[np.integer], ImageGeometry
     return array, _geometry(image)
 
 
-def check_same_grid(
-    a: ImageGeometry, b: ImageGeometry, what: str, atol: float = 1e-4
-) -> None:
+def check_same_grid(a: ImageGeometry, b: ImageGeometry, what: str, atol: float = 1e-4) -> None:
     """Raise GeometryError naming ``what`` if ``a`` and ``b`` are not on the same grid."""
     diff = a.differences(b, atol=atol)
     if diff:

@@ -1,0 +1,50 @@
+"""Write one benchmark's results into its own section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Each section is written by its script in `bench/` (run with `make bench`, or one of\n"
+    "`make bench-metrics`, `make bench-inference`, `make bench-train`), with the command and\n"
+    "the machine that produced it.  Targets live here, not in timed unit tests.\n"
+)
+
+
+def machine() -> str:
+    """One line describing this machine (CPU count, model, Python, torch)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, torch threads {torch.get_num_threads()}"
+    )
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section between the markers for ``name``."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else HEADER
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    tmp = DOC.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, DOC)
+    print(f"wrote section '{name}' of {DOC}", file=sys.stderr)

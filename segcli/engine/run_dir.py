@@ -1,0 +1,134 @@
+"""The run folder of ``segcli train`` (SPEC.md, "Run folder"): files, log.csv and curves.png.
+
+    runs/<name>/config.yaml          the resolved spec
+    runs/<name>/split.json           the train/validation case split
+    runs/<name>/checkpoint_last.pt   every epoch (resumable)
+    runs/<name>/checkpoint_best.pt   best mean validation Dice
+    runs/<name>/log.csv              epoch,train_loss,val_loss,val_dice,lr,seconds
+    runs/<name>/curves.png           loss and Dice per epoch
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segcli.errors import SegcliError
+
+__all__ = ["LOG_COLUMNS", "RunDir", "atomic_write_text", "read_log", "write_log"]
+
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise SegcliError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class RunDir:
+    """Paths of one run folder."""
+
+    path: Path
+    config: Path = field(init=False)
+    split: Path = field(init=False)
+    last: Path = field(init=False)
+    best: Path = field(init=False)
+    log: Path = field(init=False)
+    curves: Path = field(init=False)
+    stats: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.config = self.path / "config.yaml"
+        self.split = self.path / "split.json"
+        self.last = self.path / "checkpoint_last.pt"
+        self.best = self.path / "checkpoint_best.pt"
+        self.log = self.path / "log.csv"
+        self.curves = self.path / "curves.png"
+        self.stats = self.path / "normalization.json"
+
+    def write_split(self, train: list[str], val: list[str]) -> None:
+        atomic_write_text(self.split, json.dumps({"train": train, "val": val}, indent=1) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite log.csv whole (atomically), so a kill never leaves a half row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(LOG_COLUMNS)
+    for row in rows:
+        writer.writerow([_fmt(row[c]) for c in LOG_COLUMNS])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    """Rows of a log.csv as floats (empty cells → NaN); [] when the file does not exist."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [
+            {k: (float(v) if v != "" else math.nan) for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def plot_curves(path: Path, rows: list[dict[str, Any]], title: str = "") -> None:
+    """Loss (train and validation) and validation Dice per epoch, as a PNG (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train loss", ms=3)
+    val = [(r["epoch"], r["val_loss"]) for r in rows if not math.isnan(r["val_loss"])]
+    if val:
+        ax_loss.plot(*zip(*val, strict=True), "s-", label="validation loss", ms=3)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    dice = [(r["epoch"], r["val_dice"]) for r in rows if not math.isnan(r["val_dice"])]
+    if dice:
+        ax_dice.plot(*zip(*dice, strict=True), "o-", color="tab:green", ms=3)
+    ax_dice.set_xlabel("epoch")
+    ax_dice.set_ylabel("mean validation Dice")
+    ax_dice.set_ylim(0, 1)
+    ax_dice.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny synthetic data only, no downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENTS = REPO / "experiments"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def toy2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-case 2D ring-lesion data set (32×32) in the MSD layout."""
+    from segcli.data.synth import generate, write_dataset
+
+    out = tmp_path_factory.mktemp("toy2d")
+    write_dataset(out, generate(12, dims=2, seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-case 3D ring-lesion data set (16³, lesion 2, ring distance 3)."""
+    from segcli.data.synth import generate, write_dataset
+
+    out = tmp_path_factory.mktemp("toy3d")
+    write_dataset(out, generate(6, dims=3, size=16, lesion=2, ring_distance=3, seed=0))
+    return out
+
+
+def tiny_spec(root: Path | str, **sections: dict) -> dict:
+    """A raw spec dict for a fast 2D dilated CNN run on ``root`` (override any section)."""
+    raw = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {"root": str(root), "patch_size": [32, 32], "val_fraction": 0.25},
+        "model": {"arch": "dilated", "dims": 2, "filters": 4, "dilations": [1, 2, 4]},
+        "loss": {"name": "dice_ce"},
+        "train": {"epochs": 2, "iterations_per_epoch": 3, "batch_size": 4, "workers": 0},
+        "inference": {"batch_size": 16},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
