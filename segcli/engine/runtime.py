@@ -31,8 +31,8 @@ __all__ = ["console", "progress_bar", "resolve_device", "seed_everything", "set_
 T = TypeVar("T")
 
 _state = {"quiet": False}
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def set_quiet(quiet: bool) -> None:

@@ -1,0 +1,230 @@
+"""Benchmark: ``segcli.inference.sliding_window`` vs MONAI's ``sliding_window_inference``.
+
+    .venv/bin/python bench/inference.py                 # or: make bench-inference
+    .venv/bin/python bench/inference.py --size 96 --repeats 2 --no-write
+
+Same 3-D volume, same small 3-D CNN, same patch, overlap and window batch size, both blending
+softmax probabilities with a gaussian (σ = patch/8; MONAI: mode="gaussian", sigma_scale=0.125,
+the model wrapped in a softmax).  Also timed: the bare forward passes over the same number of
+windows (no blending at all), the floor any sliding-window inferer has to pay.  Reported: best
+of N wall times, argmax agreement with MONAI, and the peak extra resident memory of one call
+(Linux VmHWM after a reset through /proc/self/clear_refs, each inferer in a fresh process).
+Targets (docs/benchmarks.md): agreement ≥ 99 %, time ≤ 0.8× MONAI and ≤ 1.10× the bare
+forwards, peak memory ≤ MONAI's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _report import machine, write_section  # noqa: E402
+
+from segcli.inference import sliding_window  # noqa: E402
+from segcli.inference.windows import window_starts  # noqa: E402
+
+COMMAND = "make bench-inference  (.venv/bin/python bench/inference.py)"
+
+
+def build_model(filters: int, classes: int, seed: int = 0) -> nn.Module:
+    """A small all-convolutional 3-D CNN (three 3×3×3 convolutions + a 1×1×1 head)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv3d(1, filters, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv3d(filters, filters, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv3d(filters, filters, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv3d(filters, classes, 1),
+    )
+    return model.eval()
+
+
+class Softmax(nn.Module):
+    """MONAI blends whatever the predictor returns: give it probabilities, as segcli blends."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def make_image(size: int, seed: int = 1) -> torch.Tensor:
+    """A smooth random volume (1, size, size, size): blobs, so the CNN output has structure."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 1, size // 8, size // 8, size // 8, generator=g)
+    smooth = nn.functional.interpolate(noise, size=(size,) * 3, mode="trilinear")
+    return (smooth + 0.1 * torch.randn(1, 1, size, size, size, generator=g))[0]
+
+
+def run_segcli(model: nn.Module, image: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+    return sliding_window(
+        model, image, (args.patch,) * 3, overlap=args.overlap, blend="gaussian",
+        batch_size=args.batch_size,
+    )
+
+
+def run_monai(model: nn.Module, image: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
+    with torch.inference_mode():
+        out = sliding_window_inference(
+            image[None], (args.patch,) * 3, args.batch_size, Softmax(model),
+            overlap=args.overlap, mode="gaussian", sigma_scale=0.125,
+        )
+    return out[0]
+
+
+def window_batches(image: torch.Tensor, args: argparse.Namespace) -> list[torch.Tensor]:
+    import itertools
+
+    p = args.patch
+    corners = list(itertools.product(*window_starts(image.shape[1:], (p,) * 3, args.overlap)))
+    windows = [image[:, a : a + p, b : b + p, c : c + p] for a, b, c in corners]
+    return [
+        torch.stack(windows[i : i + args.batch_size])
+        for i in range(0, len(windows), args.batch_size)
+    ]
+
+
+def run_bare(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    with torch.inference_mode():
+        for batch in batches:
+            model(batch)
+
+
+def peak_memory_child(which: str, args: argparse.Namespace) -> None:
+    """In a fresh process: RSS growth (MiB) during one call, printed as JSON."""
+    model = build_model(args.filters, args.classes)
+    image = make_image(args.size)
+    batches = window_batches(image, args) if which == "bare" else None
+    with torch.inference_mode():  # warm up allocator and kernels on one window batch
+        model(torch.zeros(1, 1, *(args.patch,) * 3))
+    base = _status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    if which == "segcli":
+        out = run_segcli(model, image, args)
+    elif which == "monai":
+        out = run_monai(model, image, args)
+    else:
+        run_bare(model, batches or [])
+        out = None
+    peak = _status("VmHWM")
+    del out
+    print(json.dumps({"peak_mib": (peak - base) / 1024}))
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])  # kB
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def peak_memory(which: str, args: argparse.Namespace) -> float:
+    cmd = [
+        sys.executable, __file__, "--child", which, "--size", str(args.size),
+        "--patch", str(args.patch), "--overlap", str(args.overlap),
+        "--batch-size", str(args.batch_size), "--filters", str(args.filters),
+        "--classes", str(args.classes),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
+
+
+def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128, help="volume edge (voxels)")
+    parser.add_argument("--patch", type=int, default=64, help="patch edge (voxels)")
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--filters", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timings: best of N")
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--child", choices=["segcli", "monai", "bare"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        peak_memory_child(args.child, args)
+        return
+
+    import monai
+
+    model = build_model(args.filters, args.classes)
+    image = make_image(args.size)
+    batches = window_batches(image, args)
+    n_windows = sum(len(b) for b in batches)
+
+    ours = run_segcli(model, image, args)
+    theirs = run_monai(model, image, args)
+    agreement = float((ours.argmax(0) == theirs.argmax(0)).double().mean()) * 100
+    max_diff = float((ours - theirs).abs().max())
+
+    # interleave the three so that load from other users hits all of them alike
+    t = {"segcli": [], "monai": [], "bare": []}
+    for _ in range(args.repeats):
+        t["segcli"].append(best_of(lambda: run_segcli(model, image, args), 1))
+        t["monai"].append(best_of(lambda: run_monai(model, image, args), 1))
+        t["bare"].append(best_of(lambda: run_bare(model, batches), 1))
+    best = {k: min(v) for k, v in t.items()}
+    mem = {k: peak_memory(k, args) for k in ("segcli", "monai", "bare")}
+
+    vs_monai = best["segcli"] / best["monai"]
+    vs_bare = best["segcli"] / best["bare"]
+    ok = lambda cond: "yes" if cond else "**no**"  # noqa: E731
+    lines = [
+        "## Sliding-window inference",
+        "",
+        f"Command: `{COMMAND}`  ",
+        f"Machine: {machine()}  ",
+        f"Workload: one {args.size}³ single-channel volume, 3-D CNN (3 × conv3³ with "
+        f"{args.filters} filters + conv1³ head, {args.classes} classes), patch {args.patch}³, "
+        f"overlap {args.overlap}, {args.batch_size} windows per batch, {n_windows} windows, "
+        f"gaussian blending (σ = patch/8) of softmax probabilities, CPU float32; "
+        f"MONAI {monai.__version__} `sliding_window_inference(mode='gaussian', "
+        f"sigma_scale=0.125)` under `torch.inference_mode()` with the model wrapped in a "
+        f"softmax. Times: best of {args.repeats}, interleaved.",
+        "",
+        "| measure | segcli | MONAI | bare forwards | target | met |",
+        "|---|---|---|---|---|---|",
+        f"| time (s) | {best['segcli']:.3f} | {best['monai']:.3f} | {best['bare']:.3f} | | |",
+        f"| time ratio vs MONAI | {vs_monai:.2f} | 1 | | ≤ 0.80 | {ok(vs_monai <= 0.8)} |",
+        f"| time ratio vs bare forwards | {vs_bare:.2f} | "
+        f"{best['monai'] / best['bare']:.2f} | 1 | ≤ 1.10 | {ok(vs_bare <= 1.10)} |",
+        f"| peak extra memory (MiB) | {mem['segcli']:.0f} | {mem['monai']:.0f} | "
+        f"{mem['bare']:.0f} | ≤ MONAI | {ok(mem['segcli'] <= mem['monai'])} |",
+        f"| argmax agreement with MONAI | {agreement:.3f} % | | | ≥ 99 % | "
+        f"{ok(agreement >= 99)} |",
+        f"| max abs. probability difference | {max_diff:.2e} | | | | |",
+        "",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("inference", body)
+
+
+if __name__ == "__main__":
+    main()

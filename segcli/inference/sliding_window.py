@@ -1,0 +1,241 @@
+"""Sliding-window inference: overlapping patches, blended back into whole-image probabilities.
+
+    >>> import torch
+    >>> from segcli.inference import sliding_window
+    >>> model = torch.nn.Conv3d(1, 3, 3, padding=1).eval()
+    >>> probs = sliding_window(model, torch.randn(1, 80, 96, 70), patch_size=(64, 64, 64))
+    >>> probs.shape, probs.sum(0).allclose(torch.ones(80, 96, 70))
+    (torch.Size([3, 80, 96, 70]), True)
+
+How (SPEC.md, "Inference"): the image is padded to at least the patch with the same rule
+training uses (:func:`segcli.padding.pad_to_shape`); windows are placed by
+:func:`~segcli.inference.windows.window_starts` and run ``batch_size`` at a time under
+``torch.inference_mode()`` (and autocast on CUDA); each window's softmax (or sigmoid) is
+multiplied by the blend weight and added in place into one preallocated ``(classes, *spatial)``
+accumulator.  Because the windows form a Cartesian grid and the blend weight is a product of
+per-axis profiles, the total weight at every voxel is the product of per-axis 1-D sums: the
+final division needs no second full-size accumulator.  Peak memory is the accumulator plus one
+batch of windows, whatever the number of windows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+from segcli.inference.windows import BLEND_MODES, blend_profiles, blend_weights, window_starts
+from segcli.padding import PAD_MODES, pad_to_shape
+
+__all__ = ["accumulator_device", "mirror_axes", "sliding_window"]
+
+#: Share of the free CUDA memory the accumulators and the image may take; the rest is left
+#: for the network's activations.
+_DEVICE_MEMORY_SHARE = 0.5
+
+
+def sliding_window(
+    model: nn.Module,
+    image: torch.Tensor | np.ndarray,
+    patch_size: Sequence[int],
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 8,
+    tta: bool = False,
+    multilabel: bool = False,
+    device: str | torch.device | None = None,
+    pad_mode: str = "minimum",
+    pad_value: float = 0.0,
+) -> torch.Tensor:
+    """Stitched class probabilities of ``model`` over ``image``, window by window.
+
+    Args:
+        model: any module mapping ``(B, C, *patch_size)`` to ``(B, classes, *patch_size)``
+            logits, already on ``device`` and (normally) in eval mode.  A list or tuple output
+            (deep supervision) is reduced to its first element.
+        image: ``(C, *spatial)`` float tensor (numpy accepted), already normalised.  Any size:
+            axes shorter than the patch are padded (centred, ``pad_mode``) and cropped back.
+        patch_size: window size per spatial axis (array axis order).
+        overlap: fraction of the patch that neighbouring windows share, in [0, 1).
+        blend: ``gaussian`` (σ = patch/8 per axis, nnU-Net) or ``constant``.
+        batch_size: windows per forward pass.
+        tta: mirror test-time augmentation: average the probabilities over every combination
+            of flipped spatial axes (2^dims forward passes per window).
+        multilabel: sigmoid per channel instead of softmax over channels.
+        device: where the windows run; default the model's (parameters') device.
+        pad_mode: ``minimum`` (per-channel image minimum), ``edge``, ``reflect`` or
+            ``constant`` — the rule training pads its crops with.
+        pad_value: the constant for ``pad_mode="constant"``.
+
+    Returns:
+        float32 ``(classes, *spatial)`` probabilities with ``spatial`` = the image's size
+        (softmax: they sum to 1 over classes).  On ``device`` when the accumulator fits there
+        (half the free memory on CUDA), else on CPU.
+
+    Raises:
+        ValueError: bad ``image`` rank, ``patch_size``, ``overlap``, ``blend``, ``batch_size``
+            or ``pad_mode``; a model output that is not ``(B, classes, *patch_size)`` (e.g. a
+            valid-padding network whose output is smaller than its input — not supported).
+    """
+    image = torch.as_tensor(image)
+    patch = tuple(int(p) for p in patch_size)
+    _check_arguments(image, patch, overlap, blend, batch_size, pad_mode)
+    device = _model_device(model, image) if device is None else torch.device(device)
+    image = image.to(dtype=torch.float32)
+
+    padded, crop = pad_to_shape(image, patch, mode=pad_mode, value=pad_value)
+    spatial = tuple(padded.shape[1:])
+    starts = window_starts(spatial, patch, overlap)
+    profiles = blend_profiles(patch, blend)
+    weights = blend_weights(patch, blend).to(device)
+    flips = mirror_axes(len(patch)) if tta else [()]
+    amp = torch.autocast("cuda") if device.type == "cuda" else nullcontext()
+
+    acc: torch.Tensor | None = None
+    with torch.inference_mode():
+        for corners in _batches(itertools.product(*starts), batch_size):
+            regions = [
+                (slice(None), *(slice(s, s + p) for s, p in zip(c, patch, strict=True)))
+                for c in corners
+            ]
+            batch = torch.stack([padded[r] for r in regions]).to(device, non_blocking=True)
+            probs = _predict(model, batch, flips, multilabel, amp)
+            probs.mul_(weights)
+            if acc is None:
+                store = accumulator_device(device, (probs.shape[1] + image.shape[0]) * _numel(spatial) * 4)
+                acc = torch.zeros((probs.shape[1], *spatial), dtype=torch.float32, device=store)
+                if padded.device != store:
+                    padded = padded.to(store)
+            probs = probs.to(acc.device)
+            for region, window in zip(regions, probs, strict=True):
+                acc[region].add_(window)
+        assert acc is not None  # at least one window always exists
+        _divide_by_weight_sum(acc, starts, profiles)
+    if spatial != tuple(image.shape[1:]):
+        return acc[crop].clone()
+    return acc
+
+
+def mirror_axes(dims: int) -> list[tuple[int, ...]]:
+    """Every combination of flipped spatial axes (as batch-tensor dims), identity first.
+
+    ``mirror_axes(2)`` → ``[(), (2,), (3,), (2, 3)]``: 2^dims entries.
+    """
+    axes = range(2, 2 + dims)
+    return [combo for k in range(dims + 1) for combo in itertools.combinations(axes, k)]
+
+
+def accumulator_device(device: torch.device, nbytes: int) -> torch.device:
+    """``device`` if ``nbytes`` fit into half its free memory (CUDA), else CPU.
+
+    Non-CUDA devices are returned unchanged (their memory is the host's).
+    """
+    if device.type != "cuda":
+        return device
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if nbytes <= _DEVICE_MEMORY_SHARE * free else torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _check_arguments(
+    image: torch.Tensor,
+    patch: tuple[int, ...],
+    overlap: float,
+    blend: str,
+    batch_size: int,
+    pad_mode: str,
+) -> None:
+    if image.ndim != len(patch) + 1:
+        raise ValueError(
+            f"image must be (C, *spatial) with {len(patch)} spatial axes to match "
+            f"patch_size {patch}, got shape {tuple(image.shape)}"
+        )
+    if not patch or any(p <= 0 for p in patch):
+        raise ValueError(f"patch_size must be positive integers, got {patch}")
+    if any(n == 0 for n in image.shape):
+        raise ValueError(f"image has an empty axis: shape {tuple(image.shape)}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if blend not in BLEND_MODES:
+        raise ValueError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
+
+
+def _model_device(model: nn.Module, image: torch.Tensor) -> torch.device:
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return image.device
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _batches(items: Iterator[tuple[int, ...]], size: int) -> Iterator[list[tuple[int, ...]]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _forward(model: nn.Module, batch: torch.Tensor, amp: object) -> torch.Tensor:
+    with amp:  # type: ignore[attr-defined]
+        out = model(batch)
+    if isinstance(out, list | tuple):
+        out = out[0]
+    if (
+        not isinstance(out, torch.Tensor)
+        or out.ndim != batch.ndim
+        or out.shape[0] != batch.shape[0]
+        or out.shape[2:] != batch.shape[2:]
+    ):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"the model maps a window batch of shape {tuple(batch.shape)} to {got}; "
+            "sliding_window needs (B, classes, *patch_size) logits of the same spatial size "
+            "(networks whose output is smaller than their input, e.g. valid padding, "
+            "are not supported)"
+        )
+    return out.float()
+
+
+def _activate(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+
+
+def _predict(
+    model: nn.Module,
+    batch: torch.Tensor,
+    flips: list[tuple[int, ...]],
+    multilabel: bool,
+    amp: object,
+) -> torch.Tensor:
+    """Probabilities of one window batch, averaged over the mirror flips (identity first)."""
+    probs = _activate(_forward(model, batch, amp), multilabel)
+    for axes in flips[1:]:
+        flipped = _activate(_forward(model, batch.flip(axes), amp), multilabel)
+        probs.add_(flipped.flip(axes))
+    if len(flips) > 1:
+        probs.div_(len(flips))
+    return probs
+
+
+def _divide_by_weight_sum(
+    acc: torch.Tensor, starts: list[list[int]], profiles: Sequence[torch.Tensor]
+) -> None:
+    """``acc /= Σ_windows weight``, the sum taken as the product of per-axis 1-D sums."""
+    dims = len(starts)
+    for axis, (axis_starts, profile) in enumerate(zip(starts, profiles, strict=True)):
+        total = torch.zeros(acc.shape[1 + axis], dtype=torch.float64)
+        for s in axis_starts:
+            total[s : s + profile.numel()] += profile.double()
+        shape = [1] * (dims + 1)
+        shape[1 + axis] = -1
+        acc.mul_(total.reciprocal().to(torch.float32).reshape(shape).to(acc.device))

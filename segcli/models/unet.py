@@ -1,0 +1,243 @@
+"""U-Net (Ronneberger, Fischer & Brox 2015) and its modern variants, 2D and 3D.
+
+    >>> import torch
+    >>> from segcli.config.schema import UNetSpec
+    >>> from segcli.models import build
+    >>> net = build(UNetSpec(filters=8, depth=3, norm="instance"))
+    >>> net(torch.zeros(1, 1, 32, 32)).shape
+    torch.Size([1, 2, 32, 32])
+
+Encoder: ``depth`` max-poolings (2×2), each level a block of ``convs_per_block`` k×k
+convolutions whose width doubles per level (``filters·2**level``, capped by ``max_filters``).
+Decoder: upsampling (``transpose``: 2×2 transposed convolution halving the channels, as in the
+paper; ``interp``: (bi/tri)linear interpolation followed by a 1×1 convolution), concatenation
+with the encoder's skip (centre-cropped with ``valid`` padding), a block.  A 1×1 head gives the
+logits.  ``residual`` blocks add a (1×1-projected, cropped) shortcut before the last
+activation.  With ``valid`` padding, 64 filters, depth 4, 1 input channel, 2 classes, no norm
+and ReLU this is the paper's network: 31,030,658 parameters, 572×572 → 388×388.
+
+Deep supervision: in training mode, forward returns ``[full-res, 1/2, 1/4, ...]`` logits (one
+auxiliary 1×1 head per decoder stage below full resolution, ``depth − 1`` of them); in eval
+mode only the full-resolution tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segcli.config.schema import UNetSpec
+from segcli.errors import SpecError
+from segcli.models import layers
+from segcli.models.base import ARCHITECTURES, SegmentationNetwork
+from segcli.receptive_field.graph import Graph, Node
+
+__all__ = ["ConvBlock", "UNet", "build_unet"]
+
+
+class ConvBlock(nn.Module):
+    """``n`` × (conv → norm → activation), optionally residual, then dropout.
+
+    Residual: the shortcut (a 1×1 convolution when the width changes, centre-cropped with
+    ``valid`` padding) is added before the last activation (He et al. 2016).
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        *,
+        convs: int,
+        kernel_size: int,
+        padding: str,
+        norm: str,
+        activation: str,
+        residual: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        pad = "same" if padding == "same" else 0
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.acts = nn.ModuleList()
+        channels = in_channels
+        for _ in range(convs):
+            self.convs.append(layers.conv(dims, channels, out_channels, kernel_size, padding=pad))
+            self.norms.append(layers.norm(norm, dims, out_channels))
+            self.acts.append(layers.activation(activation))
+            channels = out_channels
+        self.shortcut: nn.Module | None = None
+        if residual:
+            self.shortcut = (
+                layers.conv(dims, in_channels, out_channels, 1)
+                if in_channels != out_channels
+                else nn.Identity()
+            )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        last = len(self.convs) - 1
+        for i, (conv, norm, act) in enumerate(zip(self.convs, self.norms, self.acts, strict=True)):
+            y = norm(conv(y))
+            if i == last and self.shortcut is not None:
+                y = y + layers.center_crop(self.shortcut(x), y.shape[2:])
+            y = act(y)
+        return self.dropout(y)
+
+
+class UNet(SegmentationNetwork):
+    """Encoder–decoder with skip connections; see the module docstring for the options.
+
+    Shapes: ``(B, C, *spatial)`` → ``(B, num_classes, *out)``; ``out = spatial`` with ``same``
+    padding (each size must be divisible by ``2**depth``), smaller with ``valid`` padding
+    (:func:`segcli.models.output_size` gives it and which input sizes work).
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        num_classes: int,
+        *,
+        filters: int = 32,
+        depth: int = 4,
+        max_filters: int | None = None,
+        convs_per_block: int = 2,
+        kernel_size: int = 3,
+        padding: str = "same",
+        upsample: str = "transpose",
+        residual: bool = False,
+        norm: str = "instance",
+        activation: str = "leaky_relu",
+        dropout: float = 0.0,
+        deep_supervision: bool = False,
+    ) -> None:
+        super().__init__()
+        if padding == "same" and kernel_size % 2 == 0:
+            raise SpecError(
+                f"model.kernel_size {kernel_size}: a same-padding U-Net needs an odd kernel size "
+                "(use 3 or 5, or padding: valid)"
+            )
+        self.dims, self.in_channels, self.num_classes = dims, in_channels, num_classes
+        self.depth, self.padding, self.upsample_kind = depth, padding, upsample
+        self.kernel_size, self.convs_per_block = kernel_size, convs_per_block
+        self.deep_supervision = deep_supervision
+        widths = [filters * 2**level for level in range(depth + 1)]
+        if max_filters is not None:
+            widths = [min(w, max_filters) for w in widths]
+        self.widths = widths
+
+        def block(cin: int, cout: int) -> ConvBlock:
+            return ConvBlock(
+                dims, cin, cout, convs=convs_per_block, kernel_size=kernel_size, padding=padding,
+                norm=norm, activation=activation, residual=residual, dropout=dropout,
+            )
+
+        self.encoder = nn.ModuleList()
+        channels = in_channels
+        for width in widths:
+            self.encoder.append(block(channels, width))
+            channels = width
+        self.pool = layers.pool(dims, 2)
+        self.ups = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for level in range(depth - 1, -1, -1):  # deepest first
+            skip = widths[level]
+            if upsample == "transpose":
+                self.ups.append(layers.conv_transpose(dims, channels, skip, 2, stride=2))
+            else:
+                self.ups.append(
+                    nn.Sequential(layers.Interpolate(dims, 2), layers.conv(dims, channels, skip, 1))
+                )
+            self.decoder.append(block(2 * skip, skip))
+            channels = skip
+        self.head = layers.conv(dims, channels, num_classes, 1)
+        # auxiliary heads for decoder stages at 1/2, 1/4, ... resolution (highest first)
+        self.aux_heads = nn.ModuleList(
+            layers.conv(dims, widths[level], num_classes, 1) for level in range(1, depth)
+        ) if deep_supervision else nn.ModuleList()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips = []
+        for level, block in enumerate(self.encoder):
+            if level > 0:
+                x = self.pool(x)
+            x = block(x)
+            skips.append(x)
+        skips.pop()  # the bottleneck is not a skip
+        decoded = []
+        for up, block in zip(self.ups, self.decoder, strict=True):
+            x = up(x)
+            skip = skips.pop()
+            x = block(torch.cat([layers.center_crop(skip, x.shape[2:]), x], dim=1))
+            decoded.append(x)
+        out = self.head(x)
+        if not (self.deep_supervision and self.training):
+            return out
+        # decoded[-1] is full resolution; decoded[-2] half, ...
+        aux = [head(decoded[-2 - i]) for i, head in enumerate(self.aux_heads)]
+        return [out, *aux]
+
+    # ------------------------------------------------------------------ field graph
+
+    def _block_graph(self, g: Graph, x: Node, block: ConvBlock, name: str) -> Node:
+        same = self.padding == "same"
+        inp = x
+        for i, conv in enumerate(block.convs):
+            params = layers.count_parameters(conv, block.norms[i], block.acts[i])
+            if i == len(block.convs) - 1 and block.shortcut is not None:
+                params += layers.count_parameters(block.shortcut)
+            x = g.conv(
+                x, f"{name}.conv{i + 1}", channels=conv.out_channels, kernel=self.kernel_size,
+                pad="same" if same else "valid", params=params,
+            )
+        if block.shortcut is not None:
+            short = g.conv(inp, f"{name}.shortcut", channels=x.channels, kernel=1, row=False)
+            short = g.crop(short, x, f"{name}.shortcut_crop")
+            x = g.merge([x, short], f"{name}.residual", kind="add")
+        return x
+
+    def field_graph(self) -> Graph:
+        g = Graph(self.dims, self.in_channels)
+        x = g.input
+        skips = []
+        for level, block in enumerate(self.encoder):
+            if level > 0:
+                x = g.pool(x, f"down{level}.pool", kernel=2, exact=True)
+            x = self._block_graph(g, x, block, f"down{level}" if level else "enc0")
+            skips.append(x)
+        skips.pop()
+        for i, (up, block) in enumerate(zip(self.ups, self.decoder, strict=True)):
+            level = self.depth - 1 - i
+            if self.upsample_kind == "transpose":
+                x = g.transpose(
+                    x, f"up{level}.upconv", channels=up.out_channels, kernel=2, stride=2,
+                    params=layers.count_parameters(up),
+                )
+            else:
+                x = g.interp(x, f"up{level}.interp", scale=2)
+                x = g.conv(x, f"up{level}.conv", channels=up[1].out_channels, kernel=1,
+                           params=layers.count_parameters(up))
+            skip = g.crop(skips.pop(), x, f"up{level}.skip_crop")
+            x = g.merge([skip, x], f"up{level}.concat")
+            x = self._block_graph(g, x, block, f"up{level}")
+        g.set_output(
+            g.conv(x, "head", channels=self.num_classes, kernel=1,
+                   params=layers.count_parameters(self.head, self.aux_heads))
+        )
+        return g
+
+
+@ARCHITECTURES.register("unet")
+def build_unet(spec: UNetSpec) -> UNet:
+    """Build a :class:`UNet` from its spec."""
+    return UNet(
+        spec.dims, spec.in_channels, spec.num_classes, filters=spec.filters, depth=spec.depth,
+        max_filters=spec.max_filters, convs_per_block=spec.convs_per_block,
+        kernel_size=spec.kernel_size, padding=spec.padding, upsample=spec.upsample,
+        residual=spec.residual, norm=spec.norm, activation=spec.activation,
+        dropout=spec.dropout, deep_supervision=spec.deep_supervision,
+    )
