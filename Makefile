@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train hippocampus clean
+.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,3 +55,7 @@ bench-inference: $(VENV)/.bench-stamp
 
 bench-train: $(VENV)/.bench-stamp
 	$(BIN)/python bench/train.py
+
+## the lecture's experiments (docs/lecture.md) and the real-data result (docs/results.md)
+lecture: install
+	$(BIN)/python bench/lecture.py

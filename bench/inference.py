@@ -16,6 +16,7 @@ forwards, peak memory ≤ MONAI's.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -70,10 +71,17 @@ def make_image(size: int, seed: int = 1) -> torch.Tensor:
     return (smooth + 0.1 * torch.randn(1, 1, size, size, size, generator=g))[0]
 
 
-def run_segcli(model: nn.Module, image: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+def run_segcli(
+    model: nn.Module, image: torch.Tensor, args: argparse.Namespace, channels_last: bool | None = None
+) -> torch.Tensor:
     return sliding_window(
-        model, image, (args.patch,) * 3, overlap=args.overlap, blend="gaussian",
+        model,
+        image,
+        (args.patch,) * 3,
+        overlap=args.overlap,
+        blend="gaussian",
         batch_size=args.batch_size,
+        channels_last=channels_last,
     )
 
 
@@ -82,8 +90,13 @@ def run_monai(model: nn.Module, image: torch.Tensor, args: argparse.Namespace) -
 
     with torch.inference_mode():
         out = sliding_window_inference(
-            image[None], (args.patch,) * 3, args.batch_size, Softmax(model),
-            overlap=args.overlap, mode="gaussian", sigma_scale=0.125,
+            image[None],
+            (args.patch,) * 3,
+            args.batch_size,
+            Softmax(model),
+            overlap=args.overlap,
+            mode="gaussian",
+            sigma_scale=0.125,
         )
     return out[0]
 
@@ -136,10 +149,22 @@ def _status(key: str) -> int:
 
 def peak_memory(which: str, args: argparse.Namespace) -> float:
     cmd = [
-        sys.executable, __file__, "--child", which, "--size", str(args.size),
-        "--patch", str(args.patch), "--overlap", str(args.overlap),
-        "--batch-size", str(args.batch_size), "--filters", str(args.filters),
-        "--classes", str(args.classes),
+        sys.executable,
+        __file__,
+        "--child",
+        which,
+        "--size",
+        str(args.size),
+        "--patch",
+        str(args.patch),
+        "--overlap",
+        str(args.overlap),
+        "--batch-size",
+        str(args.batch_size),
+        "--filters",
+        str(args.filters),
+        "--classes",
+        str(args.classes),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
@@ -173,27 +198,42 @@ def main() -> None:
     import monai
 
     model = build_model(args.filters, args.classes)
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
     image = make_image(args.size)
     batches = window_batches(image, args)
+    batches_cl = [b.contiguous(memory_format=torch.channels_last_3d) for b in batches]
     n_windows = sum(len(b) for b in batches)
 
     ours = run_segcli(model, image, args)
     theirs = run_monai(model, image, args)
     agreement = float((ours.argmax(0) == theirs.argmax(0)).double().mean()) * 100
     max_diff = float((ours - theirs).abs().max())
+    plain = run_segcli(model, image, args, channels_last=False)
+    layout_diff = float((ours - plain).abs().max())
 
-    # interleave the three so that load from other users hits all of them alike
-    t = {"segcli": [], "monai": [], "bare": []}
+    runs = {
+        "segcli": lambda: run_segcli(model, image, args),
+        "segcli_plain": lambda: run_segcli(model, image, args, channels_last=False),
+        "monai": lambda: run_monai(model, image, args),
+        "monai_cl": lambda: run_monai(model_cl, image, args),
+        "bare": lambda: run_bare(model, batches),
+        "bare_cl": lambda: run_bare(model_cl, batches_cl),
+    }
+    # interleaved, so that load from other users hits every variant alike; best of N
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.repeats):
-        t["segcli"].append(best_of(lambda: run_segcli(model, image, args), 1))
-        t["monai"].append(best_of(lambda: run_monai(model, image, args), 1))
-        t["bare"].append(best_of(lambda: run_bare(model, batches), 1))
-    best = {k: min(v) for k, v in t.items()}
+        for key, fn in runs.items():
+            times[key].append(best_of(fn, 1))
+    best = {k: min(v) for k, v in times.items()}
     mem = {k: peak_memory(k, args) for k in ("segcli", "monai", "bare")}
 
     vs_monai = best["segcli"] / best["monai"]
     vs_bare = best["segcli"] / best["bare"]
     ok = lambda cond: "yes" if cond else "**no**"  # noqa: E731
+    row = lambda name, key, memory="": (  # noqa: E731
+        f"| {name} | {best[key]:.3f} | {best[key] / best['monai']:.2f} | "
+        f"{best[key] / best['bare']:.2f} | {memory} |"
+    )
     lines = [
         "## Sliding-window inference",
         "",
@@ -202,22 +242,44 @@ def main() -> None:
         f"Workload: one {args.size}³ single-channel volume, 3-D CNN (3 × conv3³ with "
         f"{args.filters} filters + conv1³ head, {args.classes} classes), patch {args.patch}³, "
         f"overlap {args.overlap}, {args.batch_size} windows per batch, {n_windows} windows, "
-        f"gaussian blending (σ = patch/8) of softmax probabilities, CPU float32; "
-        f"MONAI {monai.__version__} `sliding_window_inference(mode='gaussian', "
-        f"sigma_scale=0.125)` under `torch.inference_mode()` with the model wrapped in a "
-        f"softmax. Times: best of {args.repeats}, interleaved.",
+        f"gaussian blending (σ = patch/8) of softmax probabilities, CPU float32. "
+        f"MONAI {monai.__version__}: `sliding_window_inference(mode='gaussian', "
+        f"sigma_scale=0.125)` under `torch.inference_mode()`, the model wrapped in a softmax. "
+        f"Bare forwards: the model alone on the same {n_windows} windows, pre-cut. "
+        f"Times: best of {args.repeats}, all variants interleaved; peak memory: resident-set "
+        f"growth during one call, each in a fresh process.",
         "",
-        "| measure | segcli | MONAI | bare forwards | target | met |",
-        "|---|---|---|---|---|---|",
-        f"| time (s) | {best['segcli']:.3f} | {best['monai']:.3f} | {best['bare']:.3f} | | |",
-        f"| time ratio vs MONAI | {vs_monai:.2f} | 1 | | ≤ 0.80 | {ok(vs_monai <= 0.8)} |",
-        f"| time ratio vs bare forwards | {vs_bare:.2f} | "
-        f"{best['monai'] / best['bare']:.2f} | 1 | ≤ 1.10 | {ok(vs_bare <= 1.10)} |",
-        f"| peak extra memory (MiB) | {mem['segcli']:.0f} | {mem['monai']:.0f} | "
-        f"{mem['bare']:.0f} | ≤ MONAI | {ok(mem['segcli'] <= mem['monai'])} |",
-        f"| argmax agreement with MONAI | {agreement:.3f} % | | | ≥ 99 % | "
-        f"{ok(agreement >= 99)} |",
-        f"| max abs. probability difference | {max_diff:.2e} | | | | |",
+        "| inferer | time (s) | × MONAI | × bare forwards | peak extra memory (MiB) |",
+        "|---|---|---|---|---|",
+        row(
+            "segcli `sliding_window` (default: channels-last on CPU)",
+            "segcli",
+            f"{mem['segcli']:.0f}",
+        ),
+        row("segcli, `channels_last=False`", "segcli_plain"),
+        row("MONAI `sliding_window_inference`", "monai", f"{mem['monai']:.0f}"),
+        row("MONAI, model converted to channels-last by the caller", "monai_cl"),
+        row("bare forwards", "bare", f"{mem['bare']:.0f}"),
+        row("bare forwards, channels-last model and windows", "bare_cl"),
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        f"| argmax agreement with MONAI ≥ 99 % | {agreement:.3f} % "
+        f"(max probability difference {max_diff:.1e}) | {ok(agreement >= 99)} |",
+        f"| time ≤ 0.80 × MONAI | {vs_monai:.2f} | {ok(vs_monai <= 0.8)} |",
+        f"| time ≤ 1.10 × bare forwards | {vs_bare:.2f} | {ok(vs_bare <= 1.10)} |",
+        f"| peak memory ≤ MONAI | {mem['segcli']:.0f} vs {mem['monai']:.0f} MiB | "
+        f"{ok(mem['segcli'] <= mem['monai'])} |",
+        "",
+        "Where the time goes: the convolutions are nearly all of it, so the stitching itself "
+        f"costs {best['segcli'] / best['bare_cl']:.2f} × the channels-last bare forwards "
+        f"(MONAI: {best['monai'] / best['bare']:.2f} × the bare forwards in its layout). "
+        "The speed-up over MONAI comes from running the windows channels-last on CPU "
+        "(oneDNN; same float32 arithmetic, max difference to `channels_last=False` "
+        f"{layout_diff:.1e}); a MONAI user who converts the model gets most of it too (row 4). "
+        "Probabilities differ from MONAI's only where MONAI clamps its gaussian at 1e-3 "
+        "(window corners) and this implementation does not. The machine is shared; the lead "
+        "reruns this on an idle machine before a release.",
         "",
     ]
     body = "\n".join(lines)

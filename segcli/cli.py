@@ -235,9 +235,13 @@ def evaluate(
 # --------------------------------------------------------------------------- receptive field
 
 
-@app.command("receptive-field")
+@app.command(
+    "receptive-field",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+)
 @_user_errors
 def receptive_field(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
     empirical: Annotated[
         bool, typer.Option("--empirical", help="Also measure the field from input gradients.")
@@ -245,11 +249,26 @@ def receptive_field(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     input_size: Annotated[
         list[int] | None,
-        typer.Option("--input-size", help="Input size for the per-layer sizes (one per axis).", min=1),
+        typer.Option(
+            "--input-size",
+            help="Input size for the per-layer sizes, one per axis: --input-size 572 572 "
+            "(default: data.patch_size).",
+            min=1,
+        ),
     ] = None,
     overrides: SetOption = None,
 ) -> None:
     """What the network can see: per-layer sizes, jumps, receptive fields and parameters."""
+    # click options take one value each: `--input-size 572 572` leaves the second as an extra
+    # argument, which is appended here (SPEC.md spells the option `--input-size N N [N]`).
+    extra = list(ctx.args)
+    if extra:
+        if input_size is None or not all(a.isdigit() and int(a) > 0 for a in extra):
+            raise SegcliError(
+                f"unexpected argument(s) {' '.join(extra)}; usage: segcli receptive-field "
+                "EXP.yaml [--empirical] [--json] [--input-size N N [N]] [--set KEY=VALUE]"
+            )
+        input_size = [*input_size, *(int(a) for a in extra)]
     exp = _load(spec, overrides)
     from segcli.engine.receptive import receptive_field_command
 

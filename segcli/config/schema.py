@@ -198,6 +198,13 @@ class PatchCNNSpec(_ModelBase):
     input_size: int = Field(95, gt=0)
     kernel_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [4, 5, 4, 4])
     hidden: int = Field(200, gt=0)
+    #: ``dense``: one prediction per input pixel (pooling strides turned into dilations, same
+    #: weights); ``window``: the lecture's classifier, one prediction per ``input_size`` window
+    mode: Literal["dense", "window"] = "dense"
+    #: dense mode: ``same`` pads the input by half a window (output = input size); ``valid`` not
+    padding: Literal["same", "valid"] = "same"
+    pad_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    activation: Activation = "relu"
 
 
 class FCNSpec(_ModelBase):
@@ -212,6 +219,10 @@ class FCNSpec(_ModelBase):
     )
     max_filters: int = Field(512, gt=0)
     norm: Norm = "none"
+    #: width of the convolutionalised fully connected layers fc6/fc7 (null: the last stage's)
+    fc_filters: int | None = Field(None, gt=0)
+    #: kernel of fc6 (VGG's 7×7 fully connected layer; 3 keeps toy models small); odd
+    fc_kernel: int = Field(3, gt=0)
 
 
 class UNetSpec(_ModelBase):

@@ -269,7 +269,7 @@ def fit(
     """
     from segcli.data.loaders import PatchDataset, build_loader, list_case_names, load_cases, split_cases
     from segcli.losses import build_loss
-    from segcli.models import build, output_size
+    from segcli.models import build, check_input_size
 
     device = resolve_device(device)
     run = RunDir(Path(run_dir) if run_dir is not None else Path(exp.output) / exp.name)
@@ -301,7 +301,7 @@ def fit(
         )
 
     # ---- model, loss, optimiser
-    output_size(exp.model, exp.data.patch_size)  # raises a clear SpecError for impossible sizes
+    check_input_size(exp.model, exp.data.patch_size, key="data.patch_size")
     model = build(exp.model).to(device)
     class_weights = None
     if exp.loss.name == "weighted_ce":

@@ -15,6 +15,7 @@ an index map whose value ``k + 1`` marks channel ``k``); see :mod:`segcli.losses
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 

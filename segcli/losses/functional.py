@@ -206,8 +206,10 @@ def focal_loss(
     else:
         log_pt = logits.log_softmax(dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
         positive = (target > 0).float()
-    pt = log_pt.exp()
-    loss = -((1.0 - pt).clamp_min(0.0) ** gamma) * log_pt
+    loss = -log_pt
+    if gamma > 0:
+        # clamped away from 0 so that 0 < gamma < 1 keeps finite gradients where p_t = 1
+        loss = loss * (1.0 - log_pt.exp()).clamp_min(_EPS) ** gamma
     if alpha is not None:
         loss = loss * (alpha * positive + (1.0 - alpha) * (1.0 - positive))
     return loss.mean()

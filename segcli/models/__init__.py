@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from segcli.errors import SpecError
-from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph, SizeError
 
 # Architecture modules register themselves on import (explicit, no scanning).
-from segcli.models import cnn as _cnn  # noqa: E402,F401,I001
-from segcli.models import fcn as _fcn  # noqa: E402,F401
-from segcli.models import patch_cnn as _patch_cnn  # noqa: E402,F401
-from segcli.models import unet as _unet  # noqa: E402,F401
+from segcli.models import cnn as _cnn  # noqa: F401
+from segcli.models import fcn as _fcn  # noqa: F401
+from segcli.models import patch_cnn as _patch_cnn  # noqa: F401
+from segcli.models import unet as _unet  # noqa: F401
+from segcli.models.base import ARCHITECTURES, SegmentationNetwork
+from segcli.receptive_field.graph import Graph, SizeError
 
 __all__ = [
     "ARCHITECTURES",
@@ -117,7 +117,14 @@ def output_size(
     except SizeError as exc:
         below, above = _nearby(graph, size[exc.axis], spec.dims)
         works = [str(n) for n in (below, above) if n is not None]
-        hint = f"nearby sizes that work: {' or '.join(works)}" if works else "no size nearby works"
+        if below is None and above is not None:
+            hint = (
+                f"the input is too small for this network; the smallest size that works is {above}"
+            )
+        elif works:
+            hint = f"nearby sizes that work: {' or '.join(works)}"
+        else:
+            hint = "no size nearby works"
         stride = _total_stride(graph)
         multiple = f" (the total stride is {stride})" if stride > 1 else ""
         raise SpecError(

@@ -76,8 +76,13 @@ class ConvNet(SegmentationNetwork):
             blocks.append(
                 nn.Sequential(
                     layers.conv(
-                        dims, channels, filters, kernel_size, dilation=d,
-                        padding="same" if padding == "same" else 0, pad_mode=pad_mode,
+                        dims,
+                        channels,
+                        filters,
+                        kernel_size,
+                        dilation=d,
+                        padding="same" if padding == "same" else 0,
+                        pad_mode=pad_mode,
                     ),
                     layers.norm(norm, dims, filters),
                     layers.activation(activation),
@@ -101,14 +106,24 @@ class ConvNet(SegmentationNetwork):
         for i, (d, block) in enumerate(zip(self.dilations, self.blocks, strict=True)):
             same = self.padding_kind == "same"
             x = g.conv(
-                x, f"conv{i + 1}", channels=block[0].out_channels, kernel=self.kernel_size,
-                dilation=d, pad="same" if same else "valid",
-                params=layers.count_parameters(block), reflect=same and self.pad_mode == "reflect",
+                x,
+                f"conv{i + 1}",
+                channels=block[0].out_channels,
+                kernel=self.kernel_size,
+                dilation=d,
+                pad="same" if same else "valid",
+                params=layers.count_parameters(block),
+                reflect=same and self.pad_mode == "reflect",
                 type="conv" if d == 1 else f"conv (dilation {d})",
             )
         g.set_output(
-            g.conv(x, "head", channels=self.num_classes, kernel=1,
-                   params=layers.count_parameters(self.head))
+            g.conv(
+                x,
+                "head",
+                channels=self.num_classes,
+                kernel=1,
+                params=layers.count_parameters(self.head),
+            )
         )
         return g
 
@@ -117,9 +132,16 @@ class ConvNet(SegmentationNetwork):
 def build_cnn(spec: CNNSpec) -> ConvNet:
     """The lecture's plain CNN: ``spec.layers`` convolutions without dilation."""
     return ConvNet(
-        spec.dims, spec.in_channels, spec.num_classes, filters=spec.filters,
-        dilations=[1] * spec.layers, kernel_size=spec.kernel_size, padding=spec.padding,
-        pad_mode=spec.pad_mode, activation=spec.activation, norm=spec.norm,
+        spec.dims,
+        spec.in_channels,
+        spec.num_classes,
+        filters=spec.filters,
+        dilations=[1] * spec.layers,
+        kernel_size=spec.kernel_size,
+        padding=spec.padding,
+        pad_mode=spec.pad_mode,
+        activation=spec.activation,
+        norm=spec.norm,
     )
 
 
@@ -127,7 +149,14 @@ def build_cnn(spec: CNNSpec) -> ConvNet:
 def build_dilated(spec: DilatedSpec) -> ConvNet:
     """One convolution per entry of ``spec.dilations`` (Yu & Koltun 2016)."""
     return ConvNet(
-        spec.dims, spec.in_channels, spec.num_classes, filters=spec.filters,
-        dilations=spec.dilations, kernel_size=spec.kernel_size, padding=spec.padding,
-        pad_mode=spec.pad_mode, activation=spec.activation, norm=spec.norm,
+        spec.dims,
+        spec.in_channels,
+        spec.num_classes,
+        filters=spec.filters,
+        dilations=spec.dilations,
+        kernel_size=spec.kernel_size,
+        padding=spec.padding,
+        pad_mode=spec.pad_mode,
+        activation=spec.activation,
+        norm=spec.norm,
     )

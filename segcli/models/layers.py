@@ -78,7 +78,13 @@ def conv(
 
 
 def conv_transpose(
-    dims: int, in_channels: int, out_channels: int, kernel_size: int, *, stride: int, padding: int = 0
+    dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int,
+    padding: int = 0,
 ) -> nn.Module:
     """``nn.ConvTranspose2d`` / ``3d``: output size ``(n − 1)·stride − 2·padding + kernel``."""
     _check_dims(dims)
@@ -131,7 +137,9 @@ def activation(name: str) -> nn.Module:
     try:
         return factories[name]()
     except KeyError:
-        raise ValueError(f"activation must be one of {', '.join(factories)}, got {name!r}") from None
+        raise ValueError(
+            f"activation must be one of {', '.join(factories)}, got {name!r}"
+        ) from None
 
 
 def count_parameters(*modules: nn.Module) -> int:
@@ -218,13 +226,22 @@ class DilatedAvgPool(nn.Module):
     def __init__(self, dims: int, kernel_size: int, *, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         _check_dims(dims)
-        self.dims, self.kernel_size, self.stride, self.dilation = dims, kernel_size, stride, dilation
+        self.dims, self.kernel_size, self.stride, self.dilation = (
+            dims,
+            kernel_size,
+            stride,
+            dilation,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, *spatial = x.shape
         weight = x.new_full((1, 1) + (self.kernel_size,) * self.dims, 1.0)
         weight = weight / math.prod(weight.shape)
         op = F.conv2d if self.dims == 2 else F.conv3d
-        y = op(x.reshape(batch * channels, 1, *spatial), weight, stride=self.stride,
-               dilation=self.dilation)
+        y = op(
+            x.reshape(batch * channels, 1, *spatial),
+            weight,
+            stride=self.stride,
+            dilation=self.dilation,
+        )
         return y.reshape(batch, channels, *y.shape[2:])

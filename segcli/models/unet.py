@@ -132,8 +132,16 @@ class UNet(SegmentationNetwork):
 
         def block(cin: int, cout: int) -> ConvBlock:
             return ConvBlock(
-                dims, cin, cout, convs=convs_per_block, kernel_size=kernel_size, padding=padding,
-                norm=norm, activation=activation, residual=residual, dropout=dropout,
+                dims,
+                cin,
+                cout,
+                convs=convs_per_block,
+                kernel_size=kernel_size,
+                padding=padding,
+                norm=norm,
+                activation=activation,
+                residual=residual,
+                dropout=dropout,
             )
 
         self.encoder = nn.ModuleList()
@@ -156,9 +164,13 @@ class UNet(SegmentationNetwork):
             channels = skip
         self.head = layers.conv(dims, channels, num_classes, 1)
         # auxiliary heads for decoder stages at 1/2, 1/4, ... resolution (highest first)
-        self.aux_heads = nn.ModuleList(
-            layers.conv(dims, widths[level], num_classes, 1) for level in range(1, depth)
-        ) if deep_supervision else nn.ModuleList()
+        self.aux_heads = (
+            nn.ModuleList(
+                layers.conv(dims, widths[level], num_classes, 1) for level in range(1, depth)
+            )
+            if deep_supervision
+            else nn.ModuleList()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
@@ -191,8 +203,12 @@ class UNet(SegmentationNetwork):
             if i == len(block.convs) - 1 and block.shortcut is not None:
                 params += layers.count_parameters(block.shortcut)
             x = g.conv(
-                x, f"{name}.conv{i + 1}", channels=conv.out_channels, kernel=self.kernel_size,
-                pad="same" if same else "valid", params=params,
+                x,
+                f"{name}.conv{i + 1}",
+                channels=conv.out_channels,
+                kernel=self.kernel_size,
+                pad="same" if same else "valid",
+                params=params,
             )
         if block.shortcut is not None:
             short = g.conv(inp, f"{name}.shortcut", channels=x.channels, kernel=1, row=False)
@@ -214,19 +230,33 @@ class UNet(SegmentationNetwork):
             level = self.depth - 1 - i
             if self.upsample_kind == "transpose":
                 x = g.transpose(
-                    x, f"up{level}.upconv", channels=up.out_channels, kernel=2, stride=2,
+                    x,
+                    f"up{level}.upconv",
+                    channels=up.out_channels,
+                    kernel=2,
+                    stride=2,
                     params=layers.count_parameters(up),
                 )
             else:
                 x = g.interp(x, f"up{level}.interp", scale=2)
-                x = g.conv(x, f"up{level}.conv", channels=up[1].out_channels, kernel=1,
-                           params=layers.count_parameters(up))
+                x = g.conv(
+                    x,
+                    f"up{level}.conv",
+                    channels=up[1].out_channels,
+                    kernel=1,
+                    params=layers.count_parameters(up),
+                )
             skip = g.crop(skips.pop(), x, f"up{level}.skip_crop")
             x = g.merge([skip, x], f"up{level}.concat")
             x = self._block_graph(g, x, block, f"up{level}")
         g.set_output(
-            g.conv(x, "head", channels=self.num_classes, kernel=1,
-                   params=layers.count_parameters(self.head, self.aux_heads))
+            g.conv(
+                x,
+                "head",
+                channels=self.num_classes,
+                kernel=1,
+                params=layers.count_parameters(self.head, self.aux_heads),
+            )
         )
         return g
 
@@ -235,9 +265,19 @@ class UNet(SegmentationNetwork):
 def build_unet(spec: UNetSpec) -> UNet:
     """Build a :class:`UNet` from its spec."""
     return UNet(
-        spec.dims, spec.in_channels, spec.num_classes, filters=spec.filters, depth=spec.depth,
-        max_filters=spec.max_filters, convs_per_block=spec.convs_per_block,
-        kernel_size=spec.kernel_size, padding=spec.padding, upsample=spec.upsample,
-        residual=spec.residual, norm=spec.norm, activation=spec.activation,
-        dropout=spec.dropout, deep_supervision=spec.deep_supervision,
+        spec.dims,
+        spec.in_channels,
+        spec.num_classes,
+        filters=spec.filters,
+        depth=spec.depth,
+        max_filters=spec.max_filters,
+        convs_per_block=spec.convs_per_block,
+        kernel_size=spec.kernel_size,
+        padding=spec.padding,
+        upsample=spec.upsample,
+        residual=spec.residual,
+        norm=spec.norm,
+        activation=spec.activation,
+        dropout=spec.dropout,
+        deep_supervision=spec.deep_supervision,
     )

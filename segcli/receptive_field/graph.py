@@ -208,44 +208,102 @@ class Graph:
         assert isinstance(pad, tuple)
         return self._add(
             Node(
-                0, name, type, "conv", (x,), channels, params, kernel, stride, dilation,
-                pad[0], pad[1], exact=exact, reflect=reflect, row=row,
+                0,
+                name,
+                type,
+                "conv",
+                (x,),
+                channels,
+                params,
+                kernel,
+                stride,
+                dilation,
+                pad[0],
+                pad[1],
+                exact=exact,
+                reflect=reflect,
+                row=row,
                 scale=x.scale * stride,
             )
         )
 
     def pool(
-        self, x: Node, name: str, *, kernel: int, stride: int | None = None, dilation: int = 1,
-        exact: bool = False, type: str = "max pool",
+        self,
+        x: Node,
+        name: str,
+        *,
+        kernel: int,
+        stride: int | None = None,
+        dilation: int = 1,
+        exact: bool = False,
+        type: str = "max pool",
     ) -> Node:
         stride = kernel if stride is None else stride
         return self.conv(
-            x, name, channels=x.channels, kernel=kernel, stride=stride, dilation=dilation,
-            type=type, exact=exact,
+            x,
+            name,
+            channels=x.channels,
+            kernel=kernel,
+            stride=stride,
+            dilation=dilation,
+            type=type,
+            exact=exact,
         )
 
     def pad(self, x: Node, name: str, before: int, after: int, *, reflect: bool = False) -> Node:
         return self.conv(
-            x, name, channels=x.channels, kernel=1, pad=(before, after), type="pad",
+            x,
+            name,
+            channels=x.channels,
+            kernel=1,
+            pad=(before, after),
+            type="pad",
             reflect=reflect,
         )
 
     def transpose(
-        self, x: Node, name: str, *, channels: int, kernel: int, stride: int, padding: int = 0,
-        params: int = 0, type: str = "conv transpose",
+        self,
+        x: Node,
+        name: str,
+        *,
+        channels: int,
+        kernel: int,
+        stride: int,
+        padding: int = 0,
+        params: int = 0,
+        type: str = "conv transpose",
     ) -> Node:
         return self._add(
             Node(
-                0, name, type, "transpose", (x,), channels, params, kernel, stride,
-                pad_before=padding, pad_after=padding, scale=x.scale / stride,
+                0,
+                name,
+                type,
+                "transpose",
+                (x,),
+                channels,
+                params,
+                kernel,
+                stride,
+                pad_before=padding,
+                pad_after=padding,
+                scale=x.scale / stride,
             )
         )
 
     def interp(self, x: Node, name: str, *, scale: int, mode: str = "linear") -> Node:
         return self._add(
             Node(
-                0, name, f"upsample ({mode})", "interp", (x,), x.channels, 0, kernel=1,
-                stride=scale, mode=mode, scale=x.scale / scale,
+                0,
+                name,
+                f"upsample ({mode})",
+                "interp",
+                (x,),
+                x.channels,
+                0,
+                kernel=1,
+                stride=scale,
+                mode=mode,
+                scale=x.scale / scale,
             )
         )
 
@@ -260,7 +318,9 @@ class Graph:
         if len(scales) != 1:
             raise ValueError(f"{name}: merging maps of different strides {sorted(scales)}")
         channels = (
-            sum(p.channels for p in parents) if kind == "concat" else max(p.channels for p in parents)
+            sum(p.channels for p in parents)
+            if kind == "concat"
+            else max(p.channels for p in parents)
         )
         return self._add(
             Node(0, name, kind, "merge", tuple(parents), channels, row=True, scale=parents[0].scale)

@@ -1,0 +1,462 @@
+"""``segcli predict``: images in, one label map per case out, on the input's exact geometry.
+
+    >>> from segcli.config import load
+    >>> from segcli.engine.predict import predict_cases
+    >>> result = predict_cases(load("exp.yaml"), "data/imagesTs", "pred", device="cpu")
+    >>> result.written, result.skipped, result.failed
+    (['case_000', 'case_001'], [], {})
+
+Per case: read every channel (``<case>_0000``, ``_0001`` ... grouped by
+:func:`segcli.io.dataset.group_images`), check they share one grid and that their number is
+``model.in_channels``, normalise exactly as training does (``data.normalization``, with the
+dataset statistics stored in the checkpoint for ``ct_auto``), run
+:func:`segcli.inference.sliding_window` with the spec's ``inference`` settings (several
+checkpoints: probabilities averaged), then write ``<case>.nii.gz`` (channel suffix dropped)
+with the first channel's size, spacing, origin and direction.  ``probabilities=True`` also
+writes ``<case>_probabilities.npz`` (key ``probabilities``: float16 ``(classes, *spatial)``).
+
+Labels: softmax models write the argmax class.  Multilabel models (``multilabel: true``,
+sigmoid per label) write one label map where voxel value ``k + 1`` means channel ``k`` has
+probability > 0.5 and, where several do, the highest such ``k`` wins (later labels are drawn
+on top, as in training's validation); the probabilities file keeps every channel.
+
+Every file is written atomically (temp file + rename), the label map last: a case whose label
+map exists is done and is skipped unless ``overwrite``; a case that fails leaves no file of its
+own and is reported in :attr:`PredictResult.failed` while the other cases go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segcli.config import Experiment
+from segcli.data.preprocessing import normalize
+from segcli.engine.runtime import info, progress_bar, resolve_device
+from segcli.errors import CheckpointError, DataError, SegcliError, SpecError
+from segcli.io.checkpoint import load_checkpoint
+from segcli.io.dataset import group_images, list_image_files
+from segcli.io.images import (
+    IMAGE_SUFFIXES,
+    ImageGeometry,
+    check_same_grid,
+    read_image,
+    strip_suffix,
+    write_image,
+)
+
+__all__ = ["LoadedModel", "PredictResult", "find_inputs", "load_models", "predict_cases"]
+
+#: Spec keys a checkpoint must agree on besides ``model``: they change what the weights mean.
+_MEANING_KEYS = ("multilabel", "data.normalization")
+
+_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_cases` did.
+
+    Attributes:
+        output_dir: where the label maps are.
+        checkpoints: the checkpoint file(s) used (several: an ensemble).
+        written: cases predicted now.
+        skipped: cases whose label map already existed (``overwrite=False``).
+        failed: case → why (the case left no file).
+        notes: remarks worth showing (e.g. fell back to checkpoint_last.pt).
+        seconds: wall time.
+    """
+
+    output_dir: Path
+    checkpoints: list[Path]
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the console."""
+        names = ", ".join(p.name for p in self.checkpoints)
+        parts = [f"predicted {len(self.written)} case(s) into {self.output_dir}"]
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)} already there (--overwrite to redo)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return f"{'; '.join(parts)} in {self.seconds:.1f} s with {names}"
+
+
+@dataclass
+class LoadedModel:
+    """A network with its weights loaded and the normalisation statistics it was trained with."""
+
+    path: Path
+    network: nn.Module
+    stats: dict[str, list[float]] | None
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def predict_cases(
+    exp: Experiment,
+    input: str | Path,
+    output_dir: str | Path,
+    checkpoints: list[str | Path] | list[Path] | None = None,
+    device: str = "auto",
+    probabilities: bool = False,
+    overwrite: bool = False,
+) -> PredictResult:
+    """Predict every case of ``input`` (a file or a folder of images) into ``output_dir``.
+
+    Args:
+        exp: the experiment the checkpoint(s) were trained with.
+        input: one image file (its sibling ``_0001`` ... channel files are picked up) or a
+            folder of images (e.g. ``DATASET/imagesTs``).
+        output_dir: folder for ``<case>.nii.gz`` (created if needed).
+        checkpoints: checkpoint files; default the run folder's ``checkpoint_best.pt``
+            (``checkpoint_last.pt`` if training never wrote a best one).  Several: ensemble.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        probabilities: also write ``<case>_probabilities.npz`` (float16).
+        overwrite: redo cases whose label map exists.
+
+    Returns:
+        A :class:`PredictResult`; per-case failures are in ``failed``, not raised.
+
+    Raises:
+        SegcliError: spec not supported (``data.spacing`` resampling), no input images,
+            missing, corrupt or mismatched checkpoint, unusable device or output folder.
+    """
+    start = time.perf_counter()
+    _check_supported(exp)
+    cases = find_inputs(input)
+    paths, notes = resolve_checkpoints(exp, checkpoints)
+    for note in notes:
+        info(note)
+    device = resolve_device(device)
+    models = load_models(exp, paths, device)
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{output_dir}: cannot create the output folder ({exc.strerror})") from None
+
+    result = PredictResult(output_dir=output_dir, checkpoints=paths, notes=notes)
+    with progress_bar() as bar:
+        task = bar.add_task("predicting", total=len(cases), status="")
+        for name, files in cases.items():
+            bar.update(task, status=name)
+            label_path = output_dir / f"{name}.nii.gz"
+            prob_path = output_dir / f"{name}_probabilities.npz"
+            done = label_path.exists() and (not probabilities or prob_path.exists())
+            if done and not overwrite:
+                result.skipped.append(name)
+            else:
+                try:
+                    predict_case(
+                        exp, models, files, label_path, prob_path if probabilities else None, device
+                    )
+                    result.written.append(name)
+                except SpecError:
+                    raise  # the network or spec cannot work at all: no point going on
+                except SegcliError as exc:
+                    result.failed[name] = str(exc)
+            bar.advance(task)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def find_inputs(input: str | Path) -> dict[str, tuple[Path, ...]]:
+    """Cases to predict: case name → channel files in channel order.
+
+    A file stands for its case: ``ct_007_0000.nii.gz`` brings along ``ct_007_0001.nii.gz`` ...
+    from the same folder.  A folder is read like ``imagesTs/`` (files grouped by the
+    ``_0000`` channel suffix, or one file per case without it).
+
+    Raises:
+        DataError: the path does not exist, holds no images (with a hint when it is a dataset
+            root with ``imagesTs/``), or the channel files are inconsistent.
+    """
+    path = Path(input)
+    if path.is_file():
+        if not any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+            raise DataError(
+                f"{path}: not an image file SimpleITK reads ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        files = [path]
+        channel = _CHANNEL.fullmatch(strip_suffix(path.name))
+        if channel is not None:  # bring along the case's other channel files
+            sibling = re.compile(re.escape(channel["case"]) + r"_\d{4}")
+            files = [
+                p for p in list_image_files(path.parent) if sibling.fullmatch(strip_suffix(p.name))
+            ]
+        return group_images(files, path.parent)
+    if not path.is_dir():
+        raise DataError(f"{path}: input not found (give an image file or a folder of images)")
+    files = list_image_files(path)
+    if not files:
+        sub = [d for d in ("imagesTs", "imagesTr") if (path / d).is_dir()]
+        if sub:
+            raise DataError(
+                f"{path}: no images directly in this folder; it looks like a dataset root — "
+                f"point --input at the images folder, e.g. {path / sub[0]}"
+            )
+        raise DataError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    return group_images(files, path)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def resolve_checkpoints(
+    exp: Experiment, checkpoints: list[str | Path] | list[Path] | None
+) -> tuple[list[Path], list[str]]:
+    """The checkpoint files to use and notes about the choice.
+
+    Raises:
+        CheckpointError: a given file does not exist, or the run folder has no checkpoint.
+    """
+    if checkpoints:
+        paths = [Path(p) for p in checkpoints]
+        for p in paths:
+            if not p.is_file():
+                raise CheckpointError(f"{p}: checkpoint not found")
+        return paths, []
+    run = Path(exp.output) / exp.name
+    best, last = run / "checkpoint_best.pt", run / "checkpoint_last.pt"
+    if best.is_file():
+        return [best], []
+    if last.is_file():
+        return [last], [f"{run}: no checkpoint_best.pt (no validation yet?); using {last.name}"]
+    raise CheckpointError(
+        f"{run}: no checkpoint_best.pt or checkpoint_last.pt; train first "
+        f"(segcli train) or pass --checkpoint PATH"
+    )
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _spec_differences(saved: dict[str, Any], exp: Experiment) -> list[str]:
+    """Dotted keys where the checkpoint's spec and ``exp`` disagree on what the weights mean."""
+    current = exp.model_dump(mode="json")
+    keys = ["model"] + list(_MEANING_KEYS)
+    if current["data"]["normalization"] == "ct":
+        keys.append("data.window")
+    diffs = []
+    for key in keys:
+        ours, theirs = current, saved
+        for part in key.split("."):
+            ours = ours.get(part) if isinstance(ours, dict) else None
+            theirs = theirs.get(part) if isinstance(theirs, dict) else None
+        a, b = _flatten(ours, f"{key}."), _flatten(theirs, f"{key}.")
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                diffs.append(f"{k}: checkpoint {json.dumps(b.get(k))}, spec {json.dumps(a.get(k))}")
+    return diffs
+
+
+def load_models(exp: Experiment, paths: list[Path], device: str) -> list[LoadedModel]:
+    """Build ``exp.model`` once per checkpoint, load the weights, move to ``device``, eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, a checkpoint trained with another architecture,
+            size or output meaning (the message lists the differing spec keys), or weights
+            that do not fit the network.
+    """
+    from segcli.models import build
+
+    models = []
+    for path in paths:
+        state = load_checkpoint(path, map_location="cpu")
+        saved = state.get("spec")
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            raise CheckpointError(
+                f"{path}: has no experiment spec inside; not written by segcli train"
+            )
+        diffs = _spec_differences(saved, exp)
+        if diffs:
+            raise CheckpointError(
+                f"{path}: trained with a different model than the spec describes: "
+                + "; ".join(diffs)
+                + ". Use the spec the checkpoint was trained with (its run folder's config.yaml)"
+            )
+        network = build(exp.model)
+        try:
+            network.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()
+            raise CheckpointError(
+                f"{path}: the weights do not fit model.arch '{exp.model.arch}': "
+                f"{' '.join(first[:3])}"
+            ) from None
+        stats = state.get("normalization_stats")
+        if exp.data.normalization == "ct_auto" and not stats:
+            raise CheckpointError(
+                f"{path}: data.normalization is ct_auto but the checkpoint holds no "
+                "normalization_stats; retrain with this segcli version"
+            )
+        models.append(LoadedModel(path, network.to(device).eval(), stats))
+    return models
+
+
+# --------------------------------------------------------------------------- one case
+
+
+def _check_supported(exp: Experiment) -> None:
+    # Hook for resampling to exp.data.spacing and back (a later issue): read → resample to the
+    # training spacing → predict → resample the probabilities back onto the input grid.
+    if exp.data.spacing is not None:
+        raise SpecError(
+            f"data.spacing is {exp.data.spacing}: resampling to the training spacing is not "
+            "supported by predict yet; set data.spacing: null (train and predict on the "
+            "native grid)"
+        )
+
+
+def read_case(files: tuple[Path, ...], in_channels: int) -> tuple[np.ndarray, ImageGeometry]:
+    """Stack a case's channel files into ``(C, *spatial)`` float32 on the first file's grid.
+
+    Raises:
+        DataError: unreadable file, NaN/inf intensities, channels on different grids, or a
+            channel count other than ``in_channels``.
+    """
+    if len(files) != in_channels:
+        raise DataError(
+            f"{files[0]}: the case has {len(files)} channel file(s) but the model takes "
+            f"model.in_channels = {in_channels} (<case>_0000 ... <case>_{in_channels - 1:04d})"
+        )
+    arrays, geometry = [], None
+    for path in files:
+        array, geo = read_image(path)
+        if geometry is None:
+            geometry = geo
+        else:
+            check_same_grid(geo, geometry, f"{path} vs {files[0].name}")
+        arrays.append(array)
+    assert geometry is not None
+    return np.stack(arrays), geometry
+
+
+def predict_case(
+    exp: Experiment,
+    models: list[LoadedModel],
+    files: tuple[Path, ...],
+    label_path: Path,
+    prob_path: Path | None,
+    device: str,
+) -> None:
+    """Predict one case and write its label map (and probabilities); nothing is left on error.
+
+    Raises:
+        DataError: bad input files (see :func:`read_case`), wrong dimensionality, or a failed
+            write; ``SegcliError`` for a network that cannot run sliding windows.
+    """
+    image, geometry = read_case(files, exp.model.in_channels)
+    dims = exp.model.dims
+    squeezed = False
+    if image.ndim - 1 != dims:
+        if dims == 2 and image.ndim == 4 and image.shape[1] == 1:
+            image, squeezed = image[:, 0], True  # a 2-D slice stored as a 1-slice volume
+        else:
+            raise DataError(
+                f"{files[0]}: the image is {image.ndim - 1}-D {tuple(image.shape[1:])} "
+                f"but the model is {dims}-D (model.dims)"
+            )
+    probs = _ensemble(exp, models, image, device)
+    if exp.multilabel:
+        labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] < 255 else np.uint16)
+        for k in range(probs.shape[0]):  # later labels win where several exceed 0.5
+            labels[probs[k] > 0.5] = k + 1
+    else:
+        labels = probs.argmax(0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
+    if squeezed:
+        labels, probs = labels[None], probs[:, None]
+    if prob_path is not None:
+        _write_npz(prob_path, probs.astype(np.float16))
+    try:
+        write_image(label_path, labels, geometry)
+    except BaseException:
+        if prob_path is not None:
+            prob_path.unlink(missing_ok=True)
+        raise
+
+
+def _ensemble(
+    exp: Experiment, models: list[LoadedModel], image: np.ndarray, device: str
+) -> np.ndarray:
+    """Mean probabilities of every model, ``(classes, *spatial)`` float32 numpy."""
+    from segcli.inference import sliding_window
+
+    inf = exp.inference
+    assert inf.patch_size is not None
+    total: torch.Tensor | None = None
+    normalized: dict[str, torch.Tensor] = {}
+    for model in models:
+        key = json.dumps(model.stats, sort_keys=True)
+        if key not in normalized:  # ensemble members usually share the statistics
+            normalized[key] = torch.from_numpy(
+                normalize(image, exp.data.normalization, exp.data.window, model.stats)
+            )
+        try:
+            probs = sliding_window(
+                model.network,
+                normalized[key],
+                patch_size=inf.patch_size,
+                overlap=inf.overlap,
+                blend=inf.blend,
+                batch_size=inf.batch_size,
+                tta=inf.tta,
+                multilabel=exp.multilabel,
+                device=device,
+                pad_mode=inf.pad_mode,
+                pad_value=inf.pad_value,
+            ).cpu()
+        except ValueError as exc:
+            raise SpecError(f"model.arch '{exp.model.arch}': {exc}") from None
+        except torch.cuda.OutOfMemoryError:
+            raise DataError(
+                f"out of GPU memory on an image of size {tuple(image.shape[1:])}; lower "
+                "inference.batch_size or inference.patch_size, or use --device cpu"
+            ) from None
+        total = probs if total is None else total.add_(probs)
+    assert total is not None
+    if len(models) > 1:
+        total.div_(len(models))
+    return total.numpy()
+
+
+def _write_npz(path: Path, probabilities: np.ndarray) -> None:
+    """``np.savez_compressed`` to a temp file in the folder, then rename."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DataError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, probabilities=probabilities)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DataError(f"{path}: cannot write the probabilities ({exc})") from None
+        raise
