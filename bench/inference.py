@@ -72,7 +72,10 @@ def make_image(size: int, seed: int = 1) -> torch.Tensor:
 
 
 def run_segcli(
-    model: nn.Module, image: torch.Tensor, args: argparse.Namespace, channels_last: bool | None = None
+    model: nn.Module,
+    image: torch.Tensor,
+    args: argparse.Namespace,
+    channels_last: bool | None = None,
 ) -> torch.Tensor:
     return sliding_window(
         model,
