@@ -39,7 +39,9 @@ def synth(root: Path, dims: int, cases: int, seed: int) -> None:
 
 def malign_flags(root: Path) -> dict[str, bool]:
     meta = json.loads((root / "dataset.json").read_text())
-    return {Path(e["label"]).name.removesuffix(".nii.gz"): bool(e["malign"]) for e in meta["training"]}
+    return {
+        Path(e["label"]).name.removesuffix(".nii.gz"): bool(e["malign"]) for e in meta["training"]
+    }
 
 
 def run(spec: str, overrides: list[str], test_root: Path, work: Path) -> dict[str, Any]:
@@ -89,9 +91,7 @@ def run(spec: str, overrides: list[str], test_root: Path, work: Path) -> dict[st
         "malign_n": len(malign),
         "benign_fp": benign_fp,
         "benign_n": sum(1 for c in ev.values if not flags[c]),
-        "curve": [
-            (int(r["epoch"]) + 1, r["train_loss"], r["val_dice"]) for r in result.rows
-        ],
+        "curve": [(int(r["epoch"]) + 1, r["train_loss"], r["val_dice"]) for r in result.rows],
     }
 
 
@@ -185,9 +185,7 @@ def main() -> None:
         "|---|---:|---|---:|---:|",
     ]
     for r in loss_rows:
-        curve = ", ".join(
-            "–" if math.isnan(d) else f"{d:.3f}" for _, _, d in r["curve"]
-        )
+        curve = ", ".join("–" if math.isnan(d) else f"{d:.3f}" for _, _, d in r["curve"])
         out.append(
             f"| {r['loss']} | {r['final_train_loss']:.4f} | {curve} | {r['malign_dice']:.3f} | "
             f"{r['benign_fp']} of {r['benign_n']} |"

@@ -103,7 +103,10 @@ def main() -> None:
     share = next((r["data_wait_share"] for r in rows if r["workers"] == 2), None)
     if share is not None:
         verdict = "met" if share < 0.10 else "NOT met"
-        lines += ["", f"Target: data-wait share < 10% with 2 workers — {verdict} ({100 * share:.1f}%)."]
+        lines += [
+            "",
+            f"Target: data-wait share < 10% with 2 workers — {verdict} ({100 * share:.1f}%).",
+        ]
     write_section("train", "\n".join(lines))
 
 

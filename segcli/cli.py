@@ -103,7 +103,9 @@ def _load(spec: Path, overrides: list[str] | None):  # type: ignore[no-untyped-d
 @_user_errors
 def synth(
     out: Annotated[Path, typer.Argument(help="Dataset folder to write (nnU-Net/MSD layout).")],
-    dims: Annotated[int, typer.Option("--dims", help="2 (squares and rings) or 3 (cubes and shells).")] = 2,
+    dims: Annotated[
+        int, typer.Option("--dims", help="2 (squares and rings) or 3 (cubes and shells).")
+    ] = 2,
     cases: Annotated[int, typer.Option("--cases", help="Number of cases.")] = 100,
     size: Annotated[int, typer.Option("--size", help="Image edge length n (voxels).")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
@@ -111,14 +113,22 @@ def synth(
     ring_distance: Annotated[
         int, typer.Option("--ring-distance", help="Ring distance d from the lesion border.")
     ] = 5,
-    noise: Annotated[float, typer.Option("--noise", help="Background noise standard deviation.")] = 0.1,
+    noise: Annotated[
+        float, typer.Option("--noise", help="Background noise standard deviation.")
+    ] = 0.1,
 ) -> None:
     """Write the lecture's toy data: lesions that are malign (labelled) only when ringed."""
     from segcli.engine.synth import run_synth
 
     summary = run_synth(
-        out, dims=dims, cases=cases, size=size, seed=seed, lesion=lesion,
-        ring_distance=ring_distance, noise=noise,
+        out,
+        dims=dims,
+        cases=cases,
+        size=size,
+        seed=seed,
+        lesion=lesion,
+        ring_distance=ring_distance,
+        noise=noise,
     )
     from segcli.engine.runtime import info
 
@@ -133,10 +143,13 @@ def synth(
 def train(
     spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
     output: Annotated[
-        Path | None, typer.Option("--output", help="Run folder (default: <output>/<name> of the spec).")
+        Path | None,
+        typer.Option("--output", help="Run folder (default: <output>/<name> of the spec)."),
     ] = None,
     device: DeviceOption = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from checkpoint_last.pt.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from checkpoint_last.pt.")
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Train a network; writes config.yaml, checkpoints, log.csv and curves.png to the run folder."""
@@ -152,7 +165,9 @@ def train(
 @app.command()
 @_user_errors
 def predict(
-    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML) the model was trained with.")],
+    spec: Annotated[
+        Path, typer.Argument(help="Experiment spec (YAML) the model was trained with.")
+    ],
     input: Annotated[Path, typer.Option("--input", "-i", help="Image file or folder of images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the label maps.")],
     checkpoint: Annotated[
@@ -167,7 +182,9 @@ def predict(
     probabilities: Annotated[
         bool, typer.Option("--probabilities", help="Also write class probabilities (float16 .npz).")
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases already predicted.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo cases already predicted.")
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Sliding-window inference: one label map per case, on the input's exact geometry."""
@@ -175,8 +192,13 @@ def predict(
     from segcli.engine.predict import predict_cases
 
     result = predict_cases(
-        exp, input, output, checkpoints=checkpoint or None, device=device,
-        probabilities=probabilities, overwrite=overwrite,
+        exp,
+        input,
+        output,
+        checkpoints=checkpoint or None,
+        device=device,
+        probabilities=probabilities,
+        overwrite=overwrite,
     )
     from segcli.engine.runtime import info
 
@@ -197,7 +219,9 @@ def evaluate(
     spec: Annotated[
         Path | None, typer.Argument(help="Optional experiment spec (its evaluation section).")
     ] = None,
-    pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted label maps.")] = Path("."),
+    pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted label maps.")] = Path(
+        "."
+    ),
     ref: Annotated[Path, typer.Option("--ref", help="Folder of reference label maps.")] = Path("."),
     output: Annotated[Path, typer.Option("--output", "-o", help="Per-case CSV to write.")] = Path(
         "metrics.csv"
@@ -205,12 +229,15 @@ def evaluate(
     metrics: Annotated[
         str | None, typer.Option("--metrics", help="Comma-separated metrics, e.g. dice,hd95,nsd.")
     ] = None,
-    labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated labels, e.g. 1,2.")] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Comma-separated labels, e.g. 1,2.")
+    ] = None,
     nsd_tolerance: Annotated[
         float | None, typer.Option("--nsd-tolerance", help="NSD tolerance in mm (default 1.0).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Parallel worker processes (default: all cores).")
+        int | None,
+        typer.Option("--workers", help="Parallel worker processes (default: all cores)."),
     ] = None,
     overlays: Annotated[
         Path | None, typer.Option("--overlays", help="Write one overlay PNG per case here.")
@@ -227,8 +254,16 @@ def evaluate(
     if spec is None and overrides:
         raise SegcliError("--set needs an experiment spec (segcli evaluate EXP.yaml --set ...)")
     evaluate_command(
-        exp, pred=pred, ref=ref, output=output, metrics=metrics, labels=labels,
-        nsd_tolerance=nsd_tolerance, workers=workers, overlays=overlays, images=images,
+        exp,
+        pred=pred,
+        ref=ref,
+        output=output,
+        metrics=metrics,
+        labels=labels,
+        nsd_tolerance=nsd_tolerance,
+        workers=workers,
+        overlays=overlays,
+        images=images,
     )
 
 

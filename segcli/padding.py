@@ -66,7 +66,9 @@ def pad_to_shape(
     return _pad_torch(image, amounts, mode, value), crop
 
 
-def _pad_numpy(image: np.ndarray, amounts: list[tuple[int, int]], mode: str, value: float) -> np.ndarray:
+def _pad_numpy(
+    image: np.ndarray, amounts: list[tuple[int, int]], mode: str, value: float
+) -> np.ndarray:
     width = [(0, 0), *amounts]
     if mode == "edge":
         return np.pad(image, width, mode="edge")

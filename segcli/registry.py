@@ -1,11 +1,11 @@
 """A tiny name → object registry with helpful lookup errors.
 
-    >>> from segcli.registry import Registry
-    >>> COLOURS = Registry("colour")
-    >>> @COLOURS.register("red")
-    ... def red(): return "#f00"
-    >>> COLOURS.get("red")()
-    '#f00'
+>>> from segcli.registry import Registry
+>>> COLOURS = Registry("colour")
+>>> @COLOURS.register("red")
+... def red(): return "#f00"
+>>> COLOURS.get("red")()
+'#f00'
 """
 
 from __future__ import annotations

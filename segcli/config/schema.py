@@ -338,7 +338,9 @@ class InferenceSpec(_Spec):
 
 
 class EvaluationSpec(_Spec):
-    metrics: list[MetricName] = Field(default_factory=lambda: ["dice", "iou", "hd95", "assd", "nsd"])
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["dice", "iou", "hd95", "assd", "nsd"]
+    )
     nsd_tolerance: float = Field(1.0, ge=0)
     labels: list[Annotated[int, Field(gt=0)]] | None = None
 

@@ -1,11 +1,11 @@
 """The run folder of ``segcli train`` (SPEC.md, "Run folder"): files, log.csv and curves.png.
 
-    runs/<name>/config.yaml          the resolved spec
-    runs/<name>/split.json           the train/validation case split
-    runs/<name>/checkpoint_last.pt   every epoch (resumable)
-    runs/<name>/checkpoint_best.pt   best mean validation Dice
-    runs/<name>/log.csv              epoch,train_loss,val_loss,val_dice,lr,seconds
-    runs/<name>/curves.png           loss and Dice per epoch
+runs/<name>/config.yaml          the resolved spec
+runs/<name>/split.json           the train/validation case split
+runs/<name>/checkpoint_last.pt   every epoch (resumable)
+runs/<name>/checkpoint_best.pt   best mean validation Dice
+runs/<name>/log.csv              epoch,train_loss,val_loss,val_dice,lr,seconds
+runs/<name>/curves.png           loss and Dice per epoch
 """
 
 from __future__ import annotations

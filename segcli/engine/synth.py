@@ -40,4 +40,6 @@ def run_synth(
         raise SegcliError(f"{out}: cannot write the data set ({exc.strerror or exc})") from None
     malign = sum(c.malign for c in data)
     shape = "×".join([str(size)] * dims)
-    return f"wrote {cases} {dims}D cases ({shape}; {malign} malign, {cases - malign} benign) to {out}"
+    return (
+        f"wrote {cases} {dims}D cases ({shape}; {malign} malign, {cases - malign} benign) to {out}"
+    )

@@ -139,15 +139,22 @@ def _centre_crop(target: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor
     return target[tuple(index)]
 
 
-def _downsample_target(target: torch.Tensor, spatial: tuple[int, ...], multilabel: bool) -> torch.Tensor:
+def _downsample_target(
+    target: torch.Tensor, spatial: tuple[int, ...], multilabel: bool
+) -> torch.Tensor:
     """Nearest-neighbour downsampling of a target to a deep-supervision output's size."""
     if multilabel:
         return F.interpolate(target, size=spatial, mode="nearest")
-    return F.interpolate(target.unsqueeze(1).float(), size=spatial, mode="nearest").squeeze(1).long()
+    return (
+        F.interpolate(target.unsqueeze(1).float(), size=spatial, mode="nearest").squeeze(1).long()
+    )
 
 
 def compute_loss(
-    loss_fn: nn.Module, output: torch.Tensor | list[torch.Tensor], target: torch.Tensor, multilabel: bool
+    loss_fn: nn.Module,
+    output: torch.Tensor | list[torch.Tensor],
+    target: torch.Tensor,
+    multilabel: bool,
 ) -> torch.Tensor:
     """Loss for one output, or the deep-supervision sum with weights 1/2^i (normalised)."""
     if isinstance(output, list | tuple):
@@ -156,8 +163,8 @@ def compute_loss(
         loss = output[0].new_zeros(())
         for w, out in zip(weights, output, strict=True):
             spatial = tuple(out.shape[2:])
-            tgt = _centre_crop(target, tuple(target.shape[-len(spatial):]))
-            if tuple(tgt.shape[-len(spatial):]) != spatial:
+            tgt = _centre_crop(target, tuple(target.shape[-len(spatial) :]))
+            if tuple(tgt.shape[-len(spatial) :]) != spatial:
                 tgt = _downsample_target(tgt, spatial, multilabel)
             loss = loss + (w / total) * loss_fn(out, tgt)
         return loss
@@ -246,7 +253,9 @@ def _check_resume_spec(saved: dict[str, Any], exp: Experiment, path: Path) -> No
     try:
         old = from_dict(saved)
     except SpecError as exc:
-        raise CheckpointError(f"{path}: the spec stored in the checkpoint is invalid: {exc}") from None
+        raise CheckpointError(
+            f"{path}: the spec stored in the checkpoint is invalid: {exc}"
+        ) from None
     for key in ("model", "loss", "data", "multilabel", "seed"):
         if getattr(old, key) != getattr(exp, key):
             raise CheckpointError(
@@ -267,7 +276,13 @@ def fit(
     Raises:
         SegcliError: bad data, an existing run without ``resume``, an incompatible checkpoint.
     """
-    from segcli.data.loaders import PatchDataset, build_loader, list_case_names, load_cases, split_cases
+    from segcli.data.loaders import (
+        PatchDataset,
+        build_loader,
+        list_case_names,
+        load_cases,
+        split_cases,
+    )
     from segcli.losses import build_loss
     from segcli.models import build, check_input_size
 
@@ -286,9 +301,7 @@ def fit(
     if exp.data.normalization == "ct_auto":
         from segcli.data.statistics import foreground_intensity_stats
 
-        stats = foreground_intensity_stats(
-            exp.data, train_names, exp.seed, progress=_track_cases
-        )
+        stats = foreground_intensity_stats(exp.data, train_names, exp.seed, progress=_track_cases)
     train_cases = load_cases(exp.data, train_names, exp.seed, stats=stats)
     val_cases = load_cases(exp.data, val_names, exp.seed, stats=stats) if val_names else []
     if spec.val_max_cases is not None:

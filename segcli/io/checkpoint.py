@@ -1,7 +1,7 @@
 """Checkpoints: tensors and plain data only, written atomically, loaded with weights_only=True.
 
-    >>> save_checkpoint("run/checkpoint_last.pt", {"model": model.state_dict(), "epoch": 3})
-    >>> state = load_checkpoint("run/checkpoint_last.pt")
+>>> save_checkpoint("run/checkpoint_last.pt", {"model": model.state_dict(), "epoch": 3})
+>>> state = load_checkpoint("run/checkpoint_last.pt")
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"(loading it could run code). {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {exc})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupt: {exc})"
+        ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a segcli checkpoint (no model weights inside)")
     version = state.get("format_version")

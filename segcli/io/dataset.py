@@ -1,13 +1,13 @@
 """Find cases in the nnU-Net / MSD raw layout and pair images with labels.
 
-    DATASET/imagesTr/<case>_0000.nii.gz   (channel 0; _0001 ... further channels)
-    DATASET/imagesTr/<case>.nii.gz         (plain MSD naming: one channel)
-    DATASET/labelsTr/<case>.nii.gz
-    DATASET/dataset.json                   (optional: labels, channel names)
+DATASET/imagesTr/<case>_0000.nii.gz   (channel 0; _0001 ... further channels)
+DATASET/imagesTr/<case>.nii.gz         (plain MSD naming: one channel)
+DATASET/labelsTr/<case>.nii.gz
+DATASET/dataset.json                   (optional: labels, channel names)
 
-    >>> from segcli.io.dataset import find_cases
-    >>> cases = find_cases("data/toy", "Tr")
-    >>> cases[0].name, cases[0].images, cases[0].label
+>>> from segcli.io.dataset import find_cases
+>>> cases = find_cases("data/toy", "Tr")
+>>> cases[0].name, cases[0].images, cases[0].label
 """
 
 from __future__ import annotations

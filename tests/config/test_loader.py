@@ -63,7 +63,9 @@ def test_misspelt_top_level_and_nested_keys(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"trian: unknown key \(did you mean 'train'\?\)"):
         from_dict(raw)
     raw = {**BASE, "data": {**BASE["data"], "augment": {"flipp": True}}}
-    with pytest.raises(SpecError, match=r"data\.augment\.flipp.*did you mean 'data\.augment\.flip'"):
+    with pytest.raises(
+        SpecError, match=r"data\.augment\.flipp.*did you mean 'data\.augment\.flip'"
+    ):
         from_dict(raw)
 
 
@@ -108,7 +110,9 @@ def test_overrides_create_sections_and_parse_yaml_scalars() -> None:
 
 
 def test_override_unknown_key_is_an_error_with_suggestion() -> None:
-    with pytest.raises(SpecError, match=r"train\.epoch: unknown key \(did you mean 'train\.epochs'"):
+    with pytest.raises(
+        SpecError, match=r"train\.epoch: unknown key \(did you mean 'train\.epochs'"
+    ):
         from_dict(BASE, overrides=["train.epoch=3"])
 
 

@@ -15,7 +15,9 @@ def put(path: Path, shape=(4, 5), spacing=(1.0, 1.0), value=0) -> None:
     write_image(path, np.full(shape, value, dtype=np.uint8), make_geometry(shape, spacing))
 
 
-def make_dataset(root: Path, cases: dict[str, int], labels: bool = True, suffix: bool = True) -> Path:
+def make_dataset(
+    root: Path, cases: dict[str, int], labels: bool = True, suffix: bool = True
+) -> Path:
     for case, channels in cases.items():
         for c in range(channels):
             name = f"{case}_{c:04d}.nii.gz" if suffix else f"{case}.nii.gz"
@@ -75,7 +77,9 @@ def test_missing_channel_and_unequal_channel_counts(tmp_path: Path) -> None:
 def test_geometry_mismatch_names_the_case(tmp_path: Path) -> None:
     make_dataset(tmp_path, {"a": 1, "b": 1})
     put(tmp_path / "labelsTr" / "b.nii.gz", spacing=(1.0, 2.0))
-    with pytest.raises(GeometryError, match=r"case 'b'.*spacing \(1, 1\) vs \(1, 2\)|case 'b'.*spacing"):
+    with pytest.raises(
+        GeometryError, match=r"case 'b'.*spacing \(1, 1\) vs \(1, 2\)|case 'b'.*spacing"
+    ):
         find_cases(tmp_path)
     put(tmp_path / "labelsTr" / "b.nii.gz", shape=(4, 6))
     with pytest.raises(GeometryError, match="case 'b'.*size"):

@@ -23,7 +23,12 @@ def rotated_geometry(shape: tuple[int, ...]) -> tuple:
     dims = len(shape)
     theta = 0.3
     rot = np.eye(dims)
-    rot[0, 0], rot[0, 1], rot[1, 0], rot[1, 1] = np.cos(theta), -np.sin(theta), np.sin(theta), np.cos(theta)
+    rot[0, 0], rot[0, 1], rot[1, 0], rot[1, 1] = (
+        np.cos(theta),
+        -np.sin(theta),
+        np.sin(theta),
+        np.cos(theta),
+    )
     spacing = (3.0, 0.7, 1.2)[-dims:]
     origin = (-12.5, 40.25, 7.0)[:dims]
     return make_geometry(shape, spacing, origin, tuple(rot.ravel()))
@@ -106,7 +111,9 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
 def test_geometry_differences_name_the_field() -> None:
     a = make_geometry((4, 4), (1.0, 1.0))
     check_same_grid(a, make_geometry((4, 4), (1.0, 1.00000001)), "same")
-    with pytest.raises(GeometryError, match=r"case 'x': geometry differs: spacing \(1, 1\) vs \(2, 1\)"):
+    with pytest.raises(
+        GeometryError, match=r"case 'x': geometry differs: spacing \(1, 1\) vs \(2, 1\)"
+    ):
         check_same_grid(a, make_geometry((4, 4), (2.0, 1.0)), "case 'x'")
     with pytest.raises(GeometryError, match="origin"):
         check_same_grid(a, make_geometry((4, 4), origin=(0.0, 5.0)), "o")
