@@ -9,7 +9,6 @@ DEMO   := demo-output
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
@@ -17,6 +16,7 @@ install: $(STAMP)
 
 ## synth → train (short schedule) → predict → evaluate → metric summary, on toy data
 demo: install
+	rm -rf $(DEMO)
 	$(BIN)/segcli synth $(DEMO)/train --dims 2 --cases 300 --seed 0
 	$(BIN)/segcli synth $(DEMO)/test --dims 2 --cases 60 --seed 1
 	$(BIN)/segcli receptive-field experiments/toy-dilated.yaml
@@ -59,3 +59,6 @@ bench-train: $(VENV)/.bench-stamp
 ## the lecture's experiments (docs/lecture.md) and the real-data result (docs/results.md)
 lecture: install
 	$(BIN)/python bench/lecture.py
+
+hippocampus: $(VENV)/.bench-stamp
+	$(BIN)/python bench/hippocampus.py

@@ -219,10 +219,12 @@ def evaluate(
     spec: Annotated[
         Path | None, typer.Argument(help="Optional experiment spec (its evaluation section).")
     ] = None,
-    pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted label maps.")] = Path(
-        "."
-    ),
-    ref: Annotated[Path, typer.Option("--ref", help="Folder of reference label maps.")] = Path("."),
+    pred: Annotated[
+        Path | None, typer.Option("--pred", help="Folder of predicted label maps. [required]")
+    ] = None,
+    ref: Annotated[
+        Path | None, typer.Option("--ref", help="Folder of reference label maps. [required]")
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Per-case CSV to write.")] = Path(
         "metrics.csv"
     ),
@@ -248,6 +250,9 @@ def evaluate(
     overrides: SetOption = None,
 ) -> None:
     """Compare predicted and reference label maps: per-case CSV plus FILE_summary.csv."""
+    for value, flag in ((pred, "--pred"), (ref, "--ref")):
+        if value is None:
+            raise typer.BadParameter(f"Missing option '{flag}'.", param_hint=flag)
     from segcli.engine.evaluate import evaluate_command
 
     exp = _load(spec, overrides) if spec is not None else None
