@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from segcli.errors import SegcliError
+from segcli.errors import Interrupted, SegcliError
 
 __all__ = ["app", "main"]
 
@@ -68,10 +68,10 @@ def _user_errors(func: F) -> F:
                 raise
             _fail(str(exc))
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if _options["debug"]:
                 raise
-            _fail("interrupted")
+            _fail(str(exc) or "interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -156,7 +156,17 @@ def train(
     exp = _load(spec, overrides)
     from segcli.engine.train import fit
 
-    fit(exp, run_dir=output, device=device, resume=resume)
+    try:
+        fit(exp, run_dir=output, device=device, resume=resume)
+    except Interrupted as exc:
+        import shlex
+
+        again = ["segcli", "train", str(spec), *(["--resume"] if exc.resumable else [])]
+        again += ["--output", str(output)] if output is not None else []
+        again += ["--device", device] if device != "auto" else []
+        again += [part for item in overrides or () for part in ("--set", item)]
+        how = "resume with" if exc.resumable else "start again with"
+        raise Interrupted(f"{exc}; {how}: {shlex.join(again)}", exc.resumable) from None
 
 
 # --------------------------------------------------------------------------- predict
@@ -247,6 +257,14 @@ def evaluate(
     images: Annotated[
         Path | None, typer.Option("--images", help="Images to draw under the overlays.")
     ] = None,
+    compare_postprocessing: Annotated[
+        bool,
+        typer.Option(
+            "--compare-postprocessing",
+            help="Also report whether each postprocessing step (largest component, min size, "
+            "fill holes) raises mean Dice per label; writes FILE_postprocessing.csv.",
+        ),
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Compare predicted and reference label maps: per-case CSV plus FILE_summary.csv."""
@@ -269,7 +287,50 @@ def evaluate(
         workers=workers,
         overlays=overlays,
         images=images,
+        compare_postprocessing=compare_postprocessing,
     )
+
+
+# --------------------------------------------------------------------------- export
+
+
+@app.command()
+@_user_errors
+def export(
+    spec: Annotated[
+        Path, typer.Argument(help="Experiment spec (YAML) the model was trained with.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Model file to write (spec goes to FILE.yaml).")
+    ],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="Checkpoint to export (default: the run's checkpoint_best.pt)."
+        ),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="torchscript or onnx (onnx needs: pip install 'segcli\\[export]')."
+        ),
+    ] = "torchscript",
+    overrides: SetOption = None,
+) -> None:
+    """Export a trained network as one self-contained TorchScript or ONNX file plus its spec."""
+    exp = _load(spec, overrides)
+    from segcli.engine.export import export_model
+    from segcli.engine.runtime import info
+
+    result = export_model(exp, output, format=format, checkpoint=checkpoint)
+    for note in result.notes:
+        info(note)
+    checked = (
+        f"reproduces the checkpoint to {result.max_abs_difference:.2g}"
+        if result.max_abs_difference == result.max_abs_difference
+        else "not checked"
+    )
+    info(f"wrote {result.path} ({result.format}, {checked}) and {result.spec_path}")
 
 
 # --------------------------------------------------------------------------- receptive field

@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "GeometryError",
+    "Interrupted",
     "SegcliError",
     "SpecError",
 ]
@@ -33,3 +34,18 @@ class GeometryError(DataError):
 
 class CheckpointError(SegcliError):
     """A checkpoint is missing, corrupt, untrusted or belongs to another model."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a long command; the message says what was kept and how to go on.
+
+    A ``KeyboardInterrupt`` (not a :class:`SegcliError`), so code that lets interrupts pass
+    keeps doing so; the CLI prints the message and exits 130.
+
+    Attributes:
+        resumable: whether the work done so far was saved and can be continued (``--resume``).
+    """
+
+    def __init__(self, message: str, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.resumable = resumable

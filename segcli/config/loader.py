@@ -43,6 +43,13 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Experiment:
         raise SpecError(f"{path}: cannot read the spec file ({exc})") from None
     try:
         raw = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SpecError(
+            f"{path}: not valid YAML: {exc.problem}{where}; a spec is plain YAML, read with "
+            "safe_load, which never builds Python objects: remove the tag"
+        ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
     if raw is None:

@@ -100,6 +100,17 @@ class SyntheticSpec(_Spec):
     noise: float = Field(0.1, ge=0)
     seed: int | None = None  # None: the experiment's seed
 
+    @model_validator(mode="after")
+    def _fits(self) -> SyntheticSpec:
+        span = self.lesion + 2 * self.ring_distance  # the rule of segcli.data.synth
+        if span > self.size:
+            raise ValueError(
+                f"a lesion of {self.lesion} with its ring at distance {self.ring_distance} spans "
+                f"{span} voxels and does not fit size {self.size}; set data.synthetic.size to "
+                f"{span} or more"
+            )
+        return self
+
 
 class AugmentSpec(_Spec):
     flip: bool = True
@@ -122,6 +133,10 @@ class DataSpec(_Spec):
     window: tuple[float, float] = (-1000.0, 1000.0)
     #: resample to this spacing (array axis order, mm); ``auto`` = the dataset median; null = keep
     spacing: list[Annotated[float, Field(gt=0)]] | Literal["auto"] | None = None
+    #: image interpolation when resampling: 0 nearest, 1 linear, 3 cubic B-spline (nnU-Net)
+    resample_order: Literal[0, 1, 3] = 3
+    #: label resampling: ``onehot`` (each class linearly, then argmax; nnU-Net) or ``nearest``
+    label_resampling: Literal["onehot", "nearest"] = "onehot"
     augment: AugmentSpec = AugmentSpec()
     #: cache decoded, normalised training volumes in memory (fast; turn off for huge datasets)
     cache: bool = True
@@ -349,7 +364,10 @@ class EvaluationSpec(_Spec):
 
 
 class Experiment(_Spec):
-    name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    #: run folder name: letters, digits, '.', '_', '-' and not dots only ('..' would escape output)
+    name: str = Field(
+        "experiment", min_length=1, pattern=r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+    )
     seed: int = 0
     data: DataSpec
     model: ModelSpec

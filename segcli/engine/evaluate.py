@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from segcli.config.schema import EvaluationSpec, Experiment
-from segcli.engine.runtime import console, info, is_quiet, progress_bar
+from segcli.engine.runtime import check_writable_folder, console, info, is_quiet, progress_bar
 from segcli.errors import DataError, SpecError
 from segcli.io.dataset import dataset_labels, group_images, list_image_files
 from segcli.io.images import (
@@ -451,6 +451,14 @@ def evaluate_folders(
         wanted = tuple(k for k in sorted(label_names) if k > 0) or None
 
     pairs = pair_cases(pred_dir, ref_dir)
+    # fail before computing anything when the results could not be written
+    check_writable_folder(output_csv.parent, "--output")
+    if output_csv.is_dir():
+        raise DataError(
+            f"{output_csv}: is a folder; give --output a CSV file name, e.g. metrics.csv"
+        )
+    if overlays_dir is not None:
+        check_writable_folder(overlays_dir, "--overlays")
     images = _pair_images(Path(images_dir), list(pairs)) if images_dir is not None else None
     _check_headers(pairs, images)
 
@@ -657,6 +665,7 @@ def evaluate_command(
     workers: int | None = None,
     overlays: Path | None = None,
     images: Path | None = None,
+    compare_postprocessing: bool = False,
 ) -> EvaluationResult:
     """The ``segcli evaluate`` command: options override the spec's ``evaluation`` section.
 
@@ -667,6 +676,9 @@ def evaluate_command(
         labels: comma-separated labels, or None for the spec's / dataset.json's / all found.
         nsd_tolerance: mm, or None for the spec's value (default 1.0).
         workers: worker processes, or None for all cores.
+        compare_postprocessing: also compare each postprocessing step's mean Dice per label
+            (:mod:`segcli.engine.postprocessing`; ``min_size`` from the spec's
+            ``inference.postprocess``) and write ``<stem>_postprocessing.csv``.
     """
     evaluation = exp.evaluation if exp is not None else EvaluationSpec()
     result = evaluate_folders(
@@ -682,6 +694,19 @@ def evaluate_command(
     )
     if not is_quiet():
         print_summary(result)
+    if compare_postprocessing:
+        from segcli.engine import postprocessing as post
+
+        min_size = exp.inference.postprocess.min_size if exp is not None else 0
+        rows = post.compare_postprocessing(
+            pair_cases(pred, ref), result.labels, post.postprocessing_steps(min_size)
+        )
+        csv_path = post.write_comparison_csv(post.postprocessing_csv_path(output), rows)
+        if not is_quiet():
+            from rich.markup import escape
+
+            post.print_comparison(rows, result.label_names)
+            info(escape(f"wrote {csv_path}"))
     return result
 
 

@@ -9,10 +9,12 @@
 Per case: read every channel (``<case>_0000``, ``_0001`` ... grouped by
 :func:`segcli.io.dataset.group_images`), check they share one grid and that their number is
 ``model.in_channels``, normalise exactly as training does (``data.normalization``, with the
-dataset statistics stored in the checkpoint for ``ct_auto``), run
-:func:`segcli.inference.sliding_window` with the spec's ``inference`` settings (several
-checkpoints: probabilities averaged), then write ``<case>.nii.gz`` (channel suffix dropped)
-with the first channel's size, spacing, origin and direction.  ``probabilities=True`` also
+dataset statistics stored in the checkpoint for ``ct_auto``), resample to the spacing the
+checkpoint was trained at (``data.spacing``; the checkpoint's ``target_spacing``), run
+:func:`segcli.inference.sliding_window` with the spec's ``inference`` settings, resample the
+probabilities linearly back onto the input grid (several checkpoints: probabilities averaged
+there), take the argmax, apply ``inference.postprocess``, then write ``<case>.nii.gz``
+(channel suffix dropped) with the first channel's size, spacing, origin and direction.  ``probabilities=True`` also
 writes ``<case>_probabilities.npz`` (key ``probabilities``: float16 ``(classes, *spatial)``).
 
 Labels: softmax models write the argmax class.  Multilabel models (``multilabel: true``,
@@ -42,7 +44,7 @@ from torch import nn
 
 from segcli.config import Experiment
 from segcli.data.preprocessing import normalize
-from segcli.engine.runtime import info, progress_bar, resolve_device
+from segcli.engine.runtime import check_writable_folder, info, progress_bar, resolve_device
 from segcli.errors import CheckpointError, DataError, SegcliError, SpecError
 from segcli.io.checkpoint import load_checkpoint
 from segcli.io.dataset import group_images, list_image_files
@@ -50,6 +52,7 @@ from segcli.io.images import (
     IMAGE_SUFFIXES,
     ImageGeometry,
     check_same_grid,
+    make_geometry,
     read_image,
     strip_suffix,
     write_image,
@@ -98,11 +101,17 @@ class PredictResult:
 
 @dataclass
 class LoadedModel:
-    """A network with its weights loaded and the normalisation statistics it was trained with."""
+    """A network with its weights loaded and the preprocessing it was trained with.
+
+    Attributes:
+        spacing: the target spacing (mm, array axis order) of its training data, None when it
+            was trained on the images' own grids.
+    """
 
     path: Path
     network: nn.Module
     stats: dict[str, list[float]] | None
+    spacing: tuple[float, ...] | None = None
 
 
 # --------------------------------------------------------------------------- entry point
@@ -134,11 +143,14 @@ def predict_cases(
         A :class:`PredictResult`; per-case failures are in ``failed``, not raised.
 
     Raises:
-        SegcliError: spec not supported (``data.spacing`` resampling), no input images,
+        SegcliError: no input images, a checkpoint trained at another spacing (data.spacing),
             missing, corrupt or mismatched checkpoint, unusable device or output folder.
     """
     start = time.perf_counter()
-    _check_supported(exp)
+    from segcli.models import check_input_size
+
+    # a window the network cannot process fails here, before any case, naming the key
+    check_input_size(exp.model, exp.inference.patch_size or [], key="inference.patch_size")
     cases = find_inputs(input)
     paths, notes = resolve_checkpoints(exp, checkpoints)
     for note in notes:
@@ -146,6 +158,7 @@ def predict_cases(
     device = resolve_device(device)
     models = load_models(exp, paths, device)
     output_dir = Path(output_dir)
+    check_writable_folder(output_dir, "--output")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -156,6 +169,11 @@ def predict_cases(
         task = bar.add_task("predicting", total=len(cases), status="")
         for name, files in cases.items():
             bar.update(task, status=name)
+            unsafe = _unsafe_case_name(name, output_dir)
+            if unsafe is not None:
+                result.failed[name] = unsafe
+                bar.advance(task)
+                continue
             label_path = output_dir / f"{name}.nii.gz"
             prob_path = output_dir / f"{name}_probabilities.npz"
             done = label_path.exists() and (not probabilities or prob_path.exists())
@@ -174,6 +192,25 @@ def predict_cases(
             bar.advance(task)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _unsafe_case_name(name: str, output_dir: Path) -> str | None:
+    """Why ``name`` cannot name files in ``output_dir`` (None when it can).
+
+    Output files are ``<output_dir>/<name>...``: a name with a path separator, or a name that
+    would make a hidden file (``.``, ``..``), could write outside the folder or be overlooked.
+    """
+    seps = {"/", "\\", "\0", os.sep, os.altsep or "/"}
+    folder = output_dir.resolve()
+    target = Path(os.path.normpath(folder / f"{name}.nii.gz"))  # the file itself may be a link
+    if not name or name.startswith(".") or any(sep in name for sep in seps):
+        return (
+            f"case name {name!r} cannot name an output file (it starts with '.' or holds a path "
+            "separator); rename the input file"
+        )
+    if target.parent != folder:
+        return f"case name {name!r} would write outside {output_dir}; rename the input file"
+    return None
 
 
 # --------------------------------------------------------------------------- inputs
@@ -203,6 +240,8 @@ def find_inputs(input: str | Path) -> dict[str, tuple[Path, ...]]:
             files = [
                 p for p in list_image_files(path.parent) if sibling.fullmatch(strip_suffix(p.name))
             ]
+            if path not in files:  # a hidden file is not listed, but was asked for by name
+                files = sorted([*files, path])
         return group_images(files, path.parent)
     if not path.is_dir():
         raise DataError(f"{path}: input not found (give an image file or a folder of images)")
@@ -315,22 +354,48 @@ def load_models(exp: Experiment, paths: list[Path], device: str) -> list[LoadedM
                 f"{path}: data.normalization is ct_auto but the checkpoint holds no "
                 "normalization_stats; retrain with this segcli version"
             )
-        models.append(LoadedModel(path, network.to(device).eval(), stats))
+        spacing = _checkpoint_spacing(path, state, saved, exp)
+        models.append(LoadedModel(path, network.to(device).eval(), stats, spacing))
     return models
 
 
 # --------------------------------------------------------------------------- one case
 
 
-def _check_supported(exp: Experiment) -> None:
-    # Hook for resampling to exp.data.spacing and back (a later issue): read → resample to the
-    # training spacing → predict → resample the probabilities back onto the input grid.
-    if exp.data.spacing is not None:
-        raise SpecError(
-            f"data.spacing is {exp.data.spacing}: resampling to the training spacing is not "
-            "supported by predict yet; set data.spacing: null (train and predict on the "
-            "native grid)"
+def _checkpoint_spacing(
+    path: Path, state: dict[str, Any], saved: dict[str, Any], exp: Experiment
+) -> tuple[float, ...] | None:
+    """The spacing the checkpoint was trained at, checked against ``exp.data.spacing``.
+
+    Raises:
+        CheckpointError: the spec resamples and the checkpoint did not (or the other way
+            round), the spacings differ, or ``auto`` with no ``target_spacing`` stored.
+    """
+    stored = state.get("target_spacing")
+    if stored is None and isinstance(saved.get("data"), dict):
+        listed = saved["data"].get("spacing")
+        stored = listed if isinstance(listed, list) else None
+    trained = tuple(float(v) for v in stored) if stored is not None else None
+    wanted = exp.data.spacing
+    hint = "use the spec the checkpoint was trained with (its run folder's config.yaml)"
+    if wanted is None:
+        if trained is not None:
+            raise CheckpointError(
+                f"{path}: trained on images resampled to {list(trained)} mm but the spec's "
+                f"data.spacing is null; {hint}"
+            )
+        return None
+    if trained is None:
+        raise CheckpointError(
+            f"{path}: data.spacing is {wanted} but the checkpoint holds no target_spacing "
+            f"(trained on the images' own grids, or by an older segcli); {hint}"
         )
+    if wanted != "auto" and not np.allclose(wanted, trained, rtol=1e-6, atol=0):
+        raise CheckpointError(
+            f"{path}: trained at spacing {list(trained)} mm but the spec's data.spacing is "
+            f"{list(wanted)}; {hint}"
+        )
+    return trained
 
 
 def read_case(files: tuple[Path, ...], in_channels: int) -> tuple[np.ndarray, ImageGeometry]:
@@ -382,13 +447,26 @@ def predict_case(
                 f"{files[0]}: the image is {image.ndim - 1}-D {tuple(image.shape[1:])} "
                 f"but the model is {dims}-D (model.dims)"
             )
-    probs = _ensemble(exp, models, image, device)
+    grid = geometry
+    if squeezed:  # resampling happens in the plane; the slice's own 2-D grid
+        grid = make_geometry(image.shape[1:], geometry.spacing[1:])
+    probs = _ensemble(exp, models, image, device, grid)
     if exp.multilabel:
         labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] < 255 else np.uint16)
         for k in range(probs.shape[0]):  # later labels win where several exceed 0.5
             labels[probs[k] > 0.5] = k + 1
     else:
         labels = probs.argmax(0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
+    post = exp.inference.postprocess
+    if post.largest_component or post.min_size > 0 or post.fill_holes:
+        from segcli.postprocess import postprocess_labels
+
+        labels = postprocess_labels(
+            labels,
+            largest_component=post.largest_component,
+            min_size=post.min_size,
+            fill_holes=post.fill_holes,
+        )
     if squeezed:
         labels, probs = labels[None], probs[:, None]
     if prob_path is not None:
@@ -402,25 +480,37 @@ def predict_case(
 
 
 def _ensemble(
-    exp: Experiment, models: list[LoadedModel], image: np.ndarray, device: str
+    exp: Experiment,
+    models: list[LoadedModel],
+    image: np.ndarray,
+    device: str,
+    geometry: ImageGeometry | None = None,
 ) -> np.ndarray:
-    """Mean probabilities of every model, ``(classes, *spatial)`` float32 numpy."""
+    """Mean probabilities of every model on the input grid, ``(classes, *spatial)`` float32.
+
+    A model trained at a ``spacing`` sees the normalised image resampled to it
+    (``data.resample_order``), and its probabilities are resampled linearly back onto
+    ``geometry`` (the input's grid) before they are averaged.
+    """
     from segcli.inference import sliding_window
 
     inf = exp.inference
     assert inf.patch_size is not None
     total: torch.Tensor | None = None
-    normalized: dict[str, torch.Tensor] = {}
+    normalized: dict[str, tuple[torch.Tensor, ImageGeometry | None]] = {}
     for model in models:
-        key = json.dumps(model.stats, sort_keys=True)
-        if key not in normalized:  # ensemble members usually share the statistics
-            normalized[key] = torch.from_numpy(
-                normalize(image, exp.data.normalization, exp.data.window, model.stats)
-            )
+        key = json.dumps([model.stats, model.spacing], sort_keys=True)
+        if key not in normalized:  # ensemble members usually share the preprocessing
+            array = normalize(image, exp.data.normalization, exp.data.window, model.stats)
+            grid = None
+            if model.spacing is not None:
+                array, grid = _resample_input(exp, array, geometry, model.spacing)
+            normalized[key] = (torch.from_numpy(array), grid)
+        network_input, grid = normalized[key]
         try:
             probs = sliding_window(
                 model.network,
-                normalized[key],
+                network_input,
                 patch_size=inf.patch_size,
                 overlap=inf.overlap,
                 blend=inf.blend,
@@ -438,11 +528,35 @@ def _ensemble(
                 f"out of GPU memory on an image of size {tuple(image.shape[1:])}; lower "
                 "inference.batch_size or inference.patch_size, or use --device cpu"
             ) from None
+        if grid is not None and geometry is not None:
+            from segcli.data.resample import resample_image
+
+            probs = torch.from_numpy(resample_image(probs.float().numpy(), grid, geometry, order=1))
         total = probs if total is None else total.add_(probs)
     assert total is not None
     if len(models) > 1:
         total.div_(len(models))
     return total.numpy()
+
+
+def _resample_input(
+    exp: Experiment,
+    image: np.ndarray,
+    geometry: ImageGeometry | None,
+    spacing: tuple[float, ...],
+) -> tuple[np.ndarray, ImageGeometry]:
+    """The normalised ``(C, *spatial)`` image on its grid resampled to ``spacing``."""
+    from segcli.data.resample import resample_image, resampled_geometry
+
+    if geometry is None:
+        geometry = make_geometry(image.shape[1:])
+    if len(spacing) != geometry.dims:
+        raise DataError(
+            f"the image has {geometry.dims} axes {geometry.size} but the model was trained at "
+            f"spacing {list(spacing)} ({len(spacing)} axes)"
+        )
+    grid = resampled_geometry(geometry, spacing)
+    return resample_image(image, geometry, grid, exp.data.resample_order), grid
 
 
 def _write_npz(path: Path, probabilities: np.ndarray) -> None:

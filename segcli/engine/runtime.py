@@ -26,7 +26,15 @@ from rich.progress import (
 
 from segcli.errors import SegcliError
 
-__all__ = ["console", "progress_bar", "resolve_device", "seed_everything", "set_quiet", "track"]
+__all__ = [
+    "check_writable_folder",
+    "console",
+    "progress_bar",
+    "resolve_device",
+    "seed_everything",
+    "set_quiet",
+    "track",
+]
 
 T = TypeVar("T")
 
@@ -118,6 +126,33 @@ def resolve_device(device: str | None = "auto") -> str:
     if choice == "cpu":
         return choice
     raise SegcliError(f"--device {device}: unknown device; use auto, cpu, cuda or cuda:N")
+
+
+def check_writable_folder(folder: str | os.PathLike[str], option: str = "--output") -> None:
+    """Raise unless ``folder`` exists as a writable folder or could be created; creates nothing.
+
+    Called before long work so that an output path under a regular file (or in a read-only
+    place) fails at once, not after hours of computing.
+
+    Raises:
+        SegcliError: ``folder`` or one of its parents is a file, or the nearest existing parent
+            is not writable; the message names the path and ``option``.
+    """
+    from pathlib import Path
+
+    path = Path(folder).absolute()
+    for parent in (path, *path.parents):
+        if parent.is_dir():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise SegcliError(
+                    f"{path}: cannot write here ({parent} is not writable); choose another {option}"
+                )
+            return
+        if parent.exists() or parent.is_symlink():
+            raise SegcliError(
+                f"{path}: cannot write here ({parent} is a file, not a folder); choose another "
+                f"{option}"
+            )
 
 
 def seed_everything(seed: int) -> None:

@@ -29,8 +29,15 @@ from torch import nn
 from segcli import __version__
 from segcli.config import Experiment, dump, from_dict
 from segcli.engine.run_dir import RunDir, plot_curves, read_log, write_log
-from segcli.engine.runtime import console, info, resolve_device, seed_everything, show_progress
-from segcli.errors import CheckpointError, SegcliError, SpecError
+from segcli.engine.runtime import (
+    check_writable_folder,
+    console,
+    info,
+    resolve_device,
+    seed_everything,
+    show_progress,
+)
+from segcli.errors import CheckpointError, DataError, Interrupted, SegcliError, SpecError
 from segcli.io.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["TrainResult", "fit", "lr_factor"]
@@ -246,6 +253,45 @@ def _check_run_dir(run: RunDir, resume: bool) -> None:
             f"{run.path}: already holds a training run (checkpoint_last.pt); use --resume to "
             "continue it, or --output / --set name=... for a new run"
         )
+    else:  # before loading any data: an unwritable run folder fails at once
+        check_writable_folder(run.path, "--output (or output / name in the spec)")
+
+
+def _check_label_range(cases: list[Any], exp: Experiment) -> None:
+    """Every label value must be a class of the model (else the loss fails mid-training)."""
+    num_out = exp.model.num_classes
+    top = num_out if exp.multilabel else num_out - 1
+    for case in cases:
+        if case.label is None or not case.label.size:
+            continue
+        found = int(case.label.max())
+        if found > top:
+            need = found if exp.multilabel else found + 1
+            meaning = (
+                f"{num_out} label channel(s), values 1..{num_out}"
+                if exp.multilabel
+                else f"{num_out} classes, values 0..{top}"
+            )
+            raise DataError(
+                f"case '{case.name}': its label map has value {found} but the model has "
+                f"{meaning}; set model.classes to {need} or more (or fix the label map)"
+            )
+
+
+def _check_validation_size(exp: Experiment) -> None:
+    """Validation runs sliding windows of ``inference.patch_size``: check them before training."""
+    from segcli.models import check_input_size
+
+    patch = tuple(exp.inference.patch_size or exp.data.patch_size)
+    out = tuple(check_input_size(exp.model, patch, key="inference.patch_size"))
+    if out != patch:
+        window = getattr(exp.model, "mode", None) == "window"
+        fix = "model.mode: dense" if window else "same padding (model.padding: same)"
+        raise SpecError(
+            f"model.arch '{exp.model.arch}' maps inference.patch_size {list(patch)} to a smaller "
+            f"output {list(out)}, but validation and predict need outputs of the input's size; "
+            f"use {fix} or train without validation (data.val_fraction: 0)"
+        )
 
 
 def _check_resume_spec(saved: dict[str, Any], exp: Experiment, path: Path) -> None:
@@ -264,6 +310,28 @@ def _check_resume_spec(saved: dict[str, Any], exp: Experiment, path: Path) -> No
             )
 
 
+@dataclass
+class _Position:
+    """Where the loop is, for the message of an interrupted run."""
+
+    run: RunDir | None = None
+    epochs: int = 0
+    epoch: int | None = None  # 0-based epoch in progress
+    saved: int = 0  # complete epochs in checkpoint_last.pt
+
+    def interrupted(self) -> Interrupted:
+        assert self.run is not None and self.epoch is not None
+        done = self.saved > self.epoch  # the interrupt came after this epoch was saved
+        where = f"interrupted {'after' if done else 'at'} epoch {self.epoch + 1}/{self.epochs}"
+        if self.saved == 0:
+            return Interrupted(
+                f"{where}; no epoch was complete, so nothing was saved in {self.run.path}"
+            )
+        return Interrupted(
+            f"{where}; {self.run.last} keeps the {self.saved} complete epoch(s)", resumable=True
+        )
+
+
 def fit(
     exp: Experiment,
     run_dir: str | Path | None = None,
@@ -273,14 +341,38 @@ def fit(
 ) -> TrainResult:
     """Train ``exp``; write the run folder; return the result.
 
+    Every epoch ends with ``checkpoint_last.pt`` (holding the log rows too) written atomically,
+    so a run killed at any moment loses at most the epoch in progress and ``resume=True``
+    continues it with every epoch logged exactly once.
+
     Raises:
         SegcliError: bad data, an existing run without ``resume``, an incompatible checkpoint.
+        Interrupted: Ctrl-C during the epochs (a ``KeyboardInterrupt`` saying which epoch was
+            interrupted and whether ``checkpoint_last.pt`` can be resumed).
     """
+    position = _Position()
+    try:
+        return _fit(exp, run_dir, device, resume, on_epoch_end, position)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted) or position.epoch is None:
+            raise
+        raise position.interrupted() from None
+
+
+def _fit(
+    exp: Experiment,
+    run_dir: str | Path | None,
+    device: str,
+    resume: bool,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    position: _Position,
+) -> TrainResult:
     from segcli.data.loaders import (
         PatchDataset,
         build_loader,
         list_case_names,
         load_cases,
+        resolve_spacing,
         split_cases,
     )
     from segcli.losses import build_loss
@@ -289,6 +381,7 @@ def fit(
     device = resolve_device(device)
     run = RunDir(Path(run_dir) if run_dir is not None else Path(exp.output) / exp.name)
     _check_run_dir(run, resume)
+    position.run, position.epochs = run, exp.train.epochs
     seed_everything(exp.seed)
     spec = exp.train
 
@@ -302,10 +395,17 @@ def fit(
         from segcli.data.statistics import foreground_intensity_stats
 
         stats = foreground_intensity_stats(exp.data, train_names, exp.seed, progress=_track_cases)
-    train_cases = load_cases(exp.data, train_names, exp.seed, stats=stats)
-    val_cases = load_cases(exp.data, val_names, exp.seed, stats=stats) if val_names else []
+    # data.spacing (auto: the dataset's median) resolved once; stored for predict below
+    target_spacing = resolve_spacing(exp.data, exp.seed)
+    train_cases = load_cases(exp.data, train_names, exp.seed, stats=stats, spacing=target_spacing)
+    val_cases = (
+        load_cases(exp.data, val_names, exp.seed, stats=stats, spacing=target_spacing)
+        if val_names
+        else []
+    )
     if spec.val_max_cases is not None:
         val_cases = val_cases[: spec.val_max_cases]
+    _check_label_range(train_cases + val_cases, exp)
     in_channels = train_cases[0].image.shape[0]
     if in_channels != exp.model.in_channels:
         raise SegcliError(
@@ -315,6 +415,8 @@ def fit(
 
     # ---- model, loss, optimiser
     check_input_size(exp.model, exp.data.patch_size, key="data.patch_size")
+    if val_cases:
+        _check_validation_size(exp)
     model = build(exp.model).to(device)
     class_weights = None
     if exp.loss.name == "weighted_ce":
@@ -350,9 +452,15 @@ def fit(
         _set_rng_state(state["rng"])
         start_epoch = int(state["epoch"]) + 1
         best_dice, best_epoch = float(state["best_dice"]), int(state["best_epoch"])
-        rows = [r for r in read_log(run.log) if int(r["epoch"]) < start_epoch]
+        # the checkpoint's own rows: log.csv may lag behind it after a kill between the two
+        saved_rows = state.get("log")
+        rows = saved_rows if isinstance(saved_rows, list) else read_log(run.log)
+        rows = [dict(r) for r in rows if int(r["epoch"]) < start_epoch]
+        write_log(run.log, rows)
+        position.saved = start_epoch
         if start_epoch >= spec.epochs:
             info(f"{run.path}: already trained for {start_epoch} epochs; nothing to do")
+            return TrainResult(run.path, len(rows), best_dice, best_epoch, rows)
     else:
         from segcli.engine.run_dir import atomic_write_text
 
@@ -362,6 +470,11 @@ def fit(
             import json
 
             atomic_write_text(run.stats, json.dumps(stats, indent=1) + "\n")
+        if target_spacing is not None:
+            import json
+
+            text = json.dumps({"spacing": list(target_spacing)}) + "\n"
+            atomic_write_text(run.path / "spacing.json", text)
 
     # channels-last activations are measurably faster for CPU convolutions (bench/inference.py)
     memory_format = _memory_format(exp.model.dims, device)
@@ -390,6 +503,7 @@ def fit(
     num_out = exp.model.num_classes
     model.train()
     for epoch in range(start_epoch, spec.epochs):
+        position.epoch = epoch
         started = time.perf_counter()
         dataset.set_epoch(epoch)
         epoch_loss, seen = 0.0, 0
@@ -454,11 +568,14 @@ def fit(
             "best_epoch": best_epoch,
             "spec": exp.model_dump(mode="json"),
             "normalization_stats": stats,
+            "target_spacing": list(target_spacing) if target_spacing is not None else None,
             "segcli_version": __version__,
+            "log": [dict(r) for r in rows],
         }
         if improved or no_val_best:
             save_checkpoint(run.best, state)
         save_checkpoint(run.last, state)  # last, so a kill between the two keeps best consistent
+        position.saved = epoch + 1
         write_log(run.log, rows)
         plot_curves(run.curves, rows, title=exp.name)
         _epoch_line(row, spec.epochs, best_dice)

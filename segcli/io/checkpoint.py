@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +54,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols first
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's own text suggests weights_only=False, the very thing not to do: keep only
+        # the line that names the refused object
+        what = [line for line in str(exc).splitlines() if "GLOBAL" in line]
+        detail = f" ({what[0].strip().rstrip('.')})" if what else ""
         raise CheckpointError(
-            f"{path}: refused: the file holds objects other than tensors and plain data "
-            f"(loading it could run code). {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{path}: refused: the file holds objects other than tensors and plain data, and "
+            f"loading it could run code{detail}; use a checkpoint written by segcli train, and "
+            "never load checkpoints from sources you do not trust"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        text = str(exc).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupt: {exc})"
+            f"{path}: not a readable checkpoint (truncated or corrupt: {reason}); copy it again "
+            "or use another checkpoint of the run"
         ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a segcli checkpoint (no model weights inside)")
     version = state.get("format_version")
+    if version is None:
+        raise CheckpointError(
+            f"{path}: has no format_version, so it was not written by segcli train (which "
+            f"writes format {FORMAT_VERSION}); train with segcli or pass a segcli checkpoint"
+        )
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format {version} is not supported by this segcli "

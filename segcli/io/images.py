@@ -31,7 +31,10 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageGeometry",
     "check_same_grid",
+    "from_sitk",
+    "index_to_physical",
     "make_geometry",
+    "physical_to_index",
     "to_sitk",
     "read_geometry",
     "read_image",
@@ -209,7 +212,10 @@ def read_geometry(path: str | Path) -> ImageGeometry:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        raise DataError(f"{path}: cannot read the image header") from None
+        raise DataError(
+            f"{path}: cannot read the image header (truncated, or not a format SimpleITK reads: "
+            f"{', '.join(IMAGE_SUFFIXES)}); re-export or re-download it"
+        ) from None
     size = reader.GetSize()
     return ImageGeometry(
         size=tuple(int(s) for s in reversed(size)),
@@ -276,6 +282,37 @@ def to_sitk(array: np.ndarray, geometry: ImageGeometry) -> sitk.Image:
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
     return image
+
+
+def from_sitk(image: sitk.Image) -> tuple[np.ndarray, ImageGeometry]:
+    """SimpleITK image → (array in array axis order, geometry); the inverse of :func:`to_sitk`."""
+    return sitk.GetArrayFromImage(image), _geometry(image)
+
+
+def _direction_matrix(geometry: ImageGeometry) -> np.ndarray:
+    dims = geometry.dims
+    return np.asarray(geometry.direction, dtype=np.float64).reshape(dims, dims)
+
+
+def index_to_physical(geometry: ImageGeometry, index: Sequence[float]) -> np.ndarray:
+    """Physical (world, SimpleITK's x, y, z order) point of a continuous voxel index.
+
+    Args:
+        geometry: the grid.
+        index: continuous index in **array axis order** (0 = centre of the first voxel).
+
+    Returns:
+        float64 array of ``dims`` world coordinates in mm.
+    """
+    scaled = np.asarray(index, dtype=np.float64)[::-1] * np.asarray(geometry.spacing)[::-1]
+    return np.asarray(geometry.origin, dtype=np.float64) + _direction_matrix(geometry) @ scaled
+
+
+def physical_to_index(geometry: ImageGeometry, point: Sequence[float]) -> np.ndarray:
+    """World point → continuous voxel index (array axis order); undoes :func:`index_to_physical`."""
+    offset = np.asarray(point, dtype=np.float64) - np.asarray(geometry.origin, dtype=np.float64)
+    scaled = np.linalg.solve(_direction_matrix(geometry), offset)
+    return (scaled / np.asarray(geometry.spacing)[::-1])[::-1]
 
 
 def write_image(

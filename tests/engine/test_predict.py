@@ -12,7 +12,7 @@ import torch
 from segcli.config import Experiment, from_dict
 from segcli.data.preprocessing import normalize
 from segcli.engine.predict import find_inputs, predict_cases
-from segcli.errors import CheckpointError, DataError, SpecError
+from segcli.errors import CheckpointError, DataError
 from segcli.inference import sliding_window
 from segcli.io.checkpoint import save_checkpoint
 from segcli.io.images import make_geometry, read_geometry, read_image, read_label, write_image
@@ -269,10 +269,12 @@ def test_dataset_root_as_input_points_at_the_images_folder(tmp_path: Path) -> No
         find_inputs(tmp_path / "nowhere")
 
 
-def test_resampling_spec_is_refused_until_supported(tmp_path: Path) -> None:
+def test_resampling_spec_needs_a_checkpoint_trained_at_that_spacing(tmp_path: Path) -> None:
     exp = spec(tmp_path, dims=2, data={"spacing": [1.0, 1.0]})
-    with pytest.raises(SpecError, match="data.spacing.*not supported by predict yet"):
-        predict_cases(exp, tmp_path, tmp_path / "pred", device="cpu")
+    ckpt, _ = checkpoint(spec(tmp_path, dims=2), tmp_path / "native.pt")  # no target_spacing
+    write_case(tmp_path / "images", "a", (10, 10))
+    with pytest.raises(CheckpointError, match="data.spacing.*no target_spacing"):
+        predict_cases(exp, tmp_path / "images", tmp_path / "pred", [ckpt], device="cpu")
 
 
 def test_ct_auto_needs_statistics_in_the_checkpoint(tmp_path: Path) -> None:
