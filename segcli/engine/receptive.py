@@ -106,34 +106,39 @@ def receptive_field_command(
     if as_json:
         console.out(json.dumps(payload), highlight=False)
         return
+    from rich import box
+
     table = Table(
         title=f"{exp.name}: {exp.model.arch} ({exp.model.dims}D), input "
         f"{_fmt(payload['input_size'])}",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for column, justify in [
-        ("#", "right"),
-        ("layer", "left"),
-        ("type", "left"),
-        ("maps and neurons", "left"),
-        ("kernel", "right"),
-        ("jump", "right"),
-        ("receptive field", "right"),
-        ("parameters", "right"),
-    ]:
+    # the lecture's table for the Ciresan network speaks of "maps and neurons"
+    lecture_style = exp.model.arch == "patch_cnn"
+    columns = [("#", "right"), ("layer", "left"), ("type", "left")]
+    if lecture_style:
+        columns.append(("maps and neurons", "left"))
+    else:
+        columns += [("channels", "right"), ("output size", "right")]
+    columns += [("kernel", "right"), ("jump", "right"), ("RF", "right"), ("params", "right")]
+    for column, justify in columns:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for i, row in enumerate(payload["layers"]):
         kernel = row["kernel"]
-        table.add_row(
-            str(i),
-            row["name"],
-            row["type"],
-            row["maps_and_neurons"],
+        cells = [str(i), row["name"], row["type"]]
+        if lecture_style:
+            cells.append(row["maps_and_neurons"])
+        else:
+            cells += [str(row["channels"]), _fmt(row["output_size"])]
+        cells += [
             _fmt([kernel] * exp.model.dims) if kernel else "",
             _fmt(row["jump"]),
             _fmt(row["receptive_field"]),
             f"{row['parameters']:,}" if row["parameters"] else "",
-        )
+        ]
+        table.add_row(*cells)
     console.print(table)
     console.print(
         f"receptive field [bold]{_fmt(payload['receptive_field'])}[/] (analytic)"

@@ -39,7 +39,9 @@ __all__ = [
 T = TypeVar("T")
 
 _state = {"quiet": False}
-console = Console(stderr=False, highlight=False, soft_wrap=True)
+# Off a terminal (pipes, files, CI logs) tables get room instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160)
+console = Console(stderr=False, highlight=False, soft_wrap=True, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
