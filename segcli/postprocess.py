@@ -10,8 +10,9 @@ Connectivity is face connectivity (4 neighbours in 2-D, 6 in 3-D), as for the ``
 Steps per foreground label, in this order: drop components under ``min_size`` voxels, keep only
 the largest component, fill holes.  Removed voxels become background (0); holes are background
 voxels enclosed by the label (other labels inside are left alone; a pocket enclosed by two
-labels goes to the inner one), so labels never overwrite each other.  nnU-Net applies ``largest_component`` only to labels where it raised validation
-Dice — ``segcli evaluate --compare-postprocessing`` reports which those are.
+labels goes to the inner one), so labels never overwrite each other.  nnU-Net applies
+``largest_component`` only to labels where it raised validation Dice —
+``segcli evaluate --compare-postprocessing`` reports which those are.
 """
 
 from __future__ import annotations
