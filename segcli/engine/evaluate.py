@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from segcli.atomic import publish
 from segcli.config.schema import EvaluationSpec, Experiment
 from segcli.engine.runtime import check_writable_folder, console, info, is_quiet, progress_bar
 from segcli.errors import DataError, SpecError
@@ -384,7 +385,7 @@ def _render_overlay(
     tmp = _temp_path(path)
     try:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -507,7 +508,7 @@ def evaluate_folders(
             overlays_dir.mkdir(parents=True, exist_ok=True)
             overlays = tuple(overlays_dir / f"{case}.png" for case in cases)
             for path in overlays:
-                os.replace(staging / path.name, path)
+                publish(staging / path.name, path)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -613,8 +614,8 @@ def _write_csvs(
                 writer = csv.writer(handle)
                 writer.writerow(header)
                 writer.writerows(rows)
-        os.replace(temps[0], output_csv)
-        os.replace(temps[1], summary_csv)
+        publish(temps[0], output_csv)
+        publish(temps[1], summary_csv)
     except OSError as exc:
         raise DataError(
             f"{output_csv}: cannot write the metric CSVs ({exc.strerror or exc})"

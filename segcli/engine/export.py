@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from segcli import __version__
+from segcli.atomic import publish
 from segcli.config import Experiment, dump
 from segcli.errors import SegcliError, SpecError
 
@@ -130,8 +131,8 @@ def export_model(
             notes.extend(exporter_notes)
         with _temp_file(spec_path) as spec_tmp:
             spec_tmp.write_text(_resolved_spec(exp, loaded.spacing), encoding="utf-8")
-            os.replace(tmp, output)
-            os.replace(spec_tmp, spec_path)
+            publish(tmp, output)
+            publish(spec_tmp, spec_path)
     return ExportResult(output, spec_path, format, paths[0], difference, notes)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from segcli.atomic import publish
 from segcli.engine.runtime import console, track
 from segcli.errors import DataError
 from segcli.io.images import check_same_grid, read_label
@@ -164,7 +165,7 @@ def write_comparison_csv(path: str | Path, rows: Sequence[StepComparison]) -> Pa
                         row.n,
                     ]
                 )
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):

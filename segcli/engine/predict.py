@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segcli.atomic import publish
 from segcli.config import Experiment
 from segcli.data.preprocessing import normalize
 from segcli.engine.runtime import check_writable_folder, info, progress_bar, resolve_device
@@ -568,7 +569,7 @@ def _write_npz(path: Path, probabilities: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez_compressed(handle, probabilities=probabilities)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segcli.atomic import publish
 from segcli.errors import SegcliError
 
 __all__ = ["LOG_COLUMNS", "RunDir", "atomic_write_text", "read_log", "write_log"]
@@ -37,7 +38,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -128,7 +129,7 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str = "") -> None
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)

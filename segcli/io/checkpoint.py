@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from segcli.atomic import publish
 from segcli.errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]
@@ -37,7 +38,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

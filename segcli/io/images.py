@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
+from segcli.atomic import publish
 from segcli.errors import DataError, GeometryError
 
 __all__ = [
@@ -337,7 +338,7 @@ def write_image(
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, compress)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, RuntimeError | OSError):

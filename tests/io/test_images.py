@@ -134,3 +134,15 @@ def test_truncated_integer_nifti_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data[: int(len(data) * 0.7)])
     with pytest.raises(DataError, match="l.nii.gz: the file is truncated"):
         read_label(path)
+
+
+def test_written_files_get_umask_permissions_not_owner_only(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_image(tmp_path / "a.nii.gz", np.zeros((2, 2), np.uint8), make_geometry((2, 2)))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
