@@ -46,7 +46,14 @@ def sh(cmd: list[str], log: Path | None = None) -> float:
 
 def summary_rows(path: Path) -> dict[tuple[str, str], dict[str, float]]:
     with path.open() as handle:
-        return {(r["label"], r["metric"]): {k: float(v) if v not in ("", None) else math.nan for k, v in r.items() if k not in ("label", "metric")} for r in csv.DictReader(handle)}
+        return {
+            (r["label"], r["metric"]): {
+                k: float(v) if v not in ("", None) else math.nan
+                for k, v in r.items()
+                if k not in ("label", "metric")
+            }
+            for r in csv.DictReader(handle)
+        }
 
 
 def per_case(path: Path) -> list[dict[str, str]]:
@@ -86,18 +93,52 @@ def main() -> None:
     csv_path = run / "val_metrics.csv"
     overlays = run / "overlays"
     sh(
-        [*SEGCLI, "evaluate", args.spec, "--pred", str(pred), "--ref", str(val_labels), "-o", str(csv_path),
-         "--metrics", metrics, "--overlays", str(overlays), "--images", str(val_images)],
+        [
+            *SEGCLI,
+            "evaluate",
+            args.spec,
+            "--pred",
+            str(pred),
+            "--ref",
+            str(val_labels),
+            "-o",
+            str(csv_path),
+            "--metrics",
+            metrics,
+            "--overlays",
+            str(overlays),
+            "--images",
+            str(val_images),
+        ],
         run / "evaluate.log",
     )
     test_pred = run / "pred_test"
-    sh([*SEGCLI, "predict", args.spec, "-i", str(root / "imagesTs"), "-o", str(test_pred), "--overwrite"])
+    sh(
+        [
+            *SEGCLI,
+            "predict",
+            args.spec,
+            "-i",
+            str(root / "imagesTs"),
+            "-o",
+            str(test_pred),
+            "--overwrite",
+        ]
+    )
     from segcli.io.images import read_geometry
 
     test_case = sorted((root / "imagesTs").glob("*.nii.gz"))[0]
-    geometry_ok = read_geometry(test_case).differences(read_geometry(test_pred / test_case.name)) == []
+    geometry_ok = (
+        read_geometry(test_case).differences(read_geometry(test_pred / test_case.name)) == []
+    )
     rf = json.loads(
-        subprocess.run([*SEGCLI, "receptive-field", args.spec, "--json"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [*SEGCLI, "receptive-field", args.spec, "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     )
     log = [r for r in csv.DictReader((run / "log.csv").open())]
     best = max((r for r in log if r["val_dice"]), key=lambda r: float(r["val_dice"]))
@@ -106,12 +147,39 @@ def main() -> None:
     if not args.skip_monai:
         monai_dir = REPO / exp.output / f"{exp.name}-monai"
         shutil.rmtree(monai_dir, ignore_errors=True)
-        sh([sys.executable, "bench/hippocampus_monai.py", "--split", str(run / "split.json"),
-            "--budget-seconds", f"{train_seconds:.0f}", "--output", str(monai_dir)], monai_dir.parent / "monai.log")
+        sh(
+            [
+                sys.executable,
+                "bench/hippocampus_monai.py",
+                "--split",
+                str(run / "split.json"),
+                "--budget-seconds",
+                f"{train_seconds:.0f}",
+                "--output",
+                str(monai_dir),
+            ],
+            monai_dir.parent / "monai.log",
+        )
         monai_csv = monai_dir / "val_metrics.csv"
-        sh([*SEGCLI, "evaluate", args.spec, "--pred", str(monai_dir / "pred_val"), "--ref", str(val_labels),
-            "-o", str(monai_csv), "--metrics", metrics])
-        monai = (summary_rows(monai_csv.with_name("val_metrics_summary.csv")), json.loads((monai_dir / "summary.json").read_text()))
+        sh(
+            [
+                *SEGCLI,
+                "evaluate",
+                args.spec,
+                "--pred",
+                str(monai_dir / "pred_val"),
+                "--ref",
+                str(val_labels),
+                "-o",
+                str(monai_csv),
+                "--metrics",
+                metrics,
+            ]
+        )
+        monai = (
+            summary_rows(monai_csv.with_name("val_metrics_summary.csv")),
+            json.loads((monai_dir / "summary.json").read_text()),
+        )
 
     ours = summary_rows(csv_path.with_name("val_metrics_summary.csv"))
     cases = per_case(csv_path)
@@ -191,10 +259,20 @@ def main() -> None:
             lines.append(row(ours, label).replace("| ", "| segcli | ", 1))
             lines.append(row(table, label).replace("| ", "| MONAI | ", 1))
         lines.append("")
-    lines += ["## The three worst validation cases", "", "Reference and prediction contours on the image (look at your results):", ""]
+    lines += [
+        "## The three worst validation cases",
+        "",
+        "Reference and prediction contours on the image (look at your results):",
+        "",
+    ]
     for i, name in enumerate(worst, 1):
         dice = ", ".join(f"{d:.3f}" for d in by_case[name])
-        lines += [f"{i}. `{name}` (Dice per label: {dice})", "", f"   ![{name}](img/hippocampus_worst_{i}_{name}.png)", ""]
+        lines += [
+            f"{i}. `{name}` (Dice per label: {dice})",
+            "",
+            f"   ![{name}](img/hippocampus_worst_{i}_{name}.png)",
+            "",
+        ]
     DOC.write_text("\n".join(lines) + "\n")
     print(f"wrote {DOC}", file=sys.stderr)
 

@@ -52,7 +52,9 @@ def main() -> None:
     from monai.utils import set_determinism
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared/data/msd_task04_hippocampus")
+    parser.add_argument(
+        "--root", type=Path, default=REPO.parent / "shared/data/msd_task04_hippocampus"
+    )
     parser.add_argument("--split", type=Path, required=True, help="split.json of the segcli run")
     parser.add_argument("--budget-seconds", type=float, default=600)
     parser.add_argument("--output", type=Path, default=REPO / "runs/hippocampus-monai")
@@ -72,7 +74,11 @@ def main() -> None:
         label, _ = load(args.root / "labelsTr" / f"{name}.nii.gz")
         image = image.astype(np.float32)
         image = (image - image.mean()) / max(float(image.std()), 1e-8)
-        return {"image": image[None], "label": label.astype(np.int64)[None], "min": float(image.min())}
+        return {
+            "image": image[None],
+            "label": label.astype(np.int64)[None],
+            "min": float(image.min()),
+        }
 
     train_data = [case(n) for n in split["train"]]
     # pad every crop with its image's own minimum (the same value inference pads with below)
@@ -80,12 +86,19 @@ def main() -> None:
         pad = SpatialPadd(keys=["image"], spatial_size=patch, mode="constant", value=item["min"])
         item["image"] = np.asarray(pad({"image": item["image"]})["image"])
         item["label"] = np.asarray(
-            SpatialPadd(keys=["label"], spatial_size=patch, mode="constant")({"label": item["label"]})["label"]
+            SpatialPadd(keys=["label"], spatial_size=patch, mode="constant")(
+                {"label": item["label"]}
+            )["label"]
         )
     transforms = Compose(
         [
             RandCropByPosNegLabeld(
-                keys=["image", "label"], label_key="label", spatial_size=patch, pos=1, neg=2, num_samples=1
+                keys=["image", "label"],
+                label_key="label",
+                spatial_size=patch,
+                pos=1,
+                neg=2,
+                num_samples=1,
             ),
             RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
             RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
