@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/segcli synth $(DEMO)/train --dims 2 --cases 300 --seed 0
 	$(BIN)/segcli synth $(DEMO)/test --dims 2 --cases 60 --seed 1
 	$(BIN)/segcli receptive-field experiments/toy-dilated.yaml
-	$(BIN)/segcli train experiments/toy-dilated.yaml --set data.root=$(DEMO)/train --set output=$(DEMO)/runs --set train.epochs=6
+	$(BIN)/segcli train experiments/toy-dilated.yaml --set data.root=$(DEMO)/train --set output=$(DEMO)/runs --set train.epochs=10
 	$(BIN)/segcli predict experiments/toy-dilated.yaml --set output=$(DEMO)/runs --input $(DEMO)/test/imagesTr --output $(DEMO)/pred
 	$(BIN)/segcli evaluate experiments/toy-dilated.yaml --pred $(DEMO)/pred --ref $(DEMO)/test/labelsTr --output $(DEMO)/metrics.csv --overlays $(DEMO)/overlays --images $(DEMO)/test/imagesTr
 

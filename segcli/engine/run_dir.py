@@ -105,22 +105,28 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str = "") -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in rows]
+    epochs = [int(r["epoch"]) + 1 for r in rows]  # 1-based, as the console counts
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train loss", ms=3)
     val = [(r["epoch"], r["val_loss"]) for r in rows if not math.isnan(r["val_loss"])]
     if val:
-        ax_loss.plot(*zip(*val, strict=True), "s-", label="validation loss", ms=3)
+        ax_loss.plot(
+            [e + 1 for e, _ in val], [v for _, v in val], "s-", label="validation loss", ms=3
+        )
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
     dice = [(r["epoch"], r["val_dice"]) for r in rows if not math.isnan(r["val_dice"])]
     if dice:
-        ax_dice.plot(*zip(*dice, strict=True), "o-", color="tab:green", ms=3)
+        ax_dice.plot([e + 1 for e, _ in dice], [v for _, v in dice], "o-", color="tab:green", ms=3)
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("mean validation Dice")
     ax_dice.set_ylim(0, 1)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_dice):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_dice.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
