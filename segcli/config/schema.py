@@ -7,6 +7,7 @@ unions on ``model.arch`` and ``loss.name``.  Spatial tuples are in array axis or
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -35,27 +36,6 @@ __all__ = [
     "WeightedCESpec",
 ]
 
-#: Every metric column ``segcli evaluate`` knows (SPEC.md, "Metrics").
-METRIC_NAMES = (
-    "dice",
-    "iou",
-    "precision",
-    "recall",
-    "hd",
-    "hd95",
-    "assd",
-    "masd",
-    "nsd",
-    "vol_ref",
-    "vol_pred",
-    "cc_ref",
-    "cc_pred",
-    "lesion_tp",
-    "lesion_fn",
-    "lesion_fp",
-    "lesion_f1",
-)
-
 MetricName = Literal[
     "dice",
     "iou",
@@ -75,6 +55,9 @@ MetricName = Literal[
     "lesion_fp",
     "lesion_f1",
 ]
+
+#: Every metric column ``segcli evaluate`` knows (SPEC.md, "Metrics"), in SPEC order.
+METRIC_NAMES: tuple[str, ...] = typing.get_args(MetricName)
 
 PadMode = Literal["minimum", "edge", "reflect", "constant"]
 Activation = Literal["relu", "leaky_relu", "gelu", "elu", "prelu"]

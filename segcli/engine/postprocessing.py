@@ -16,8 +16,6 @@ changes nothing is not kept.  The results go to a rich table and to
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from segcli.atomic import publish
+from segcli.atomic import atomic_open
 from segcli.engine.runtime import console, track
 from segcli.errors import DataError
 from segcli.io.images import check_same_grid, read_label
@@ -144,33 +142,21 @@ def postprocessing_csv_path(output_csv: str | Path) -> Path:
 def write_comparison_csv(path: str | Path, rows: Sequence[StepComparison]) -> Path:
     """Write the rows (columns :data:`POSTPROCESSING_COLUMNS`) atomically; returns the path."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise DataError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(POSTPROCESSING_COLUMNS)
-            for row in rows:
-                writer.writerow(
-                    [
-                        row.step,
-                        row.label,
-                        repr(row.dice_before),
-                        repr(row.dice_after),
-                        repr(row.delta),
-                        str(row.keep).lower(),
-                        row.n,
-                    ]
-                )
-        publish(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise DataError(f"{path}: cannot write the comparison ({exc})") from None
-        raise
+    with atomic_open(path, "w", what="the comparison") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(POSTPROCESSING_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                [
+                    row.step,
+                    row.label,
+                    repr(row.dice_before),
+                    repr(row.dice_after),
+                    repr(row.delta),
+                    str(row.keep).lower(),
+                    row.n,
+                ]
+            )
     return path
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segcli.atomic import publish
+from segcli.atomic import atomic_open
 from segcli.config import Experiment
 from segcli.data.preprocessing import normalize
 from segcli.engine.runtime import check_writable_folder, info, progress_bar, resolve_device
@@ -562,16 +561,5 @@ def _resample_input(
 
 def _write_npz(path: Path, probabilities: np.ndarray) -> None:
     """``np.savez_compressed`` to a temp file in the folder, then rename."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise DataError(f"{path.parent}: cannot write here ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, probabilities=probabilities)
-        publish(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise DataError(f"{path}: cannot write the probabilities ({exc})") from None
-        raise
+    with atomic_open(path, "wb", what="the probabilities") as handle:
+        np.savez_compressed(handle, probabilities=probabilities)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segcli.atomic import publish
+from segcli.atomic import atomic_open, publish
 from segcli.errors import SegcliError
 
 __all__ = ["LOG_COLUMNS", "RunDir", "atomic_write_text", "read_log", "write_log"]
@@ -30,18 +30,8 @@ LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds")
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise SegcliError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", error=SegcliError) as handle:
+        handle.write(text)
 
 
 @dataclass

@@ -6,16 +6,14 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from segcli.atomic import publish
+from segcli.atomic import atomic_open
 from segcli.errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]
@@ -28,20 +26,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically to ``path``."""
     path = Path(path)
     state = {"format_version": FORMAT_VERSION, **state}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CheckpointError(f"{path.parent}: cannot write a checkpoint here ({exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", error=CheckpointError, what="the checkpoint") as handle:
+        torch.save(state, handle)
     return path
 
 
