@@ -42,6 +42,9 @@ SetOption = Annotated[
         metavar="KEY.PATH=VALUE",
     ),
 ]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or informational output.")
+]
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 ]
@@ -61,6 +64,10 @@ def _user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("quiet"):  # `segcli CMD --quiet` works like `segcli --quiet CMD`
+            from segcli.engine import runtime
+
+            runtime.set_quiet(True)
         try:
             return func(*args, **kwargs)
         except SegcliError as exc:
@@ -116,6 +123,7 @@ def synth(
     noise: Annotated[
         float, typer.Option("--noise", help="Background noise standard deviation.")
     ] = 0.1,
+    quiet: QuietOption = False,
 ) -> None:
     """Write the lecture's toy data: lesions that are malign (labelled) only when ringed."""
     from segcli.engine.synth import run_synth
@@ -151,6 +159,7 @@ def train(
         bool, typer.Option("--resume", help="Continue from checkpoint_last.pt.")
     ] = False,
     overrides: SetOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Train a network; writes config.yaml, checkpoints, log.csv and curves.png to the run folder."""
     exp = _load(spec, overrides)
@@ -196,6 +205,7 @@ def predict(
         bool, typer.Option("--overwrite", help="Redo cases already predicted.")
     ] = False,
     overrides: SetOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Sliding-window inference: one label map per case, on the input's exact geometry."""
     exp = _load(spec, overrides)
@@ -266,6 +276,7 @@ def evaluate(
         ),
     ] = False,
     overrides: SetOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Compare predicted and reference label maps: per-case CSV plus FILE_summary.csv."""
     for value, flag in ((pred, "--pred"), (ref, "--ref")):
@@ -316,6 +327,7 @@ def export(
         ),
     ] = "torchscript",
     overrides: SetOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Export a trained network as one self-contained TorchScript or ONNX file plus its spec."""
     exp = _load(spec, overrides)
@@ -358,6 +370,7 @@ def receptive_field(
         ),
     ] = None,
     overrides: SetOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """What the network can see: per-layer sizes, jumps, receptive fields and parameters."""
     # click options take one value each: `--input-size 572 572` leaves the second as an extra

@@ -88,3 +88,14 @@ def test_console_script_runs_as_module(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "missing.yaml: spec file not found" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_quiet_after_the_command_silences_output(tmp_path: Path) -> None:
+    from segcli.engine import runtime
+
+    try:
+        result = runner.invoke(app, ["synth", str(tmp_path / "q"), "--cases", "2", "--quiet"])
+        assert result.exit_code == 0 and result.output == ""
+        assert (tmp_path / "q" / "dataset.json").is_file()
+    finally:
+        runtime.set_quiet(False)
