@@ -32,9 +32,10 @@ import numpy as np
 
 from segcli.atomic import publish
 from segcli.config.schema import EvaluationSpec, Experiment
+from segcli.engine import distributed
 from segcli.engine.overlays import overlay_slices, render_overlay
 from segcli.engine.runtime import check_writable_folder, console, info, is_quiet, progress_bar
-from segcli.errors import DataError, SpecError
+from segcli.errors import DataError, SegcliError, SpecError
 from segcli.io.dataset import dataset_labels, group_images, list_image_files
 from segcli.io.images import (
     IMAGE_SUFFIXES,
@@ -316,12 +317,44 @@ def evaluate_folders(
         SpecError: unknown metric, bad label, tolerance or worker count.
         DataError: missing folder or partner, unreadable file, non-integer or negative labels.
         GeometryError: a pair differs in size, spacing, origin or direction.
+
+    Under torchrun every rank scores its share of the cases (``cases[rank::world]``, with
+    ``workers`` defaulting to the node's cores divided by its processes), the results are
+    gathered, rank 0 writes the files (overlays are staged in a folder beside
+    ``overlays_dir``, which must be on a file system all ranks share) and every rank returns
+    the whole result.
     """
+    with distributed.session("cpu"):
+        return _evaluate_folders(
+            pred_dir,
+            ref_dir,
+            output_csv,
+            metrics,
+            labels,
+            nsd_tolerance,
+            workers,
+            overlays_dir,
+            images_dir,
+        )
+
+
+def _evaluate_folders(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    output_csv: str | Path,
+    metrics: Sequence[str] | None,
+    labels: Sequence[int] | None,
+    nsd_tolerance: float,
+    workers: int | None,
+    overlays_dir: str | Path | None,
+    images_dir: str | Path | None,
+) -> EvaluationResult:
     pred_dir, ref_dir, output_csv = Path(pred_dir), Path(ref_dir), Path(output_csv)
     metric_names = tuple(r.name for r in resolve_metrics(metrics or EvaluationSpec().metrics))
     if not (math.isfinite(nsd_tolerance) and nsd_tolerance >= 0):
         raise SpecError(f"nsd tolerance must be a number >= 0 mm, got {nsd_tolerance}")
-    num_workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    cores = max(1, (os.cpu_count() or 1) // distributed.local_world_size())
+    num_workers = cores if workers is None else int(workers)
     if num_workers < 1:
         raise SpecError(f"workers must be at least 1, got {workers}")
     if images_dir is not None and overlays_dir is None:
@@ -349,7 +382,9 @@ def evaluate_folders(
         overlays_dir = Path(overlays_dir)
         parent = overlays_dir.parent
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{overlays_dir.name}.", dir=parent))
+        if distributed.is_main():
+            staging = Path(tempfile.mkdtemp(prefix=f".{overlays_dir.name}.", dir=parent))
+        staging = distributed.all_gather_object(staging)[0]  # torchrun: rank 0's folder
     tasks = [
         _Task(
             case,
@@ -364,7 +399,7 @@ def evaluate_folders(
         for case, (pred, ref) in pairs.items()
     ]
     try:
-        results = _run(tasks, num_workers)
+        results = _run_shared(tasks, num_workers)
         ndim = len(read_geometry(next(iter(pairs.values()))[1]).size)
         all_labels = (
             wanted
@@ -383,16 +418,20 @@ def evaluate_folders(
         summary_csv = output_csv.with_name(
             f"{output_csv.stem}_summary{output_csv.suffix or '.csv'}"
         )
-        _write_csvs(output_csv, summary_csv, cases, metric_names, summary)
+        main = distributed.is_main()  # torchrun: rank 0 alone writes
+        if main:
+            _write_csvs(output_csv, summary_csv, cases, metric_names, summary)
         overlays: tuple[Path, ...] = ()
         if staging is not None and overlays_dir is not None:
-            overlays_dir.mkdir(parents=True, exist_ok=True)
             overlays = tuple(overlays_dir / f"{case}.png" for case in cases)
-            for path in overlays:
-                publish(staging / path.name, path)
+            if main:
+                overlays_dir.mkdir(parents=True, exist_ok=True)
+                for path in overlays:
+                    publish(staging / path.name, path)
     finally:
-        if staging is not None:
+        if staging is not None and distributed.is_main():
             shutil.rmtree(staging, ignore_errors=True)
+    distributed.barrier()  # no rank returns before rank 0 has written the files
     return EvaluationResult(
         output_csv, summary_csv, metric_names, all_labels, label_names, cases, summary, overlays
     )
@@ -415,6 +454,23 @@ def _check_label_values(labels: Sequence[int]) -> tuple[int, ...]:
     if not out:
         raise SpecError("labels: give at least one label, e.g. --labels 1")
     return tuple(sorted(set(out)))
+
+
+def _run_shared(tasks: list[_Task], workers: int) -> list[CaseResult]:
+    """:func:`_run` on this rank's share of ``tasks``; every rank gets all results.
+
+    A user error on any rank is raised on every rank (after the gather), so no rank waits
+    for the others forever.  One process: just :func:`_run`.
+    """
+    mine: list[CaseResult] = []
+    error: SegcliError | None = None
+    try:
+        mine = _run(distributed.shard(tasks), workers)
+    except SegcliError as exc:
+        error = exc
+    parts = distributed.all_gather_object((mine, error))
+    distributed.raise_first([part[1] for part in parts])
+    return [result for part in parts for result in part[0]]
 
 
 def _run(tasks: list[_Task], workers: int) -> list[CaseResult]:
@@ -563,20 +619,21 @@ def evaluate_command(
             ``inference.postprocess``) and write ``<stem>_postprocessing.csv``.
     """
     evaluation = exp.evaluation if exp is not None else EvaluationSpec()
-    result = evaluate_folders(
-        pred,
-        ref,
-        output,
-        metrics=_parse_metrics(metrics) if metrics is not None else list(evaluation.metrics),
-        labels=_parse_labels(labels) if labels is not None else evaluation.labels,
-        nsd_tolerance=evaluation.nsd_tolerance if nsd_tolerance is None else nsd_tolerance,
-        workers=workers,
-        overlays_dir=overlays,
-        images_dir=images,
-    )
+    with distributed.session("cpu") as ctx:  # torchrun: the cases split across the ranks
+        result = evaluate_folders(
+            pred,
+            ref,
+            output,
+            metrics=_parse_metrics(metrics) if metrics is not None else list(evaluation.metrics),
+            labels=_parse_labels(labels) if labels is not None else evaluation.labels,
+            nsd_tolerance=evaluation.nsd_tolerance if nsd_tolerance is None else nsd_tolerance,
+            workers=workers,
+            overlays_dir=overlays,
+            images_dir=images,
+        )
     if not is_quiet():
         print_summary(result)
-    if compare_postprocessing:
+    if compare_postprocessing and ctx.is_main:  # rank 0 alone, on all cases
         from segcli.engine import postprocessing as post
 
         min_size = exp.inference.postprocess.min_size if exp is not None else 0

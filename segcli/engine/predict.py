@@ -44,6 +44,7 @@ from torch import nn
 from segcli.atomic import atomic_open
 from segcli.config import Experiment
 from segcli.data.preprocessing import normalize
+from segcli.engine import distributed
 from segcli.engine.runtime import check_writable_folder, info, progress_bar, resolve_device
 from segcli.errors import CheckpointError, DataError, SegcliError, SpecError
 from segcli.io.checkpoint import load_checkpoint
@@ -140,12 +141,29 @@ def predict_cases(
         overwrite: redo cases whose label map exists.
 
     Returns:
-        A :class:`PredictResult`; per-case failures are in ``failed``, not raised.
+        A :class:`PredictResult`; per-case failures are in ``failed``, not raised.  Under
+        torchrun every rank predicts its share of the cases (``cases[rank::world]``, each case
+        exactly once, on ``cuda:LOCAL_RANK``) and returns the gathered result of all ranks.
 
     Raises:
         SegcliError: no input images, a checkpoint trained at another spacing (data.spacing),
             missing, corrupt or mismatched checkpoint, unusable device or output folder.
     """
+    with distributed.session(device) as ctx:
+        return _predict_cases(
+            exp, input, output_dir, checkpoints, ctx.device, probabilities, overwrite
+        )
+
+
+def _predict_cases(
+    exp: Experiment,
+    input: str | Path,
+    output_dir: str | Path,
+    checkpoints: list[str | Path] | list[Path] | None,
+    device: str,
+    probabilities: bool,
+    overwrite: bool,
+) -> PredictResult:
     start = time.perf_counter()
     from segcli.models import check_input_size
 
@@ -165,33 +183,53 @@ def predict_cases(
         raise DataError(f"{output_dir}: cannot create the output folder ({exc.strerror})") from None
 
     result = PredictResult(output_dir=output_dir, checkpoints=paths, notes=notes)
-    with progress_bar() as bar:
-        task = bar.add_task("predicting", total=len(cases), status="")
-        for name, files in cases.items():
-            bar.update(task, status=name)
-            unsafe = _unsafe_case_name(name, output_dir)
-            if unsafe is not None:
-                result.failed[name] = unsafe
+    names = distributed.shard(list(cases))  # torchrun: each case on exactly one rank
+    error: SpecError | None = None
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("predicting", total=len(names), status="")
+            for name in names:
+                files = cases[name]
+                bar.update(task, status=name)
+                unsafe = _unsafe_case_name(name, output_dir)
+                if unsafe is not None:
+                    result.failed[name] = unsafe
+                    bar.advance(task)
+                    continue
+                label_path = output_dir / f"{name}.nii.gz"
+                prob_path = output_dir / f"{name}_probabilities.npz"
+                done = label_path.exists() and (not probabilities or prob_path.exists())
+                if done and not overwrite:
+                    result.skipped.append(name)
+                else:
+                    try:
+                        prob = prob_path if probabilities else None
+                        predict_case(exp, models, files, label_path, prob, device)
+                        result.written.append(name)
+                    except SpecError:
+                        raise  # the network or spec cannot work at all: no point going on
+                    except SegcliError as exc:
+                        result.failed[name] = str(exc)
                 bar.advance(task)
-                continue
-            label_path = output_dir / f"{name}.nii.gz"
-            prob_path = output_dir / f"{name}_probabilities.npz"
-            done = label_path.exists() and (not probabilities or prob_path.exists())
-            if done and not overwrite:
-                result.skipped.append(name)
-            else:
-                try:
-                    predict_case(
-                        exp, models, files, label_path, prob_path if probabilities else None, device
-                    )
-                    result.written.append(name)
-                except SpecError:
-                    raise  # the network or spec cannot work at all: no point going on
-                except SegcliError as exc:
-                    result.failed[name] = str(exc)
-            bar.advance(task)
+    except SpecError as exc:  # torchrun: raised on every rank below, after the gather
+        error = exc
+    _gather(result, list(cases), error)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _gather(result: PredictResult, order: list[str], error: SpecError | None) -> None:
+    """Merge every rank's written / skipped / failed into ``result`` (case order); raise the
+    first rank's error on all ranks.  One process: just raises ``error`` if any."""
+    parts = distributed.all_gather_object((result.written, result.skipped, result.failed, error))
+    distributed.raise_first([part[3] for part in parts])
+    if len(parts) == 1:
+        return
+    index_of = {name: i for i, name in enumerate(order)}
+    result.written = sorted((n for part in parts for n in part[0]), key=index_of.__getitem__)
+    result.skipped = sorted((n for part in parts for n in part[1]), key=index_of.__getitem__)
+    failed = [item for part in parts for item in part[2].items()]
+    result.failed = dict(sorted(failed, key=lambda item: index_of[item[0]]))
 
 
 def _unsafe_case_name(name: str, output_dir: Path) -> str | None:

@@ -9,6 +9,10 @@ The loop is a handful of functions (build, train one epoch, validate, save) rath
 with hidden state.  Reproducibility: every patch is drawn from a generator seeded by
 (seed, epoch, index), so the same spec and seed give the same log.csv on CPU whatever the number
 of DataLoader workers, and ``--resume`` continues exactly where the last complete epoch ended.
+
+Under torchrun (``torchrun --nproc_per_node=N -m segcli train``) every process trains a
+DistributedDataParallel copy on its own patches (``train.batch_size`` per process), validation
+is split across the processes, and rank 0 alone writes the run folder (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch import nn
 
 from segcli import __version__
 from segcli.config import Experiment, dump, from_dict
+from segcli.engine import distributed
 from segcli.engine.run_dir import RunDir, plot_curves, read_log, write_log
 from segcli.engine.runtime import (
     check_writable_folder,
@@ -194,7 +199,25 @@ def validate(
     The loss is the training loss evaluated on the stitched probabilities (log-probabilities
     passed as logits); Dice is ``segcli.metrics`` Dice averaged over foreground labels and cases
     (a label absent from both prediction and reference scores 1, as in ``segcli evaluate``).
+
+    Under torchrun this is a collective: every rank passes all ``cases``, scores its share
+    (:func:`segcli.engine.distributed.shard`), and the sums and counts are all-reduced, so every
+    rank returns the same means over all cases.  ``model`` is the plain network, not the
+    DistributedDataParallel wrapper.
     """
+    sums = _validation_sums(model, distributed.shard(cases), exp, loss_fn, device)
+    loss_sum, dice_sum, count = distributed.all_reduce_sum(sums)
+    return loss_sum / count, dice_sum / count
+
+
+def _validation_sums(
+    model: nn.Module,
+    cases: list[Any],
+    exp: Experiment,
+    loss_fn: nn.Module,
+    device: str,
+) -> tuple[float, float, int]:
+    """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
     from segcli.inference import sliding_window
     from segcli.metrics import evaluate_case
 
@@ -235,7 +258,7 @@ def validate(
         scores = evaluate_case(pred, case.label, case.spacing, labels=labels, metrics=["dice"])
         dices.append(float(np.mean([scores[k]["dice"] for k in labels])))
     model.train()
-    return float(np.mean(losses)), float(np.mean(dices))
+    return float(sum(losses)), float(sum(dices)), len(cases)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -351,12 +374,13 @@ def fit(
             interrupted and whether ``checkpoint_last.pt`` can be resumed).
     """
     position = _Position()
-    try:
-        return _fit(exp, run_dir, device, resume, on_epoch_end, position)
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, Interrupted) or position.epoch is None:
-            raise
-        raise position.interrupted() from None
+    with distributed.session(device) as ctx:  # torchrun: one process per device
+        try:
+            return _fit(exp, run_dir, ctx.device, resume, on_epoch_end, position)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted) or position.epoch is None:
+                raise
+            raise position.interrupted() from None
 
 
 def _fit(
@@ -381,6 +405,9 @@ def _fit(
     device = resolve_device(device)
     run = RunDir(Path(run_dir) if run_dir is not None else Path(exp.output) / exp.name)
     _check_run_dir(run, resume)
+    # torchrun: every rank checked the folder before rank 0 (the only writer) touches it
+    distributed.barrier()
+    main, world = distributed.is_main(), distributed.world_size()
     position.run, position.epochs = run, exp.train.epochs
     seed_everything(exp.seed)
     spec = exp.train
@@ -456,12 +483,13 @@ def _fit(
         saved_rows = state.get("log")
         rows = saved_rows if isinstance(saved_rows, list) else read_log(run.log)
         rows = [dict(r) for r in rows if int(r["epoch"]) < start_epoch]
-        write_log(run.log, rows)
+        if main:
+            write_log(run.log, rows)
         position.saved = start_epoch
         if start_epoch >= spec.epochs:
             info(f"{run.path}: already trained for {start_epoch} epochs; nothing to do")
             return TrainResult(run.path, len(rows), best_dice, best_epoch, rows)
-    else:
+    elif main:
         from segcli.engine.run_dir import atomic_write_text
 
         atomic_write_text(run.config, dump(exp))
@@ -479,7 +507,9 @@ def _fit(
     # channels-last activations are measurably faster for CPU convolutions (bench/inference.py)
     memory_format = _memory_format(exp.model.dims, device)
     model.to(memory_format=memory_format)
-    train_model = torch.compile(model) if spec.compile else model
+    # torchrun: DistributedDataParallel averages the gradients of the ranks' batches
+    train_model = distributed.wrap_model(model, device)
+    train_model = torch.compile(train_model) if spec.compile else train_model
     dataset = PatchDataset(
         train_cases,
         patch_size=exp.data.patch_size,
@@ -487,16 +517,24 @@ def _fit(
         augment=exp.data.augment,
         pad_mode=exp.inference.pad_mode,
         pad_value=exp.inference.pad_value,
-        length=spec.iterations_per_epoch * spec.batch_size,
+        # train.batch_size is per rank: the ranks split one epoch of batch_size · world patches
+        length=spec.iterations_per_epoch * spec.batch_size * world,
         seed=exp.seed,
     )
     loader = build_loader(
-        dataset, spec.batch_size, spec.workers, exp.seed, pin_memory=device.startswith("cuda")
+        dataset,
+        spec.batch_size,
+        spec.workers,
+        exp.seed,
+        pin_memory=device.startswith("cuda"),
+        rank=distributed.rank(),
+        world_size=world,
     )
     info(
         f"training {exp.name}: {exp.model.arch} {exp.model.dims}D, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{len(train_cases)} train / {len(val_cases)} validation cases, device {device}, "
+        f"{len(train_cases)} train / {len(val_cases)} validation cases, device {device}"
+        f"{f' × {world} processes' if world > 1 else ''}, "
         f"run folder {run.path}"
     )
     result = TrainResult(run.path, 0, best_dice, best_epoch, rows)
@@ -506,6 +544,8 @@ def _fit(
         position.epoch = epoch
         started = time.perf_counter()
         dataset.set_epoch(epoch)
+        if world > 1:  # dropout etc.: distinct per rank, reproducible on resume
+            seed_everything(_rank_seed(exp.seed, epoch, distributed.rank()))
         epoch_loss, seen = 0.0, 0
         progress = _EpochProgress(epoch, spec.epochs, spec.iterations_per_epoch)
         with progress:
@@ -538,6 +578,7 @@ def _fit(
                 fetch_start = time.perf_counter()
                 result.compute_seconds += fetch_start - got
                 progress.update(value, image.shape[0])
+        epoch_loss, seen = distributed.all_reduce_sum([epoch_loss, seen])  # mean over ranks
         train_loss = epoch_loss / max(seen, 1)
         val_loss, val_dice = math.nan, math.nan
         last_epoch = epoch == spec.epochs - 1
@@ -572,18 +613,26 @@ def _fit(
             "segcli_version": __version__,
             "log": [dict(r) for r in rows],
         }
-        if improved or no_val_best:
-            save_checkpoint(run.best, state)
-        save_checkpoint(run.last, state)  # last, so a kill between the two keeps best consistent
+        if main:  # torchrun: rank 0 alone writes the run folder
+            if improved or no_val_best:
+                save_checkpoint(run.best, state)
+            save_checkpoint(run.last, state)  # last: a kill between the two keeps best consistent
         position.saved = epoch + 1
-        write_log(run.log, rows)
-        plot_curves(run.curves, rows, title=exp.name)
+        if main:
+            write_log(run.log, rows)
+            plot_curves(run.curves, rows, title=exp.name)
         _epoch_line(row, spec.epochs, best_dice)
         if on_epoch_end is not None:
             on_epoch_end(row)
     result.epochs_run = len(rows)
     result.best_dice, result.best_epoch, result.rows = best_dice, best_epoch, rows
+    distributed.barrier()  # no rank returns before rank 0 has written the last epoch
     return result
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of the global RNGs of ``rank`` in ``epoch`` under torchrun (patches do not use it)."""
+    return int(np.random.SeedSequence([seed, epoch, rank, 0x5EC]).generate_state(1)[0])
 
 
 def _memory_format(dims: int, device: str) -> torch.memory_format:

@@ -1,0 +1,1 @@
+"""Data: the lecture's toy generator, normalisation, patch sampling, augmentation, loaders."""

@@ -1,0 +1,539 @@
+"""From ``data:`` in the spec to batches: case lists, splits, loading, patch dataset, loader.
+
+    >>> names = list_case_names(exp.data, exp.seed)
+    >>> train_names, val_names = split_cases(names, exp.data, exp.seed)
+    >>> cases = load_cases(exp.data, train_names, exp.seed)
+    >>> ds = PatchDataset(cases, exp.data.patch_size, exp.data.foreground_fraction,
+    ...                   exp.data.augment, length=100 * 16, seed=exp.seed)
+    >>> loader = build_loader(ds, batch_size=16, workers=2, seed=exp.seed)
+    >>> ds.set_epoch(0); images, labels = next(iter(loader))   # (16, C, *patch), (16, *patch)
+
+Reproducibility: item ``i`` of epoch ``e`` is drawn from its own generator
+``SeedSequence([seed, e, i])``, and :func:`build_loader`'s sampler hands ``(epoch, i)`` to the
+workers, so batches are identical for any number of workers, persistent or not.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from segcli.config.schema import AugmentSpec, DataSpec
+from segcli.data.augment import build_augment
+from segcli.data.preprocessing import normalize
+from segcli.data.sampling import foreground_locations, sample_patch
+from segcli.errors import DataError, SpecError
+from segcli.io.images import ImageGeometry, make_geometry
+from segcli.registry import did_you_mean
+
+__all__ = [
+    "CaseData",
+    "PatchDataset",
+    "build_loader",
+    "list_case_names",
+    "load_cases",
+    "resolve_spacing",
+    "split_cases",
+]
+
+Progress = Callable[[Iterable[Any]], Iterable[Any]]
+
+
+@dataclass
+class CaseData:
+    """One loaded case.
+
+    Attributes:
+        name: case name (file stem without the channel suffix).
+        image: float32 ``(C, *spatial)``, normalised.
+        label: integer ``(*spatial)`` (0 = background), or None for unlabelled cases.
+        spacing: mm per axis, array axis order.
+        geometry: the image grid when read from disk (or the synthetic default grid).
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, ...]
+    geometry: ImageGeometry | None = None
+
+
+# --------------------------------------------------------------------------- case lists
+
+
+def _synthetic_names(cases: int) -> list[str]:
+    # the naming rule of segcli.data.synth.generate (ring_000, ...), without generating data
+    width = max(3, len(str(cases - 1)))
+    return [f"ring_{i:0{width}d}" for i in range(cases)]
+
+
+def _missing_root_error(root: str) -> DataError:
+    return DataError(
+        f"data.root '{root}' does not exist; for the lecture's toy data run "
+        f"`segcli synth {root}` first (or set data.synthetic instead of data.root)"
+    )
+
+
+def list_case_names(data_spec: DataSpec, seed: int) -> list[str]:
+    """Sorted names of all labelled training cases named by ``data_spec``.
+
+    ``seed`` is unused (names do not depend on it); it keeps the signature parallel to
+    :func:`split_cases` and :func:`load_cases`.
+
+    Raises:
+        DataError: ``data.root`` missing or not in the dataset layout.
+    """
+    del seed
+    if data_spec.synthetic is not None:
+        return _synthetic_names(data_spec.synthetic.cases)
+    from segcli.io.dataset import find_cases
+
+    assert data_spec.root is not None  # DataSpec guarantees root or synthetic
+    if not Path(data_spec.root).is_dir():
+        raise _missing_root_error(data_spec.root)
+    return sorted(case.name for case in find_cases(data_spec.root, "Tr"))
+
+
+def _check_known(names: Sequence[str], known: set[str], key: str) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        listed = ", ".join(f"'{n}'" for n in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(
+            f"data.{key}: unknown case(s) {listed}; the dataset has {len(known)} cases"
+            f"{did_you_mean(unknown[0], sorted(known))}"
+        )
+
+
+def split_cases(
+    names: Sequence[str], data_spec: DataSpec, seed: int
+) -> tuple[list[str], list[str]]:
+    """Split case names into (train, validation), deterministic in ``seed``.
+
+    * explicit lists: ``data.train_cases`` and/or ``data.val_cases``; when only one is given the
+      other is every remaining case.
+    * otherwise: the names are shuffled by ``np.random.default_rng(seed)`` and
+      ``round(val_fraction · n)`` go to validation — at least 1 when ``val_fraction > 0`` and
+      there are ≥ 2 cases, and never all of them.
+
+    Returns:
+        ``(train, val)``, each sorted by name.
+
+    Raises:
+        DataError: no cases, unknown names in the explicit lists, a case in both lists, or an
+            empty training list.
+    """
+    names = sorted(names)
+    if not names:
+        raise DataError("the dataset has no cases")
+    if len(set(names)) != len(names):
+        raise DataError("duplicate case names in the dataset")
+    known = set(names)
+    train_list, val_list = data_spec.train_cases, data_spec.val_cases
+    if train_list is not None or val_list is not None:
+        for key, listed in (("train_cases", train_list), ("val_cases", val_list)):
+            if listed is not None:
+                _check_known(listed, known, key)
+        if train_list is not None and val_list is not None:
+            both = sorted(set(train_list) & set(val_list))
+            if both:
+                raise DataError(
+                    "data.train_cases and data.val_cases share case(s) "
+                    + ", ".join(f"'{n}'" for n in both[:5])
+                    + "; a case may be in one list only"
+                )
+            train, val = sorted(set(train_list)), sorted(set(val_list))
+        elif train_list is not None:
+            train = sorted(set(train_list))
+            val = [n for n in names if n not in set(train)]
+        else:
+            val = sorted(set(val_list or ()))
+            train = [n for n in names if n not in set(val)]
+    else:
+        n = len(names)
+        n_val = int(round(data_spec.val_fraction * n))
+        if data_spec.val_fraction > 0 and n >= 2:
+            n_val = min(max(n_val, 1), n - 1)
+        order = np.random.default_rng(seed).permutation(n)
+        val_idx = set(order[:n_val].tolist())
+        val = [names[i] for i in range(n) if i in val_idx]
+        train = [names[i] for i in range(n) if i not in val_idx]
+    if not train:
+        raise DataError("no training cases left after the split; check data.val_cases")
+    return train, val
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_cases(
+    data_spec: DataSpec,
+    names: Sequence[str],
+    seed: int,
+    stats: dict[str, Sequence[float]] | None = None,
+    progress: Progress | None = None,
+    spacing: Sequence[float] | None = None,
+) -> list[CaseData]:
+    """Load, stack, normalise and resample the cases ``names`` (in that order).
+
+    From ``data.root``: the channel files ``<case>_0000 ...`` are read with
+    :func:`segcli.io.images.read_image` and stacked to ``(C, *spatial)``, the label with
+    ``read_label``.  From ``data.synthetic``: the toy cases are generated in memory with
+    ``synthetic.seed`` (or ``seed`` when that is null), exactly as ``segcli synth`` would write
+    them.  Either way the image is normalised with ``data.normalization`` and then, when
+    ``data.spacing`` is set, image and label are resampled to that spacing
+    (:func:`segcli.data.resample.resample_case` with ``data.resample_order`` and
+    ``data.label_resampling``; ``CaseData.spacing`` and ``geometry`` describe the new grid).
+
+    Args:
+        data_spec: the ``data:`` section.
+        names: case names, e.g. one side of :func:`split_cases`.
+        seed: the experiment seed (synthetic data without its own seed).
+        stats: dataset statistics for ``normalization: ct_auto``.
+        progress: optional wrapper around the iteration over cases (a progress bar).
+        spacing: the resolved target spacing when ``data.spacing`` is ``auto`` (what
+            :func:`resolve_spacing` returns; ``segcli train`` resolves it once); None resolves
+            it here.  Ignored when ``data.spacing`` is null.
+
+    Raises:
+        DataError: missing dataset, unknown case names, unreadable files, or images with
+            another number of axes than ``data.spacing`` has entries.
+    """
+    target: tuple[float, ...] | None = None
+    if data_spec.spacing is not None:
+        target = tuple(spacing) if spacing is not None else resolve_spacing(data_spec, seed)
+    wrap = progress or (lambda items: items)
+    if data_spec.synthetic is not None:
+        return _load_synthetic(data_spec, names, seed, stats, wrap, target)
+    return _load_root(data_spec, names, stats, wrap, target)
+
+
+def resolve_spacing(data_spec: DataSpec, seed: int = 0) -> tuple[float, ...] | None:
+    """The target spacing of ``data.spacing`` in mm (array axis order), or None when null.
+
+    ``auto`` is nnU-Net's choice: the median spacing per axis over every labelled case of the
+    dataset (``imagesTr``, training and validation cases alike, so all folds agree), read from
+    the headers of the ``_0000`` channel files; 1 mm per axis for ``data.synthetic``.
+
+    ``seed`` is unused (the median does not depend on it); it keeps the signature parallel to
+    :func:`load_cases`.
+
+    Raises:
+        DataError: missing dataset or unreadable headers.
+    """
+    del seed
+    if data_spec.spacing is None:
+        return None
+    if data_spec.spacing != "auto":
+        return tuple(float(s) for s in data_spec.spacing)
+    if data_spec.synthetic is not None:
+        return (1.0,) * data_spec.synthetic.dims
+    from segcli.data.resample import median_spacing
+    from segcli.io.dataset import find_cases
+
+    assert data_spec.root is not None
+    if not Path(data_spec.root).is_dir():
+        raise _missing_root_error(data_spec.root)
+    return median_spacing(case.images[0] for case in find_cases(data_spec.root, "Tr"))
+
+
+def _resample(
+    data_spec: DataSpec,
+    name: str,
+    image: np.ndarray,
+    label: np.ndarray | None,
+    geometry: ImageGeometry,
+    target: tuple[float, ...] | None,
+) -> tuple[np.ndarray, np.ndarray | None, ImageGeometry]:
+    if target is None:
+        return image, label, geometry
+    from segcli.data.resample import resample_case
+
+    if len(target) != geometry.dims:
+        raise DataError(
+            f"case '{name}': the image has {geometry.dims} axes {geometry.size} but data.spacing "
+            f"{list(target)} has {len(target)} entries"
+        )
+    if label is not None and tuple(label.shape) != tuple(geometry.size):
+        raise DataError(
+            f"case '{name}': label shape {label.shape} differs from image {geometry.size}"
+        )
+    return resample_case(
+        image, label, geometry, target, data_spec.resample_order, data_spec.label_resampling
+    )
+
+
+def _normalise(image: np.ndarray, data_spec: DataSpec, stats: Any) -> np.ndarray:
+    if data_spec.normalization == "ct_auto" and stats is None:
+        raise SpecError(
+            "data.normalization 'ct_auto' needs dataset statistics (low, high, mean, std "
+            "per channel); pass stats=... or choose zscore, ct, minmax or none"
+        )
+    return normalize(image, data_spec.normalization, data_spec.window, stats)
+
+
+def _load_synthetic(
+    data_spec: DataSpec,
+    names: Sequence[str],
+    seed: int,
+    stats: Any,
+    wrap: Progress,
+    target: tuple[float, ...] | None = None,
+) -> list[CaseData]:
+    from segcli.data.synth import generate
+
+    syn = data_spec.synthetic
+    assert syn is not None
+    _check_known(names, set(_synthetic_names(syn.cases)), "synthetic")
+    generated = generate(
+        syn.cases,
+        dims=syn.dims,
+        size=syn.size,
+        lesion=syn.lesion,
+        ring_distance=syn.ring_distance,
+        seed=syn.seed if syn.seed is not None else seed,
+        noise=syn.noise,
+        malign_fraction=syn.malign_fraction,
+    )
+    by_name = {case.name: case for case in generated}
+    spacing = (1.0,) * syn.dims
+    out = []
+    for name in wrap(list(names)):
+        case = by_name[name]
+        image = _normalise(case.image[None].astype(np.float32), data_spec, stats)
+        geometry = make_geometry(case.image.shape, spacing)
+        image, label, geometry = _resample(data_spec, name, image, case.label, geometry, target)
+        out.append(CaseData(name, image, label, tuple(geometry.spacing), geometry))
+    return out
+
+
+def _load_root(
+    data_spec: DataSpec,
+    names: Sequence[str],
+    stats: Any,
+    wrap: Progress,
+    target: tuple[float, ...] | None = None,
+) -> list[CaseData]:
+    from segcli.io.dataset import find_cases
+    from segcli.io.images import read_image, read_label
+
+    root = data_spec.root
+    assert root is not None
+    if not Path(root).is_dir():
+        raise _missing_root_error(root)
+    found = {case.name: case for case in find_cases(root, "Tr")}
+    _check_known(names, set(found), "root")
+    out = []
+    for name in wrap(list(names)):
+        case = found[name]
+        channels = []
+        geometry: ImageGeometry | None = None
+        for path in case.images:
+            array, geometry = read_image(path)
+            channels.append(array)
+        image = _normalise(np.stack(channels, axis=0), data_spec, stats)
+        label = None
+        if case.label is not None:
+            label, _ = read_label(case.label)
+        assert geometry is not None
+        image, label, geometry = _resample(data_spec, name, image, label, geometry, target)
+        out.append(CaseData(name, image, label, tuple(geometry.spacing), geometry))
+    return out
+
+
+# --------------------------------------------------------------------------- dataset + loader
+
+
+class PatchDataset(Dataset):
+    """Random training patches from in-memory cases, reproducible per (seed, epoch, index).
+
+    Item ``i`` picks a case uniformly, then a patch by :func:`segcli.data.sampling.sample_patch`
+    (forced onto foreground when ``rng.random() < foreground_fraction``, decided per item —
+    not nnU-Net's "last third of each batch" rule, so the share holds for any batch size), then
+    the augmentation of ``augment``.  All draws come from
+    ``np.random.default_rng(SeedSequence([seed, epoch, i]))``.
+
+    Indexing: ``ds[i]`` uses the epoch set by :meth:`set_epoch`; ``ds[(epoch, i)]`` names the
+    epoch explicitly (what :func:`build_loader`'s sampler does, so persistent workers see the
+    current epoch).
+
+    Args:
+        cases: labelled cases (every ``label`` set), all with the same channel count.
+        patch_size: spatial patch size, one entry per spatial axis.
+        foreground_fraction: share of patches centred on a foreground voxel, in [0, 1].
+        augment: ``data.augment``.
+        pad_mode, pad_value: padding of cases smaller than the patch (``inference.pad_mode``,
+            ``inference.pad_value``: training and inference must pad alike).
+        length: items per epoch (``iterations_per_epoch · batch_size``).
+        seed: the experiment seed.
+
+    Raises:
+        DataError: no cases, a case without label, or dimensions that disagree.
+    """
+
+    def __init__(
+        self,
+        cases: list[CaseData],
+        patch_size: Sequence[int],
+        foreground_fraction: float,
+        augment: AugmentSpec,
+        pad_mode: str = "minimum",
+        pad_value: float = 0.0,
+        length: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if not cases:
+            raise DataError("no training cases to sample patches from")
+        if length < 1:
+            raise ValueError(f"length must be at least 1, got {length}")
+        if not 0.0 <= foreground_fraction <= 1.0:
+            raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
+        self.patch_size = tuple(int(p) for p in patch_size)
+        dims = len(self.patch_size)
+        channels = {c.image.shape[0] for c in cases}
+        if len(channels) > 1:
+            raise DataError(f"cases have different numbers of channels: {sorted(channels)}")
+        for case in cases:
+            if case.label is None:
+                raise DataError(f"case '{case.name}' has no label; training needs labels")
+            if case.image.ndim - 1 != dims:
+                raise DataError(
+                    f"case '{case.name}' has {case.image.ndim - 1} spatial axes "
+                    f"(image {case.image.shape}) but data.patch_size {list(self.patch_size)} "
+                    f"has {dims}"
+                )
+            if tuple(case.label.shape) != tuple(case.image.shape[1:]):
+                raise DataError(
+                    f"case '{case.name}': label shape {case.label.shape} differs from image "
+                    f"{case.image.shape[1:]}"
+                )
+        self.cases = cases
+        self.foreground_fraction = float(foreground_fraction)
+        self.augment = build_augment(augment, dims)
+        self.pad_mode = pad_mode
+        self.pad_value = float(pad_value)
+        self.length = int(length)
+        self.seed = int(seed)
+        self.epoch = 0
+        # computed once here (in the parent process, shared with forked workers)
+        self.foreground = [foreground_locations(c.label) for c in cases]  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose patches ``ds[i]`` and the loader's next pass return."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(index, tuple):
+            epoch, i = (int(v) for v in index)
+        else:
+            epoch, i = self.epoch, int(index)
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} items")
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, i]))
+        k = int(rng.integers(len(self.cases)))
+        case = self.cases[k]
+        force = bool(rng.random() < self.foreground_fraction)
+        image, label = sample_patch(
+            case.image,
+            case.label,  # type: ignore[arg-type]
+            self.patch_size,
+            rng,
+            force_foreground=force,
+            pad_mode=self.pad_mode,
+            pad_value=self.pad_value,
+            foreground=self.foreground[k],
+        )
+        image, label = self.augment(image, label, rng)
+        image_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        label_t = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+        return image_t, label_t
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, i)`` for ``i`` in ``range(rank, len(dataset), world_size)``.
+
+    The epoch is read when a pass starts.  With ``world_size`` > 1 (one sampler per
+    torchrun process) the ranks draw distinct, interleaved items of one dataset of
+    ``iterations · batch_size · world_size`` items: at step ``s`` rank ``r`` loads items
+    ``(s·B + j)·W + r`` for ``j < B``, so the union of the ranks' step-``s`` batches is exactly
+    the step-``s`` batch of one process with batch size ``B·W`` (items ``s·B·W … (s+1)·B·W − 1``).
+    """
+
+    def __init__(self, dataset: PatchDataset, rank: int = 0, world_size: int = 1) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+        self.dataset = dataset
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.dataset.epoch
+        indices = range(self.rank, len(self.dataset), self.world_size)
+        return iter([(epoch, i) for i in indices])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.world_size))
+
+
+def _seed_worker(worker_id: int) -> None:
+    # patches do not depend on these, but anything else drawing from global RNGs stays seeded
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(
+    dataset: PatchDataset,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    pin_memory: bool = False,
+    prefetch_factor: int = 4,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A DataLoader over ``dataset`` in index order (items are random patches already).
+
+    Call ``dataset.set_epoch(e)`` before each pass; the sampler passes the epoch to the workers
+    with each index, so persistent workers (used when ``workers > 0``) stay in step.  Under
+    torchrun each rank loads every ``world_size``-th item starting at ``rank``
+    (:class:`EpochSampler`): give the dataset ``world_size`` times the items of one rank.
+
+    Args:
+        dataset: the patch dataset.
+        batch_size: items per batch (the last batch may be smaller).
+        workers: worker processes; 0 loads in the main process.
+        seed: seeds the loader's generator (and hence each worker's base seed).
+        pin_memory: pin batches for fast host→GPU copies (use only with CUDA).
+        prefetch_factor: batches loaded in advance per worker (ignored with 0 workers).
+        rank, world_size: this process's rank and the number of processes (torchrun).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be ≥ 0, got {workers}")
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    extra: dict[str, Any] = {}
+    if workers > 0:
+        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor}
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(dataset, rank, world_size),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=_seed_worker,
+        generator=generator,
+        drop_last=False,
+        **extra,
+    )

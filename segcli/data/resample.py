@@ -1,0 +1,333 @@
+"""Resampling to a target spacing and back, nnU-Net style, with SimpleITK doing the work.
+
+    >>> from segcli.data.resample import resample_case, resample_image, resampled_geometry
+    >>> image2, label2, grid2 = resample_case(image, label, grid, [1.5, 1.5, 1.5])
+    >>> back = resample_image(probabilities, grid2, grid, order=1)     # onto the input grid
+
+Rules (nnU-Net's ``default_resampling``):
+
+* **The target grid** keeps the direction and the centre of the field of view; its size per
+  axis is ``round(size · spacing / target)`` (at least 1) and its spacing exactly the target.
+  Points beyond the source's outermost voxel centres take the nearest voxel's value (no
+  zero-padding at the edges).
+* **Images**: cubic B-spline (``order=3``), linear (1) or nearest (0), per channel.
+* **Labels**: ``onehot`` resamples each class's indicator linearly and takes the argmax
+  (smoother boundaries than ``nearest``; exact ties go to the nearest voxel's class), or
+  ``nearest``.
+* **Anisotropy**: when the largest spacing exceeds the smallest by more than
+  :data:`ANISOTROPY_THRESHOLD` (source grid first, else target grid; 3-D only), the coarse axis
+  is resampled separately with nearest neighbour and only the in-plane axes with the chosen
+  order — interpolating across thick slices blurs more than it helps.
+
+Every interpolation is SimpleITK's (``ResampleImageFilter``); arrays and grids travel through
+:mod:`segcli.io.images` (``to_sitk`` / ``from_sitk``), spacings in array axis order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+
+from segcli.errors import DataError
+from segcli.io.images import (
+    ImageGeometry,
+    from_sitk,
+    index_to_physical,
+    physical_to_index,
+    read_geometry,
+    to_sitk,
+)
+
+__all__ = [
+    "ANISOTROPY_THRESHOLD",
+    "LABEL_MODES",
+    "ORDERS",
+    "coarse_axis",
+    "median_spacing",
+    "resample_case",
+    "resample_image",
+    "resample_label",
+    "resampled_geometry",
+    "same_grid",
+]
+
+#: max/min spacing above which the coarse axis is resampled separately (nnU-Net: 3)
+ANISOTROPY_THRESHOLD = 3.0
+
+#: interpolation order → SimpleITK interpolator
+ORDERS = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.sitkBSpline3}
+
+#: label resampling modes (``data.label_resampling``)
+LABEL_MODES = ("onehot", "nearest")
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def resampled_geometry(geometry: ImageGeometry, spacing: Sequence[float]) -> ImageGeometry:
+    """The grid of ``geometry`` resampled to ``spacing``: same direction and centre.
+
+    Args:
+        geometry: the source grid.
+        spacing: target spacing in mm, array axis order, one entry per axis.
+
+    Returns:
+        Size ``max(1, round(size · spacing_old / spacing))`` per axis, spacing exactly
+        ``spacing``, the origin moved so that the field of view keeps its centre.
+
+    Raises:
+        ValueError: wrong number of entries or a spacing that is not positive.
+    """
+    target = tuple(float(s) for s in spacing)
+    if len(target) != geometry.dims:
+        raise ValueError(
+            f"spacing {list(target)} has {len(target)} entries but the image has "
+            f"{geometry.dims} axes"
+        )
+    if not all(np.isfinite(s) and s > 0 for s in target):
+        raise ValueError(f"spacing must be positive, got {list(target)}")
+    size = tuple(
+        max(1, int(round(n * old / new)))
+        for n, old, new in zip(geometry.size, geometry.spacing, target, strict=True)
+    )
+    centre = index_to_physical(geometry, [(n - 1) / 2 for n in geometry.size])
+    unplaced = ImageGeometry(size, target, (0.0,) * geometry.dims, geometry.direction)
+    offset = index_to_physical(unplaced, [(n - 1) / 2 for n in size])
+    origin = tuple(float(v) for v in centre - offset)
+    return ImageGeometry(size, target, origin, geometry.direction)
+
+
+def same_grid(a: ImageGeometry, b: ImageGeometry, rtol: float = 1e-6) -> bool:
+    """Whether two grids coincide (then resampling is the identity and is skipped)."""
+    scale = max(max(a.spacing), 1.0)
+    return (
+        a.size == b.size
+        and np.allclose(a.spacing, b.spacing, rtol=rtol, atol=0)
+        and np.allclose(a.origin, b.origin, rtol=0, atol=rtol * scale)
+        and np.allclose(a.direction, b.direction, rtol=0, atol=1e-9)
+    )
+
+
+def coarse_axis(
+    source_spacing: Sequence[float],
+    target_spacing: Sequence[float],
+    threshold: float = ANISOTROPY_THRESHOLD,
+) -> int | None:
+    """The axis to resample separately with nearest neighbour, or None (nnU-Net's rule).
+
+    The source spacing decides when it is anisotropic (largest / smallest > ``threshold``),
+    else the target spacing; the coarse axis is the one with the largest spacing.  Only 3-D
+    grids qualify, and only when that largest spacing belongs to a single axis.
+
+    Args:
+        source_spacing, target_spacing: mm per axis, array axis order.
+        threshold: anisotropy ratio.
+
+    Returns:
+        The array axis index, or None for isotropic enough data (and for 2-D).
+    """
+    for spacing in (source_spacing, target_spacing):
+        values = np.asarray(spacing, dtype=np.float64)
+        if values.size != 3 or values.max() / values.min() <= threshold:
+            continue
+        largest = np.flatnonzero(np.isclose(values, values.max()))
+        return int(largest[0]) if largest.size == 1 else None
+    return None
+
+
+def _reference(geometry: ImageGeometry) -> sitk.Image:
+    # the resampler reads only the grid of its reference image; uint8 keeps it small
+    return to_sitk(np.zeros(geometry.size, dtype=np.uint8), geometry)
+
+
+def _intermediate(source: ImageGeometry, target: ImageGeometry, axis: int) -> ImageGeometry:
+    """Target grid in-plane, source grid along ``axis`` (the first of two passes)."""
+    start = physical_to_index(source, target.origin)  # target's first voxel, source indices
+    start[axis] = 0.0
+    size = list(target.size)
+    spacing = list(target.spacing)
+    size[axis], spacing[axis] = source.size[axis], source.spacing[axis]
+    origin = tuple(float(v) for v in index_to_physical(source, start))
+    return ImageGeometry(tuple(size), tuple(spacing), origin, target.direction)
+
+
+def _resample_one(
+    image: sitk.Image, target: ImageGeometry, interpolator: int, default: float = 0.0
+) -> sitk.Image:
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(_reference(target))
+    resampler.SetInterpolator(interpolator)
+    resampler.SetDefaultPixelValue(default)
+    resampler.SetUseNearestNeighborExtrapolator(True)
+    return resampler.Execute(image)
+
+
+def _resample_array(
+    array: np.ndarray,
+    source: ImageGeometry,
+    target: ImageGeometry,
+    interpolator: int,
+    axis: int | None,
+) -> np.ndarray:
+    """One spatial array from ``source`` onto ``target`` (two passes when ``axis`` is set)."""
+    image = to_sitk(array, source)
+    if axis is None or interpolator == sitk.sitkNearestNeighbor:
+        return from_sitk(_resample_one(image, target, interpolator))[0]
+    middle = _intermediate(source, target, axis)
+    # pass 1: in-plane with the chosen order (sample positions along ``axis`` are the source's
+    # own slices, where every interpolator reproduces the data); pass 2: nearest along ``axis``
+    image = _resample_one(image, middle, interpolator)
+    return from_sitk(_resample_one(image, target, sitk.sitkNearestNeighbor))[0]
+
+
+def _check_direction(source: ImageGeometry, target: ImageGeometry) -> None:
+    if source.dims != target.dims:
+        raise ValueError(f"source grid is {source.dims}-D but the target is {target.dims}-D")
+    if not np.allclose(source.direction, target.direction, atol=1e-6):
+        raise ValueError("source and target grids must share one direction (no reorientation)")
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def resample_image(
+    image: npt.NDArray[np.floating],
+    geometry: ImageGeometry,
+    target: ImageGeometry,
+    order: int = 3,
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
+) -> npt.NDArray[np.float32]:
+    """Resample a channel-first image ``(C, *spatial)`` from ``geometry`` onto ``target``.
+
+    Args:
+        image: float array ``(C, *geometry.size)`` (intensities, or probabilities per class).
+        geometry: its grid.
+        target: the output grid (same direction; e.g. from :func:`resampled_geometry`).
+        order: 0 nearest, 1 linear, 3 cubic B-spline (may overshoot at sharp edges).
+        anisotropy_threshold: see :func:`coarse_axis`; ``inf`` disables the separate axis.
+
+    Returns:
+        float32 ``(C, *target.size)``; the input itself (as float32) when the grids coincide.
+
+    Raises:
+        ValueError: unknown order, shape not matching ``geometry``, or a different direction.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order}")
+    image = np.asarray(image, dtype=np.float32)
+    if tuple(image.shape[1:]) != tuple(geometry.size):
+        raise ValueError(f"image shape {image.shape} does not match (C, *{geometry.size})")
+    _check_direction(geometry, target)
+    if same_grid(geometry, target):
+        return image
+    axis = coarse_axis(geometry.spacing, target.spacing, anisotropy_threshold)
+    out = np.empty((image.shape[0], *target.size), dtype=np.float32)
+    for c in range(image.shape[0]):
+        out[c] = _resample_array(image[c], geometry, target, ORDERS[order], axis)
+    return out
+
+
+def resample_label(
+    label: npt.NDArray[np.integer],
+    geometry: ImageGeometry,
+    target: ImageGeometry,
+    mode: str = "onehot",
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
+) -> np.ndarray:
+    """Resample an integer label map ``(*spatial)`` from ``geometry`` onto ``target``.
+
+    ``onehot``: every label value present (background included) is resampled as a float
+    indicator with linear interpolation (nearest along a coarse axis) and each output voxel
+    takes the value with the largest interpolated share; exact ties (a sample halfway between
+    voxels) take the nearest source voxel's value, which lies on either side of a boundary
+    alike, so ties favour no class.  ``nearest``: nearest-neighbour lookup.  Only values
+    present in the input can appear.
+
+    Returns:
+        Array of ``target.size`` with the input's dtype.
+
+    Raises:
+        ValueError: unknown mode, shape not matching ``geometry``, or a different direction.
+    """
+    if mode not in LABEL_MODES:
+        raise ValueError(f"label resampling must be one of {LABEL_MODES}, got {mode!r}")
+    label = np.asarray(label)
+    if tuple(label.shape) != tuple(geometry.size):
+        raise ValueError(f"label shape {label.shape} does not match {geometry.size}")
+    _check_direction(geometry, target)
+    if same_grid(geometry, target):
+        return label
+    axis = coarse_axis(geometry.spacing, target.spacing, anisotropy_threshold)
+    if mode == "nearest":
+        return _resample_array(label, geometry, target, sitk.sitkNearestNeighbor, None)
+    nearest = _resample_array(label, geometry, target, sitk.sitkNearestNeighbor, None)
+    best = np.full(target.size, -1.0, dtype=np.float32)
+    nearest_share = np.zeros(target.size, dtype=np.float32)
+    out = np.zeros(target.size, dtype=label.dtype)
+    for value in np.unique(label):  # one class at a time: memory stays at a few arrays
+        share = _resample_array(
+            (label == value).astype(np.float32), geometry, target, sitk.sitkLinear, axis
+        )
+        wins = share > best
+        out[wins] = value
+        best[wins] = share[wins]
+        is_nearest = nearest == value
+        nearest_share[is_nearest] = share[is_nearest]
+    # exact ties (common: a sample halfway between two voxels) go to the nearest voxel's label,
+    # which sits on either side of a boundary alike, so no class gains volume from ties
+    tied = nearest_share == best
+    out[tied] = nearest[tied]
+    return out
+
+
+def resample_case(
+    image: npt.NDArray[np.floating],
+    label: npt.NDArray[np.integer] | None,
+    geometry: ImageGeometry,
+    spacing: Sequence[float],
+    order: int = 3,
+    label_mode: str = "onehot",
+) -> tuple[npt.NDArray[np.float32], np.ndarray | None, ImageGeometry]:
+    """Resample an image ``(C, *spatial)`` and its label map to ``spacing`` (mm, array order).
+
+    Returns:
+        ``(image, label, grid)`` on :func:`resampled_geometry` ``(geometry, spacing)``; the
+        label is None when ``label`` is.
+    """
+    target = resampled_geometry(geometry, spacing)
+    image = resample_image(image, geometry, target, order)
+    if label is not None:
+        label = resample_label(label, geometry, target, label_mode)
+    return image, label, target
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def median_spacing(files: Iterable[str | Path], dims: int | None = None) -> tuple[float, ...]:
+    """Median spacing per axis (array axis order) over image files, from their headers only.
+
+    Args:
+        files: image paths (one per case, e.g. each case's ``_0000`` channel).
+        dims: expected number of axes (``model.dims``); None = whatever the first file has.
+
+    Raises:
+        DataError: no files, unreadable headers, or files with a different number of axes.
+    """
+    spacings = []
+    for path in files:
+        geometry = read_geometry(path)
+        want = dims if dims is not None else (len(spacings[0]) if spacings else geometry.dims)
+        if geometry.dims != want:
+            raise DataError(
+                f"{path}: the image has {geometry.dims} axes but data.spacing needs {want} "
+                "(one per axis, as model.dims)"
+            )
+        spacings.append(geometry.spacing)
+    if not spacings:
+        raise DataError("data.spacing auto: no images to take the median spacing of")
+    return tuple(float(v) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))

@@ -1,0 +1,155 @@
+"""The lecture's receptive-field toy problem: lesions that are malign only when ringed.
+
+Each ``size``ⁿ image holds one ``lesion``ⁿ bright square (cube in 3D) on a noisy background.
+With probability ``malign_fraction`` the lesion is malign and is then surrounded by a one-voxel
+ring (a square outline, or a cubic shell in 3D) at Chebyshev distance ``ring_distance`` from its
+border; benign lesions have no ring.  The label marks malign lesion voxels only, so a network
+must see ``lesion + 2·ring_distance`` voxels of context to tell the two apart.
+
+    >>> rng = np.random.default_rng(0)
+    >>> image, label, malign = make_case(rng, dims=2)
+    >>> image.shape, label.dtype, int(label.sum()) in (0, 9)
+    ((32, 32), dtype('uint8'), True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from segcli.atomic import publish
+
+__all__ = ["SynthCase", "generate", "make_case", "write_dataset"]
+
+
+@dataclass(frozen=True)
+class SynthCase:
+    name: str
+    image: npt.NDArray[np.float32]
+    label: npt.NDArray[np.uint8]
+    malign: bool
+
+
+def _check(dims: int, size: int, lesion: int, ring_distance: int) -> None:
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    if lesion < 1 or ring_distance < 1:
+        raise ValueError("lesion and ring_distance must be at least 1")
+    span = lesion + 2 * ring_distance
+    if span > size:
+        raise ValueError(
+            f"a lesion of {lesion} with its ring at distance {ring_distance} spans {span} voxels "
+            f"and does not fit an image of size {size}; use --size {span} or more"
+        )
+
+
+def make_case(
+    rng: np.random.Generator,
+    dims: int = 2,
+    size: int = 32,
+    lesion: int = 3,
+    ring_distance: int = 5,
+    malign: bool | None = None,
+    noise: float = 0.1,
+    malign_fraction: float = 0.5,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], bool]:
+    """One toy image, its label and whether its lesion is malign.
+
+    Returns:
+        image: float32 ``(size,)*dims``, background ~ N(0, noise²), lesion and ring at 1.
+        label: uint8, 1 on malign lesion voxels, 0 elsewhere.
+        malign: whether the lesion is ringed.
+    """
+    _check(dims, size, lesion, ring_distance)
+    if malign is None:
+        malign = bool(rng.random() < malign_fraction)
+    shape = (size,) * dims
+    image = rng.normal(0.0, noise, size=shape).astype(np.float32)
+    label = np.zeros(shape, dtype=np.uint8)
+    # lesion start per axis, so that the (possible) ring stays inside the image
+    lo, hi = ring_distance, size - lesion - ring_distance
+    start = rng.integers(lo, hi + 1, size=dims)
+    box = tuple(slice(int(s), int(s) + lesion) for s in start)
+    image[box] = 1.0
+    if malign:
+        label[box] = 1
+        outer = tuple(slice(int(s) - ring_distance, int(s) + lesion + ring_distance) for s in start)
+        inner = tuple(slice(sl.start + 1, sl.stop - 1) for sl in outer)
+        ring = np.zeros(shape, dtype=bool)
+        ring[outer] = True
+        ring[inner] = False
+        image[ring] = 1.0
+    return image, label, malign
+
+
+def generate(
+    cases: int,
+    dims: int = 2,
+    size: int = 32,
+    lesion: int = 3,
+    ring_distance: int = 5,
+    seed: int = 0,
+    noise: float = 0.1,
+    malign_fraction: float = 0.5,
+    prefix: str = "ring",
+) -> list[SynthCase]:
+    """``cases`` toy cases, deterministic in ``seed``; names ``ring_000``, ``ring_001``, ..."""
+    _check(dims, size, lesion, ring_distance)
+    rng = np.random.default_rng(seed)
+    width = max(3, len(str(cases - 1)))
+    out = []
+    for i in range(cases):
+        image, label, malign = make_case(
+            rng, dims, size, lesion, ring_distance, noise=noise, malign_fraction=malign_fraction
+        )
+        out.append(SynthCase(f"{prefix}_{i:0{width}d}", image, label, malign))
+    return out
+
+
+def write_dataset(
+    out: str | Path,
+    cases: list[SynthCase],
+    spacing: float = 1.0,
+    description: str = "",
+) -> Path:
+    """Write cases in the nnU-Net/MSD layout (imagesTr/<case>_0000.nii.gz, labelsTr/, dataset.json)."""
+    from segcli.io.images import make_geometry, write_image
+
+    out = Path(out)
+    (out / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (out / "labelsTr").mkdir(parents=True, exist_ok=True)
+    training = []
+    for case in cases:
+        geometry = make_geometry(case.image.shape, (spacing,) * case.image.ndim)
+        write_image(out / "imagesTr" / f"{case.name}_0000.nii.gz", case.image, geometry)
+        write_image(out / "labelsTr" / f"{case.name}.nii.gz", case.label, geometry)
+        training.append(
+            {
+                "image": f"./imagesTr/{case.name}_0000.nii.gz",
+                "label": f"./labelsTr/{case.name}.nii.gz",
+                "malign": case.malign,
+            }
+        )
+    meta = {
+        "name": "segcli-ring-lesions",
+        "description": description
+        or "The lecture's toy problem: lesions are malign (labelled) only when ringed.",
+        "tensorImageSize": f"{cases[0].image.ndim}D" if cases else "2D",
+        "channel_names": {"0": "synthetic"},
+        "modality": {"0": "synthetic"},
+        "labels": {"0": "background", "1": "malign"},
+        "numTraining": len(cases),
+        "numTest": 0,
+        "file_ending": ".nii.gz",
+        "training": training,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".dataset.json.", dir=out)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, indent=1)
+    publish(tmp, out / "dataset.json")
+    return out
