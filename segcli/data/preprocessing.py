@@ -1,8 +1,8 @@
 """Intensity normalisation, one pure function per scheme (names = ``data.normalization`` values).
 
-    >>> normalize(image, "zscore")                    # per volume, per channel
-    >>> normalize(image, "ct", window=(-160, 240))    # clip to a HU window, scale to [-1, 1]
-    >>> normalize(image, "ct_auto", stats=stats)      # dataset-level foreground statistics
+>>> normalize(image, "zscore")                    # per volume, per channel
+>>> normalize(image, "ct", window=(-160, 240))    # clip to a HU window, scale to [-1, 1]
+>>> normalize(image, "ct_auto", stats=stats)      # dataset-level foreground statistics
 """
 
 from __future__ import annotations

@@ -30,7 +30,9 @@ def stats_from_samples(samples: list[np.ndarray]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"low": [], "high": [], "mean": [], "std": []}
     for values in samples:
         if values.size == 0:
-            raise DataError("ct_auto normalisation: the training labels contain no foreground voxel")
+            raise DataError(
+                "ct_auto normalisation: the training labels contain no foreground voxel"
+            )
         low, high = np.percentile(values, [0.5, 99.5])
         clipped = np.clip(values, low, high)
         out["low"].append(float(low))

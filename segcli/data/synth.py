@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
 from segcli.atomic import publish
 
 __all__ = ["SynthCase", "generate", "make_case", "write_dataset"]

@@ -23,7 +23,9 @@ def test_constant_image_gives_zeros_not_nan() -> None:
 
 def test_ct_window_and_minmax() -> None:
     image = np.array([[[-2000.0, -1000.0, 0.0, 1000.0, 3000.0]]])
-    np.testing.assert_allclose(normalize(image, "ct", window=(-1000, 1000))[0, 0], [-1, -1, 0, 1, 1])
+    np.testing.assert_allclose(
+        normalize(image, "ct", window=(-1000, 1000))[0, 0], [-1, -1, 0, 1, 1]
+    )
     np.testing.assert_allclose(normalize(image, "minmax")[0, 0], [0, 0.2, 0.4, 0.6, 1])
 
 

@@ -30,7 +30,15 @@ def ring_of(image: np.ndarray, label: np.ndarray, lesion: int, d: int) -> np.nda
 @pytest.mark.parametrize("dims", [2, 3])
 def test_labelled_voxels_belong_to_ringed_lesions_only(dims: int) -> None:
     lesion, d = 3, 5
-    for case in generate(40, dims=dims, size=24 if dims == 3 else 32, lesion=lesion, ring_distance=d, seed=3, noise=0.05):
+    for case in generate(
+        40,
+        dims=dims,
+        size=24 if dims == 3 else 32,
+        lesion=lesion,
+        ring_distance=d,
+        seed=3,
+        noise=0.05,
+    ):
         image, label = case.image, case.label
         bright = image > 0.5
         assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1}
