@@ -10,7 +10,6 @@ import os
 import random
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -42,7 +41,6 @@ _state = {"quiet": False}
 # Off a terminal (pipes, files, CI logs) tables get room instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160)
 console = Console(stderr=False, highlight=False, soft_wrap=True, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -89,11 +87,6 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             bar.advance(task)
-
-
-@contextmanager
-def nullcontext_bar() -> Iterator[None]:
-    yield None
 
 
 def resolve_device(device: str | None = "auto") -> str:
