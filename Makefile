@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean bench-resampling
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,3 +62,7 @@ lecture: install
 
 hippocampus: $(VENV)/.bench-stamp
 	$(BIN)/python bench/hippocampus.py
+
+## label resampling round trip over the shared hippocampus cases → docs/nnunet.md
+bench-resampling: install
+	$(BIN)/python bench/resampling.py

@@ -15,8 +15,6 @@ from segcli.io.checkpoint import save_checkpoint
 from segcli.io.images import ImageGeometry, make_geometry, write_image
 from segcli.models import build
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
 
 def rotated_geometry(shape: tuple[int, ...], spacing: tuple[float, ...]) -> ImageGeometry:
     """A grid with a non-zero origin and a direction rotated about the last world axis."""
