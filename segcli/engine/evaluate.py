@@ -25,7 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ from segcli.io.images import (
     strip_suffix,
 )
 from segcli.metrics import METRICS, LabelResult, evaluate_labels, resolve_metrics
+from segcli.metrics.stray import StrayLabel, stray_labels
 from segcli.metrics.summary import SUMMARY_COLUMNS, SummaryRow, summarize
 
 __all__ = [
@@ -72,6 +73,8 @@ class CaseResult:
 
     case: str
     labels: tuple[LabelResult, ...]
+    stray: tuple[StrayLabel, ...] = ()  # values outside the labels scored
+    stray_results: tuple[LabelResult, ...] = ()  # their metrics (CSV rows, not the summary)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class EvaluationResult:
         cases: case → label → :class:`~segcli.metrics.LabelResult`, cases sorted by name.
         summary: the summary rows.
         overlays: overlay PNGs written (empty without ``overlays_dir``).
+        stray: case → prediction values outside ``labels`` that no reference contains and
+            dataset.json does not name (only when the labels were given by ``--labels``, the
+            spec or dataset.json); they have CSV rows (false alarms), no summary rows.
     """
 
     output_csv: Path
@@ -97,6 +103,7 @@ class EvaluationResult:
     cases: dict[str, dict[int, LabelResult]]
     summary: list[SummaryRow]
     overlays: tuple[Path, ...] = ()
+    stray: dict[str, tuple[StrayLabel, ...]] = field(default_factory=dict)
 
     @property
     def values(self) -> dict[str, dict[int, dict[str, float]]]:
@@ -263,7 +270,14 @@ def _evaluate_one(task: _Task) -> CaseResult:
         LabelResult(r.label, {m: r.values[m] for m in task.metrics}, r.ref_voxels, r.pred_voxels)
         for r in results
     )
-    return CaseResult(task.case, trimmed)
+    # values outside the labels asked for; those only predicted here (a stray 7) get scored
+    # too, for the CSV rows of :func:`_strays` (which drops values some reference contains)
+    stray = stray_labels(pred, ref, task.labels, ref_geometry.spacing) if task.labels else []
+    alarms = [s.label for s in stray if s.pred_voxels and not s.ref_voxels]
+    extra = evaluate_labels(
+        pred, ref, ref_geometry.spacing, alarms, task.metrics, task.nsd_tolerance
+    )
+    return CaseResult(task.case, trimmed, tuple(stray), tuple(extra) if alarms else ())
 
 
 def _absent(label: int, metrics: tuple[str, ...], ndim: int) -> LabelResult:
@@ -418,9 +432,10 @@ def _evaluate_folders(
         summary_csv = output_csv.with_name(
             f"{output_csv.stem}_summary{output_csv.suffix or '.csv'}"
         )
+        stray, extra = _strays(results, label_names)
         main = distributed.is_main()  # torchrun: rank 0 alone writes
         if main:
-            _write_csvs(output_csv, summary_csv, cases, metric_names, summary)
+            _write_csvs(output_csv, summary_csv, cases, metric_names, summary, extra)
         overlays: tuple[Path, ...] = ()
         if staging is not None and overlays_dir is not None:
             overlays = tuple(overlays_dir / f"{case}.png" for case in cases)
@@ -433,8 +448,33 @@ def _evaluate_folders(
             shutil.rmtree(staging, ignore_errors=True)
     distributed.barrier()  # no rank returns before rank 0 has written the files
     return EvaluationResult(
-        output_csv, summary_csv, metric_names, all_labels, label_names, cases, summary, overlays
+        output_csv,
+        summary_csv,
+        metric_names,
+        all_labels,
+        label_names,
+        cases,
+        summary,
+        overlays,
+        stray,
     )
+
+
+def _strays(
+    results: list[CaseResult], label_names: dict[int, str]
+) -> tuple[dict[str, tuple[StrayLabel, ...]], dict[str, tuple[LabelResult, ...]]]:
+    """Stray labels per case and their CSV rows: values outside the labels scored that a
+    prediction holds, that no reference contains and that dataset.json does not name (a value
+    the user left out of ``--labels`` on purpose is in the references: not stray)."""
+    known = set(label_names) | {s.label for c in results for s in c.stray if s.ref_voxels}
+    stray, extra = {}, {}
+    for case in sorted(results, key=lambda c: c.case):
+        found = tuple(s for s in case.stray if s.pred_voxels and s.label not in known)
+        if found:
+            stray[case.case] = found
+            labels = {s.label for s in found}
+            extra[case.case] = tuple(r for r in case.stray_results if r.label in labels)
+    return stray, extra
 
 
 def _label_names(ref_dir: Path) -> dict[int, str]:
@@ -510,8 +550,13 @@ def _write_csvs(
     cases: dict[str, dict[int, LabelResult]],
     metrics: tuple[str, ...],
     summary: list[SummaryRow],
+    extra: dict[str, tuple[LabelResult, ...]] | None = None,
 ) -> None:
-    """Write both CSVs to temp files first, then rename both into place."""
+    """Write both CSVs to temp files first, then rename both into place.
+
+    ``extra``: case → rows of labels outside the scored set, written after that case's rows.
+    """
+    extra = extra or {}
     try:
         output_csv.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -527,7 +572,10 @@ def _write_csvs(
                 (
                     [case, label, *(_cell(result.values[m]) for m in metrics)]
                     for case, per_label in cases.items()
-                    for label, result in per_label.items()
+                    for label, result in (
+                        *per_label.items(),
+                        *((r.label, r) for r in extra.get(case, ())),
+                    )
                 ),
             ),
             (
@@ -692,6 +740,37 @@ def print_summary(result: EvaluationResult) -> None:
                 f"label {label}: {statuses['absent']} case(s) have it in neither mask "
                 "(scored as a perfect match: dice 1, distances 0)"
             )
+    for line in stray_warnings(result):
+        console.print(escape(line), style="yellow")
     info(escape(f"wrote {result.output_csv} and {result.summary_csv}"))
     if result.overlays:
         info(escape(f"wrote {len(result.overlays)} overlay(s) to {result.overlays[0].parent}"))
+
+
+def stray_warnings(result: EvaluationResult, shown: int = 5) -> list[str]:
+    """One line per label value found outside the scored labels: the cases and the volumes."""
+    by_label: dict[int, list[tuple[str, StrayLabel]]] = {}
+    for case, strays in result.stray.items():
+        for stray in strays:
+            by_label.setdefault(stray.label, []).append((case, stray))
+    scored = ", ".join(str(k) for k in result.labels)
+    lines = []
+    for label, found in sorted(by_label.items()):
+        where = []
+        for case, s in found[:shown]:
+            parts = (
+                [f"{s.pred_voxels} voxels / {s.pred_ml:.3g} mL predicted"] if s.pred_voxels else []
+            )
+            parts += (
+                [f"{s.ref_voxels} voxels / {s.ref_ml:.3g} mL in the reference"]
+                if s.ref_voxels
+                else []
+            )
+            where.append(f"{case} ({', '.join(parts)})")
+        more = f" and {len(found) - shown} more" if len(found) > shown else ""
+        lines.append(
+            f"warning: label {label} is not among the labels scored ({scored}) but appears in "
+            f"{len(found)} case(s): {'; '.join(where)}{more}; its rows are in "
+            f"{result.output_csv.name}, not in the summary"
+        )
+    return lines
