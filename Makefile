@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean bench-resampling
+.PHONY: install demo test test-slow lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean bench-resampling
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,20 @@ demo: install
 	$(BIN)/segcli predict experiments/toy-dilated.yaml --set output=$(DEMO)/runs --input $(DEMO)/test/imagesTr --output $(DEMO)/pred
 	$(BIN)/segcli evaluate experiments/toy-dilated.yaml --pred $(DEMO)/pred --ref $(DEMO)/test/labelsTr --output $(DEMO)/metrics.csv --overlays $(DEMO)/overlays --images $(DEMO)/test/imagesTr
 
-## lint, format check and the test suite (the CI command)
-test: install
+## lint, format check and the test suite without `slow` tests (the CI command); the ONNX
+## export test needs the `export` extra (CPU wheels of onnx, onnxruntime, onnxscript)
+$(VENV)/.test-stamp: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	@touch $@
+
+test: $(VENV)/.test-stamp
 	$(BIN)/ruff check segcli tests bench
 	$(BIN)/ruff format --check segcli tests bench
 	$(BIN)/python -m pytest -q
+
+## the long real-training tests (marked slow) that `make test` leaves out
+test-slow: $(VENV)/.test-stamp
+	$(BIN)/python -m pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check segcli tests bench
