@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test test-slow lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean bench-resampling
+.PHONY: install demo test test-slow lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean bench-resampling readme
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,3 +75,7 @@ hippocampus: $(VENV)/.bench-stamp
 ## label resampling round trip over the shared hippocampus cases → docs/nnunet.md
 bench-resampling: install
 	$(BIN)/python bench/resampling.py
+
+## rerun the README tour's commands and write their real output (and figures) into README.md
+readme: install
+	$(BIN)/python bench/readme.py
