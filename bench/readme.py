@@ -139,7 +139,7 @@ def run_step(step: Step, work: Path) -> str:
         output = (done.stdout + done.stderr).rstrip()
         output = output.replace(str(work) + os.sep, "")
         lines.append(f"$ {command}")
-        lines.extend(line.rstrip() for line in output.splitlines())
+        lines.extend(line.expandtabs().rstrip() for line in output.splitlines())
     return "```console\n" + "\n".join(lines) + "\n```"
 
 
