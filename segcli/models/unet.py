@@ -11,7 +11,10 @@ Encoder: ``depth`` max-poolings (2×2), each level a block of ``convs_per_block`
 convolutions whose width doubles per level (``filters·2**level``, capped by ``max_filters``).
 Decoder: upsampling (``transpose``: 2×2 transposed convolution halving the channels, as in the
 paper; ``interp``: (bi/tri)linear interpolation followed by a 1×1 convolution), concatenation
-with the encoder's skip (centre-cropped with ``valid`` padding), a block.
+with the encoder's skip (centre-cropped with ``valid`` padding), a block.  A 1×1 head gives the
+logits.  ``residual`` blocks add a (1×1-projected, cropped) shortcut before the last
+activation.  With ``valid`` padding, 64 filters, depth 4, 1 input channel, 2 classes, no norm
+and ReLU this is the paper's network: 31,030,658 parameters, 572×572 → 388×388.
 
 Anisotropic networks (nnU-Net's ``pool_op_kernel_sizes`` / ``conv_kernel_sizes``): ``strides``
 gives each max-pooling its own stride per axis — ``(1, 2, 2)`` pools in-plane only — and the
@@ -19,15 +22,12 @@ matching upsampling uses the same per-axis factor (transposed-convolution kernel
 in nnU-Net); ``kernel_sizes`` gives each resolution stage (encoder blocks and bottleneck) its
 own kernel per axis, and each decoder block reuses the kernel of the encoder stage at its
 resolution.  ``same`` padding is per axis (``k // 2``); ``valid`` crops skips per axis.
+Leaving both out gives exactly the isotropic network (same modules and parameter names).
 
     >>> net = build(UNetSpec(dims=3, filters=4, strides=[[1, 2, 2], [2, 2, 2]],
     ...                      kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]]))
     >>> net(torch.zeros(1, 1, 4, 16, 16)).shape
     torch.Size([1, 2, 4, 16, 16])
-  A 1×1 head gives the
-logits.  ``residual`` blocks add a (1×1-projected, cropped) shortcut before the last
-activation.  With ``valid`` padding, 64 filters, depth 4, 1 input channel, 2 classes, no norm
-and ReLU this is the paper's network: 31,030,658 parameters, 572×572 → 388×388.
 
 Deep supervision: in training mode, forward returns ``[full-res, 1/2, 1/4, ...]`` logits (one
 auxiliary 1×1 head per decoder stage below full resolution, ``depth − 1`` of them; with
