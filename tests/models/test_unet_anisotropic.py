@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segcli.config import from_dict
 from segcli.config.schema import UNetSpec
@@ -259,3 +261,43 @@ def test_two_training_iterations_of_an_anisotropic_3d_unet(
     result = train_engine.fit(exp, device="cpu")
     assert seen == [[(2, 2, 4, 16, 16), (2, 2, 4, 8, 8)]] * 2
     assert np.isfinite(result.rows[-1]["train_loss"]) and np.isfinite(result.rows[-1]["val_dice"])
+
+
+stage_strides = st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    strides=stage_strides,
+    kernel=st.lists(st.tuples(st.sampled_from([1, 3, 5]), st.sampled_from([1, 3])), min_size=4),
+    padding=st.sampled_from(["same", "valid"]),
+    upsample=st.sampled_from(["transpose", "interp"]),
+    residual=st.booleans(),
+)
+def test_random_stages_forward_matches_the_graph(
+    strides: list[tuple[int, int]],
+    kernel: list[tuple[int, int]],
+    padding: str,
+    upsample: str,
+    residual: bool,
+) -> None:
+    spec = UNetSpec(
+        filters=1,
+        norm="none",
+        strides=[list(s) for s in strides],
+        kernel_sizes=[list(k) for k in kernel[: len(strides) + 1]],
+        padding=padding,
+        upsample=upsample,
+        residual=residual,
+    )
+    net = build(spec)
+    graph = net.field_graph()
+    assert sum(node.params for node in graph.nodes) == count_parameters(net)
+    total = size_multiple(spec)
+    assert total == tuple(math.prod(s[a] for s in strides) for a in range(2))
+    size = first_valid(spec, 2) if padding == "valid" else tuple(2 * t for t in total)
+    with torch.no_grad():
+        y = net.eval()(torch.randn(1, 1, *size))
+    assert tuple(y.shape[2:]) == graph.sizes(size)[graph.output.index] == output_size(spec, size)
+    if padding == "same":
+        assert tuple(y.shape[2:]) == size

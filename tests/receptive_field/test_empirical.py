@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from segcli.config.schema import CNNSpec, DilatedSpec, FCNSpec, PatchCNNSpec, UNetSpec
@@ -122,3 +124,26 @@ def test_probe_pools_anisotropically() -> None:
     probe = make_probe(build(spec))
     pools = [m for m in probe.modules() if isinstance(m, nn.AvgPool3d)]
     assert [(p.kernel_size, p.stride) for p in pools] == [((1, 2, 2), (1, 2, 2))]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    strides=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 2)), min_size=1, max_size=2),
+    kernels=st.lists(st.tuples(st.sampled_from([1, 3]), st.sampled_from([1, 3, 5])), min_size=3),
+    padding=st.sampled_from(["same", "valid"]),
+    upsample=st.sampled_from(["transpose", "interp"]),
+)
+def test_random_anisotropic_unets_analytic_equals_empirical(
+    strides: list[tuple[int, int]],
+    kernels: list[tuple[int, int]],
+    padding: str,
+    upsample: str,
+) -> None:
+    spec = UNetSpec(
+        filters=1,
+        strides=[list(s) for s in strides],
+        kernel_sizes=[list(k) for k in kernels[: len(strides) + 1]],
+        padding=padding,
+        upsample=upsample,
+    )
+    assert _analytic(spec) == empirical_receptive_field(build(spec))
