@@ -235,15 +235,14 @@ def _hippocampus_round_trip(path: str) -> list[tuple[int, str, float, float]]:
     label, geometry = read_label(path)
     grid = resampled_geometry(geometry, (1.5, 1.5, 1.5))
     rows = []
-    for mode, order in (("onehot", 3), ("linear", 1), ("nearest", 1)):
-        kind = "nearest" if mode == "nearest" else "onehot"
-        back = resample_label(
-            resample_label(label, geometry, grid, kind, order=order),
-            grid,
-            geometry,
-            kind,
-            order=order,
-        )
+    # "onehot" is the default (whatever order it uses); "linear" is nnU-Net's order_seg=1
+    for mode, kind, extra in (
+        ("onehot", "onehot", {}),
+        ("linear", "onehot", {"order": 1}),
+        ("nearest", "nearest", {}),
+    ):
+        there = resample_label(label, geometry, grid, kind, **extra)
+        back = resample_label(there, grid, geometry, kind, **extra)
         for k in (1, 2):
             a, b = label == k, back == k
             rows.append((k, mode, float(b.sum() / a.sum() - 1), _dice(a, b)))
