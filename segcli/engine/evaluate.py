@@ -19,7 +19,6 @@ import csv
 import math
 import multiprocessing
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -36,15 +35,8 @@ from segcli.engine import distributed
 from segcli.engine.overlays import overlay_slices, render_overlay
 from segcli.engine.runtime import check_writable_folder, console, info, is_quiet, progress_bar
 from segcli.errors import DataError, SegcliError, SpecError
-from segcli.io.dataset import dataset_labels, group_images, list_image_files
-from segcli.io.images import (
-    IMAGE_SUFFIXES,
-    check_same_grid,
-    read_geometry,
-    read_image,
-    read_label,
-    strip_suffix,
-)
+from segcli.io.dataset import dataset_labels, pair_cases, pair_images
+from segcli.io.images import check_same_grid, read_geometry, read_image, read_label
 from segcli.metrics import METRICS, LabelResult, evaluate_labels, resolve_metrics
 from segcli.metrics.summary import SUMMARY_COLUMNS, SummaryRow, summarize
 
@@ -54,10 +46,8 @@ __all__ = [
     "evaluate_command",
     "evaluate_folders",
     "overlay_slices",
-    "pair_cases",
 ]
 
-_CHANNEL_ZERO = re.compile(r"^(?P<case>.+)_0000$")
 #: Metrics computed for every case when overlays are drawn (their titles show them).
 _OVERLAY_METRICS = ("dice", "hd95")
 _REASONS = {
@@ -124,89 +114,6 @@ class _Task:
     metrics: tuple[str, ...]
     nsd_tolerance: float
     overlay: Path | None = None
-
-
-# --------------------------------------------------------------------------- pairing
-
-
-def _case_files(folder: Path, what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"{folder}: {what} folder not found")
-    files = list_image_files(folder)
-    if not files:
-        raise DataError(f"{folder}: no {what} label maps found ({', '.join(IMAGE_SUFFIXES)})")
-    out: dict[str, Path] = {}
-    for path in files:
-        stem = strip_suffix(path.name)
-        if stem in out:
-            raise DataError(
-                f"{folder}: two {what} files for case '{stem}' ({out[stem].name}, {path.name})"
-            )
-        out[stem] = path
-    return out
-
-
-def _unchannelled(stem: str) -> str:
-    match = _CHANNEL_ZERO.match(stem)
-    return match["case"] if match else stem
-
-
-def pair_cases(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, tuple[Path, Path]]:
-    """Pair prediction and reference files by case name: ``{case: (pred, ref)}``, sorted.
-
-    File names are compared without their image suffix; a name that only matches once a
-    ``_0000`` channel suffix is removed (on either side) is paired too, and the case takes the
-    name without it.
-
-    Raises:
-        DataError: a folder is missing or empty, or a file has no partner (names the case).
-    """
-    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    preds = _case_files(pred_dir, "prediction")
-    refs = _case_files(ref_dir, "reference")
-    pairs: dict[str, tuple[Path, Path]] = {
-        stem: (preds[stem], refs[stem]) for stem in preds.keys() & refs.keys()
-    }
-    loose_preds = {_unchannelled(s): p for s, p in preds.items() if s not in refs}
-    loose_refs = {_unchannelled(s): p for s, p in refs.items() if s not in preds}
-    for case in sorted(loose_preds.keys() & loose_refs.keys()):
-        if case in pairs:
-            raise DataError(
-                f"case '{case}': more than one file pairs with it "
-                f"({pred_dir}: {loose_preds[case].name}, {ref_dir}: {loose_refs[case].name})"
-            )
-        pairs[case] = (loose_preds.pop(case), loose_refs.pop(case))
-    for missing, where, other in (
-        (loose_preds, ref_dir, "prediction"),
-        (loose_refs, pred_dir, "reference"),
-    ):
-        if missing:
-            names = sorted(missing)
-            partner = "reference" if other == "prediction" else "prediction"
-            more = ""
-            if len(names) > 1:
-                shown = ", ".join(names[1:4]) + (", ..." if len(names) > 4 else "")
-                more = f" (and {len(names) - 1} more: {shown})"
-            raise DataError(
-                f"case '{names[0]}': {other} {missing[names[0]].name} has no {partner} in "
-                f"{where}{more}; every prediction needs a reference with the same case name"
-            )
-    return dict(sorted(pairs.items()))
-
-
-def _pair_images(images_dir: Path, cases: Sequence[str]) -> dict[str, Path]:
-    if not images_dir.is_dir():
-        raise DataError(f"{images_dir}: images folder not found")
-    grouped = group_images(list_image_files(images_dir), images_dir)
-    by_name = {**{_unchannelled(k): v for k, v in grouped.items()}, **grouped}
-    missing = [case for case in cases if case not in by_name]
-    if missing:
-        raise DataError(
-            f"case '{missing[0]}': no image in {images_dir} for the overlay "
-            f"(expected {missing[0]}_0000.nii.gz or {missing[0]}.nii.gz)"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-        )
-    return {case: by_name[case][0] for case in cases}
 
 
 def _check_headers(pairs: dict[str, tuple[Path, Path]], images: dict[str, Path] | None) -> None:
@@ -374,7 +281,7 @@ def _evaluate_folders(
         )
     if overlays_dir is not None:
         check_writable_folder(overlays_dir, "--overlays")
-    images = _pair_images(Path(images_dir), list(pairs)) if images_dir is not None else None
+    images = pair_images(Path(images_dir), list(pairs)) if images_dir is not None else None
     _check_headers(pairs, images)
 
     staging = None

@@ -1,6 +1,6 @@
 """``segcli evaluate --compare-postprocessing``: would each postprocessing step raise Dice?
 
-    >>> from segcli.engine.evaluate import pair_cases
+    >>> from segcli.io.dataset import pair_cases
     >>> from segcli.engine.postprocessing import compare_postprocessing, postprocessing_steps
     >>> rows = compare_postprocessing(pair_cases("pred", "ref"), [1, 2], postprocessing_steps(20))
     >>> [(r.step, r.label, r.dice_before, r.dice_after, r.keep) for r in rows]
@@ -90,7 +90,7 @@ def compare_postprocessing(
 
     Args:
         pairs: case → (prediction file, reference file), e.g. from
-            :func:`segcli.engine.evaluate.pair_cases`.
+            :func:`segcli.io.dataset.pair_cases`.
         labels: foreground labels to score.
         steps: name → keyword arguments of :func:`segcli.postprocess.postprocess_labels`.
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,23 +47,13 @@ from segcli.engine import distributed
 from segcli.engine.runtime import check_writable_folder, info, progress_bar, resolve_device
 from segcli.errors import CheckpointError, DataError, SegcliError, SpecError
 from segcli.io.checkpoint import load_checkpoint
-from segcli.io.dataset import group_images, list_image_files
-from segcli.io.images import (
-    IMAGE_SUFFIXES,
-    ImageGeometry,
-    check_same_grid,
-    make_geometry,
-    read_image,
-    strip_suffix,
-    write_image,
-)
+from segcli.io.dataset import find_inputs, read_case
+from segcli.io.images import ImageGeometry, make_geometry, write_image
 
-__all__ = ["LoadedModel", "PredictResult", "find_inputs", "load_models", "predict_cases"]
+__all__ = ["LoadedModel", "PredictResult", "load_models", "predict_cases"]
 
 #: Spec keys a checkpoint must agree on besides ``model``: they change what the weights mean.
 _MEANING_KEYS = ("multilabel", "data.normalization")
-
-_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
 
 
 @dataclass
@@ -251,50 +240,6 @@ def _unsafe_case_name(name: str, output_dir: Path) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def find_inputs(input: str | Path) -> dict[str, tuple[Path, ...]]:
-    """Cases to predict: case name → channel files in channel order.
-
-    A file stands for its case: ``ct_007_0000.nii.gz`` brings along ``ct_007_0001.nii.gz`` ...
-    from the same folder.  A folder is read like ``imagesTs/`` (files grouped by the
-    ``_0000`` channel suffix, or one file per case without it).
-
-    Raises:
-        DataError: the path does not exist, holds no images (with a hint when it is a dataset
-            root with ``imagesTs/``), or the channel files are inconsistent.
-    """
-    path = Path(input)
-    if path.is_file():
-        if not any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
-            raise DataError(
-                f"{path}: not an image file SimpleITK reads ({', '.join(IMAGE_SUFFIXES)})"
-            )
-        files = [path]
-        channel = _CHANNEL.fullmatch(strip_suffix(path.name))
-        if channel is not None:  # bring along the case's other channel files
-            sibling = re.compile(re.escape(channel["case"]) + r"_\d{4}")
-            files = [
-                p for p in list_image_files(path.parent) if sibling.fullmatch(strip_suffix(p.name))
-            ]
-            if path not in files:  # a hidden file is not listed, but was asked for by name
-                files = sorted([*files, path])
-        return group_images(files, path.parent)
-    if not path.is_dir():
-        raise DataError(f"{path}: input not found (give an image file or a folder of images)")
-    files = list_image_files(path)
-    if not files:
-        sub = [d for d in ("imagesTs", "imagesTr") if (path / d).is_dir()]
-        if sub:
-            raise DataError(
-                f"{path}: no images directly in this folder; it looks like a dataset root — "
-                f"point --input at the images folder, e.g. {path / sub[0]}"
-            )
-        raise DataError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    return group_images(files, path)
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -434,30 +379,6 @@ def _checkpoint_spacing(
             f"{list(wanted)}; {hint}"
         )
     return trained
-
-
-def read_case(files: tuple[Path, ...], in_channels: int) -> tuple[np.ndarray, ImageGeometry]:
-    """Stack a case's channel files into ``(C, *spatial)`` float32 on the first file's grid.
-
-    Raises:
-        DataError: unreadable file, NaN/inf intensities, channels on different grids, or a
-            channel count other than ``in_channels``.
-    """
-    if len(files) != in_channels:
-        raise DataError(
-            f"{files[0]}: the case has {len(files)} channel file(s) but the model takes "
-            f"model.in_channels = {in_channels} (<case>_0000 ... <case>_{in_channels - 1:04d})"
-        )
-    arrays, geometry = [], None
-    for path in files:
-        array, geo = read_image(path)
-        if geometry is None:
-            geometry = geo
-        else:
-            check_same_grid(geo, geometry, f"{path} vs {files[0].name}")
-        arrays.append(array)
-    assert geometry is not None
-    return np.stack(arrays), geometry
 
 
 def predict_case(

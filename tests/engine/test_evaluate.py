@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segcli.engine.evaluate import evaluate_folders, overlay_slices, pair_cases
+from segcli.engine.evaluate import evaluate_folders, overlay_slices
 from segcli.errors import DataError, GeometryError, SpecError
+from segcli.io.dataset import pair_cases
 from segcli.io.images import make_geometry, write_image
 from segcli.metrics import evaluate_case
 

@@ -11,10 +11,11 @@ import torch
 
 from segcli.config import Experiment, from_dict
 from segcli.data.preprocessing import normalize
-from segcli.engine.predict import find_inputs, predict_cases
+from segcli.engine.predict import predict_cases
 from segcli.errors import CheckpointError, DataError
 from segcli.inference import sliding_window
 from segcli.io.checkpoint import save_checkpoint
+from segcli.io.dataset import find_inputs
 from segcli.io.images import make_geometry, read_geometry, read_image, read_label, write_image
 from segcli.models import build
 

@@ -11,12 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from segcli.cli import app
-from segcli.engine.evaluate import evaluate_command, pair_cases
+from segcli.engine.evaluate import evaluate_command
 from segcli.engine.postprocessing import (
     POSTPROCESSING_COLUMNS,
     compare_postprocessing,
     postprocessing_steps,
 )
+from segcli.io.dataset import pair_cases
 from segcli.io.images import make_geometry, write_image
 
 
