@@ -106,7 +106,8 @@ def export_model(
         SegcliError: ONNX requested without the ``onnx`` package, the export failed, or the
             exported file does not reproduce the checkpoint's output.
     """
-    from segcli.engine.predict import load_models, resolve_checkpoints
+    from segcli.inference.ensemble import load_models
+    from segcli.io.checkpoint import resolve_checkpoints
 
     if format not in EXPORT_FORMATS:
         raise SpecError(f"--format: unknown format {format!r}; choose one of torchscript, onnx")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli import __version__
-from segcli.config import Experiment, dump, from_dict
+from segcli.config import Experiment, dump
 from segcli.engine import distributed
 from segcli.engine.run_dir import RunDir, plot_curves, read_log, write_log
 from segcli.engine.runtime import (
@@ -42,8 +42,8 @@ from segcli.engine.runtime import (
     seed_everything,
     show_progress,
 )
-from segcli.errors import CheckpointError, DataError, Interrupted, SegcliError, SpecError
-from segcli.io.checkpoint import load_checkpoint, save_checkpoint
+from segcli.errors import DataError, Interrupted, SegcliError, SpecError
+from segcli.io.checkpoint import Checkpoint, check_compatible
 
 __all__ = ["TrainResult", "fit", "lr_factor"]
 
@@ -317,22 +317,6 @@ def _check_validation_size(exp: Experiment) -> None:
         )
 
 
-def _check_resume_spec(saved: dict[str, Any], exp: Experiment, path: Path) -> None:
-    """A run may be resumed with more epochs, but not with another model, data or loss."""
-    try:
-        old = from_dict(saved)
-    except SpecError as exc:
-        raise CheckpointError(
-            f"{path}: the spec stored in the checkpoint is invalid: {exc}"
-        ) from None
-    for key in ("model", "loss", "data", "multilabel", "seed"):
-        if getattr(old, key) != getattr(exp, key):
-            raise CheckpointError(
-                f"{path}: cannot resume: the spec's '{key}' section differs from the one the run "
-                "was started with; resume with the run's config.yaml"
-            )
-
-
 @dataclass
 class _Position:
     """Where the loop is, for the message of an interrupted run."""
@@ -469,19 +453,19 @@ def _fit(
     # ---- state
     start_epoch, best_dice, best_epoch, rows = 0, -math.inf, -1, []
     if resume:
-        state = load_checkpoint(run.last, map_location=device)
-        _check_resume_spec(state["spec"], exp, run.last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        start_epoch = int(state["epoch"]) + 1
-        best_dice, best_epoch = float(state["best_dice"]), int(state["best_epoch"])
+        ckpt = Checkpoint.load(run.last, map_location=device)
+        check_compatible(ckpt, exp, run.last, resume=True)
+        model.load_state_dict(ckpt.model)
+        optimizer.load_state_dict(ckpt.optimizer)
+        scheduler.load_state_dict(ckpt.scheduler)
+        if ckpt.scaler:
+            scaler.load_state_dict(ckpt.scaler)
+        if ckpt.rng is not None:
+            _set_rng_state(ckpt.rng)
+        start_epoch = int(ckpt.epoch) + 1
+        best_dice, best_epoch = float(ckpt.best_dice), int(ckpt.best_epoch)
         # the checkpoint's own rows: log.csv may lag behind it after a kill between the two
-        saved_rows = state.get("log")
-        rows = saved_rows if isinstance(saved_rows, list) else read_log(run.log)
+        rows = ckpt.log if ckpt.log is not None else read_log(run.log)
         rows = [dict(r) for r in rows if int(r["epoch"]) < start_epoch]
         if main:
             write_log(run.log, rows)
@@ -598,25 +582,25 @@ def _fit(
         if improved or no_val_best:
             best_dice = val_dice if improved else best_dice
             best_epoch = epoch
-        state = {
-            "model": _unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "rng": _rng_state(),
-            "epoch": epoch,
-            "best_dice": best_dice,
-            "best_epoch": best_epoch,
-            "spec": exp.model_dump(mode="json"),
-            "normalization_stats": stats,
-            "target_spacing": list(target_spacing) if target_spacing is not None else None,
-            "segcli_version": __version__,
-            "log": [dict(r) for r in rows],
-        }
+        ckpt = Checkpoint(
+            model=_unwrap(model).state_dict(),
+            spec=exp.model_dump(mode="json"),
+            epoch=epoch,
+            best_dice=best_dice,
+            best_epoch=best_epoch,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler.is_enabled() else {},
+            rng=_rng_state(),
+            normalization_stats=stats,
+            target_spacing=list(target_spacing) if target_spacing is not None else None,
+            segcli_version=__version__,
+            log=[dict(r) for r in rows],
+        )
         if main:  # torchrun: rank 0 alone writes the run folder
             if improved or no_val_best:
-                save_checkpoint(run.best, state)
-            save_checkpoint(run.last, state)  # last: a kill between the two keeps best consistent
+                ckpt.save(run.best)
+            ckpt.save(run.last)  # last: a kill between the two keeps best consistent
         position.saved = epoch + 1
         if main:
             write_log(run.log, rows)
