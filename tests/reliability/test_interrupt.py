@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from segcli.cli import app
 from segcli.config import from_dict
+from segcli.engine import run_dir as run_dir_module
 from segcli.engine import train as train_module
 from segcli.engine.train import fit
 from segcli.errors import Interrupted
@@ -215,20 +216,20 @@ def test_a_kill_between_checkpoint_and_log_still_logs_every_epoch_once(
     exp = tiny(tmp_path)
     fit(exp, run_dir=tmp_path / "reference", device="cpu")
 
-    real_write_log = train_module.write_log
+    real_write_log = run_dir_module.write_log
 
     def dies_at_second_epoch(path: Path, rows: list[dict[str, Any]]) -> None:
         if len(rows) == 2:  # checkpoint_last.pt of epoch 1 is on disk, its log row is not
             raise _Killed
         real_write_log(path, rows)
 
-    monkeypatch.setattr(train_module, "write_log", dies_at_second_epoch)
+    monkeypatch.setattr(run_dir_module, "write_log", dies_at_second_epoch)
     with pytest.raises(_Killed):
         fit(exp, run_dir=tmp_path / "run", device="cpu")
     assert int(load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"]) == 1
     assert [r["epoch"] for r in read_rows(tmp_path / "run" / "log.csv")] == ["0"]  # lagging
 
-    monkeypatch.setattr(train_module, "write_log", real_write_log)
+    monkeypatch.setattr(run_dir_module, "write_log", real_write_log)
     fit(exp, run_dir=tmp_path / "run", device="cpu", resume=True)
     assert compared(tmp_path / "run" / "log.csv") == compared(tmp_path / "reference" / "log.csv")
     assert same_weights(
@@ -308,7 +309,7 @@ def test_ctrl_c_after_the_checkpoint_of_an_epoch_counts_that_epoch_as_saved(
     def interrupted_plot(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt  # arrives while curves.png is drawn, after checkpoint_last.pt
 
-    monkeypatch.setattr(train_module, "plot_curves", interrupted_plot)
+    monkeypatch.setattr(run_dir_module, "plot_curves", interrupted_plot)
     with pytest.raises(Interrupted, match=r"interrupted after epoch 1/3; .* keeps the 1 complete"):
         fit(tiny(tmp_path), run_dir=tmp_path / "run", device="cpu")
     assert int(load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"]) == 0
