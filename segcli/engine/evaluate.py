@@ -40,8 +40,8 @@ from segcli.engine.metrics_output import (
 from segcli.engine.overlays import overlay_slices
 from segcli.engine.runtime import check_writable_folder, info, is_quiet
 from segcli.errors import DataError, SpecError
-from segcli.io.dataset import dataset_labels, pair_cases, pair_images
-from segcli.io.images import check_same_grid, read_geometry
+from segcli.io.dataset import check_pair_grids, labels_near, pair_cases, pair_images
+from segcli.io.images import read_geometry
 from segcli.metrics import LabelResult, resolve_metrics
 from segcli.metrics.postprocessing_gain import (
     StepComparison,
@@ -100,30 +100,6 @@ class EvaluationResult:
         for per_label in self.cases.values():
             counts[per_label[label].status] += 1
         return counts
-
-
-def _check_headers(pairs: dict[str, tuple[Path, Path]], images: dict[str, Path] | None) -> None:
-    """Every pair (and image) on one grid, from headers only; raise on the first problem."""
-    for case, (pred, ref) in pairs.items():
-        try:
-            pred_geometry, ref_geometry = read_geometry(pred), read_geometry(ref)
-            image_geometry = read_geometry(images[case]) if images else None
-        except DataError as exc:
-            raise DataError(f"case '{case}': {exc}") from None
-        check_same_grid(
-            pred_geometry,
-            ref_geometry,
-            f"case '{case}': prediction {pred.name} vs reference {ref.name}",
-        )
-        if image_geometry is not None and images is not None:
-            check_same_grid(
-                image_geometry,
-                ref_geometry,
-                f"case '{case}': image {images[case].name} vs reference {ref.name}",
-            )
-
-
-# --------------------------------------------------------------------------- one case
 
 
 # --------------------------------------------------------------------------- folders
@@ -211,7 +187,7 @@ def _evaluate_folders(
         raise SpecError(f"workers must be at least 1, got {workers}")
     if images_dir is not None and overlays_dir is None:
         raise SpecError("--images only sets what the overlays are drawn on; add --overlays DIR")
-    label_names = _label_names(ref_dir)
+    label_names = labels_near(ref_dir)
     if labels is not None:
         wanted: tuple[int, ...] | None = _check_label_values(labels)
     else:
@@ -227,7 +203,7 @@ def _evaluate_folders(
     if overlays_dir is not None:
         check_writable_folder(overlays_dir, "--overlays")
     images = pair_images(Path(images_dir), list(pairs)) if images_dir is not None else None
-    _check_headers(pairs, images)
+    check_pair_grids(pairs, images)
 
     staging = None
     if overlays_dir is not None:
@@ -301,14 +277,6 @@ def _evaluate_folders(
         overlays,
         comparison,
     )
-
-
-def _label_names(ref_dir: Path) -> dict[int, str]:
-    for folder in (ref_dir, ref_dir.parent):
-        names = dataset_labels(folder)
-        if names:
-            return names
-    return {}
 
 
 def _check_label_values(labels: Sequence[int]) -> tuple[int, ...]:

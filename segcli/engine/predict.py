@@ -6,21 +6,26 @@
     >>> result.written, result.skipped, result.failed
     (['case_000', 'case_001'], [], {})
 
-Per case: read every channel (``<case>_0000``, ``_0001`` ... grouped by
-:func:`segcli.io.dataset.group_images`), check they share one grid and that their number is
-``model.in_channels``, normalise exactly as training does (``data.normalization``, with the
-dataset statistics stored in the checkpoint for ``ct_auto``), resample to the spacing the
-checkpoint was trained at (``data.spacing``; the checkpoint's ``target_spacing``), run
-:func:`segcli.inference.sliding_window` with the spec's ``inference`` settings, resample the
-probabilities linearly back onto the input grid (several checkpoints: probabilities averaged
-there), take the argmax, apply ``inference.postprocess``, then write ``<case>.nii.gz``
-(channel suffix dropped) with the first channel's size, spacing, origin and direction.  ``probabilities=True`` also
-writes ``<case>_probabilities.npz`` (key ``probabilities``: float16 ``(classes, *spatial)``).
+This module orchestrates; each step has its home:
 
-Labels: softmax models write the argmax class.  Multilabel models (``multilabel: true``,
-sigmoid per label) write one label map where voxel value ``k + 1`` means channel ``k`` has
-probability > 0.5 and, where several do, the highest such ``k`` wins (later labels are drawn
-on top, as in training's validation); the probabilities file keeps every channel.
+- inputs: :func:`segcli.io.dataset.find_inputs` groups ``<case>_0000``, ``_0001`` ... files,
+  :func:`segcli.io.dataset.read_case` checks they share one grid and that their number is
+  ``model.in_channels``;
+- checkpoints: :func:`segcli.io.checkpoint.resolve_checkpoints` picks them,
+  :func:`segcli.inference.ensemble.load_models` loads them after the one spec check
+  (:func:`segcli.io.checkpoint.check_compatible`);
+- probabilities: :func:`segcli.inference.ensemble.ensemble_probabilities` normalises exactly as
+  training does (``data.normalization``, with the dataset statistics stored in the checkpoint
+  for ``ct_auto``), resamples to the spacing the checkpoint was trained at, runs
+  :func:`segcli.inference.sliding_window` with the spec's ``inference`` settings and resamples
+  the probabilities linearly back onto the input grid (several checkpoints: averaged there);
+- labels: :func:`segcli.inference.decode.decode_labels` (argmax; multilabel: value ``k + 1``
+  where channel ``k`` exceeds 0.5, the highest such ``k`` winning, as in training's
+  validation), then ``inference.postprocess`` (:mod:`segcli.postprocess`).
+
+Output: ``<case>.nii.gz`` (channel suffix dropped) with the first channel's size, spacing,
+origin and direction; ``probabilities=True`` also writes ``<case>_probabilities.npz`` (key
+``probabilities``: float16 ``(classes, *spatial)``, every channel).
 
 Every file is written atomically (temp file + rename), the label map last: a case whose label
 map exists is done and is skipped unless ``overwrite``; a case that fails leaves no file of its

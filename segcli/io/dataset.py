@@ -38,10 +38,12 @@ from segcli.io.images import (
 
 __all__ = [
     "Case",
+    "check_pair_grids",
     "dataset_labels",
     "find_cases",
     "find_inputs",
     "group_images",
+    "labels_near",
     "list_image_files",
     "pair_cases",
     "pair_images",
@@ -157,6 +159,17 @@ def dataset_labels(root: str | Path) -> dict[int, str]:
         elif isinstance(value, int) or str(value).isdigit():  # nnU-Net v2: {"name": value}
             out[int(value)] = str(key)
     return out
+
+
+def labels_near(folder: str | Path) -> dict[int, str]:
+    """Label names of the dataset.json in ``folder`` or, failing that, in its parent (a
+    ``labelsTs/`` folder's dataset root); {} when neither has one."""
+    folder = Path(folder)
+    for candidate in (folder, folder.parent):
+        names = dataset_labels(candidate)
+        if names:
+            return names
+    return {}
 
 
 def find_cases(
@@ -377,3 +390,31 @@ def pair_images(images_dir: Path, cases: Sequence[str]) -> dict[str, Path]:
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
     return {case: by_name[case][0] for case in cases}
+
+
+def check_pair_grids(
+    pairs: dict[str, tuple[Path, Path]], images: dict[str, Path] | None = None
+) -> None:
+    """Every (prediction, reference) pair (and image) on one grid, from the headers only.
+
+    Raises:
+        DataError: an unreadable header (naming the case).
+        GeometryError: the first pair whose size, spacing, origin or direction differ.
+    """
+    for case, (pred, ref) in pairs.items():
+        try:
+            pred_geometry, ref_geometry = read_geometry(pred), read_geometry(ref)
+            image_geometry = read_geometry(images[case]) if images else None
+        except DataError as exc:
+            raise DataError(f"case '{case}': {exc}") from None
+        check_same_grid(
+            pred_geometry,
+            ref_geometry,
+            f"case '{case}': prediction {pred.name} vs reference {ref.name}",
+        )
+        if image_geometry is not None and images is not None:
+            check_same_grid(
+                image_geometry,
+                ref_geometry,
+                f"case '{case}': image {images[case].name} vs reference {ref.name}",
+            )
