@@ -25,7 +25,7 @@ from torch import nn
 from segcli.config.schema import CNNSpec, DilatedSpec
 from segcli.models import layers
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph
+from segcli.models.graph import Graph
 
 __all__ = ["ConvNet", "build_cnn", "build_dilated"]
 

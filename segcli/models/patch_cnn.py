@@ -40,7 +40,7 @@ from segcli.config.schema import PatchCNNSpec
 from segcli.errors import SpecError
 from segcli.models import layers
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph
+from segcli.models.graph import Graph
 
 __all__ = ["PatchCNN", "build_patch_cnn", "window_extent"]
 
