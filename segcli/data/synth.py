@@ -15,15 +15,13 @@ must see ``lesion + 2·ring_distance`` voxels of context to tell the two apart.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from segcli.atomic import publish
+from segcli.atomic import atomic_open
 
 __all__ = ["SynthCase", "generate", "make_case", "write_dataset"]
 
@@ -149,8 +147,6 @@ def write_dataset(
         "file_ending": ".nii.gz",
         "training": training,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".dataset.json.", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_open(out / "dataset.json", "w", what="dataset.json") as handle:
         json.dump(meta, handle, indent=1)
-    publish(tmp, out / "dataset.json")
     return out

@@ -18,13 +18,11 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segcli.atomic import atomic_open, publish
+from segcli.atomic import atomic_open
 from segcli.engine.runtime import check_writable_folder
 from segcli.errors import SegcliError
 
@@ -187,11 +185,8 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str = "") -> None
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        publish(tmp, path)
+        with atomic_open(path, "wb", error=SegcliError, what="the curves") as handle:
+            fig.savefig(handle, format="png", dpi=100)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
