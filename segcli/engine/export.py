@@ -193,7 +193,6 @@ def _check_inputs(exp: Experiment) -> list[torch.Tensor]:
     """Random inputs: one patch, and (when the network takes it) two of a larger size."""
     from segcli.models import check_input_size, size_multiple
 
-    assert exp.inference.patch_size is not None
     patch = list(exp.inference.patch_size)
     generator = torch.Generator().manual_seed(0)
     shape = (1, exp.model.in_channels)

@@ -141,7 +141,7 @@ def _predict_cases(
     from segcli.models import check_input_size
 
     # a window the network cannot process fails here, before any case, naming the key
-    check_input_size(exp.model, exp.inference.patch_size or [], key="inference.patch_size")
+    check_input_size(exp.model, exp.inference.patch_size, key="inference.patch_size")
     cases = find_inputs(input)
     paths, notes = resolve_checkpoints(exp, checkpoints)
     for note in notes:

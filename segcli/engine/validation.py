@@ -102,7 +102,7 @@ def check_validation_size(exp: Experiment) -> None:
     """
     from segcli.models import check_input_size
 
-    patch = tuple(exp.inference.patch_size or exp.data.patch_size)
+    patch = tuple(exp.inference.patch_size)
     out = tuple(check_input_size(exp.model, patch, key="inference.patch_size"))
     if out != patch:
         window = getattr(exp.model, "mode", None) == "window"

@@ -95,7 +95,6 @@ def ensemble_probabilities(
     from segcli.inference import sliding_window
 
     inf = exp.inference
-    assert inf.patch_size is not None  # Experiment validation fills it from data.patch_size
     total: torch.Tensor | None = None
     normalized: dict[str, tuple[torch.Tensor, ImageGeometry | None]] = {}
     for model in models:
