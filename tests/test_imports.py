@@ -49,6 +49,8 @@ LAYERS: dict[str, int] = {
     "registry": 1,
     "atomic": 1,
     "padding": 1,
+    "precision": 1,
+    "labels": 1,
     "config": 2,
     "io": 3,
     "metrics": 4,
@@ -58,9 +60,11 @@ LAYERS: dict[str, int] = {
     "receptive_field": 5,
     "data": 5,
     "inference": 5,
-    "engine": 6,
-    "cli": 7,
-    "__main__": 8,
+    "plan": 6,
+    "report": 6,
+    "engine": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 #: imports allowed across packages of one layer (importer, imported)
