@@ -89,3 +89,37 @@ def write_checkpoint(
 @pytest.fixture
 def make_checkpoint() -> Callable[..., tuple[Path, torch.nn.Module]]:
     return write_checkpoint
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def tiny_run(root: Path, epochs: int = 3, **train: Any) -> Experiment:
+    """A seconds-long training run: 6 synthetic 16×16 cases, a 2-filter dilated CNN, 2
+    iterations of batch 2 per epoch, run folders under ``root/runs`` (``train`` overrides)."""
+    from segcli.config import from_dict
+
+    return from_dict(
+        {
+            "name": "tiny",
+            "seed": 0,
+            "data": {
+                "synthetic": {"dims": 2, "cases": 6, "size": 16, "lesion": 2, "ring_distance": 3},
+                "patch_size": [16, 16],
+            },
+            "model": {"arch": "dilated", "dims": 2, "filters": 2, "dilations": [1, 2]},
+            "train": {
+                "epochs": epochs,
+                "iterations_per_epoch": 2,
+                "batch_size": 2,
+                "workers": 0,
+                **train,
+            },
+            "output": str(root / "runs"),
+        }
+    )
+
+
+@pytest.fixture
+def make_tiny_run() -> Callable[..., Experiment]:
+    return tiny_run

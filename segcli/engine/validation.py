@@ -54,28 +54,17 @@ def _validation_sums(
     device: str,
 ) -> tuple[float, float, int]:
     """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
-    from segcli.inference import sliding_window
+    from segcli.inference.from_spec import window_probabilities
     from segcli.metrics import evaluate_case
 
-    inf = exp.inference
     num_out = exp.model.num_classes
     labels = list(range(1, num_out + 1)) if exp.multilabel else list(range(1, num_out))
     losses, dices = [], []
     model.eval()
     for case in cases:
         image = torch.from_numpy(case.image)
-        probs = sliding_window(
-            model,
-            image,
-            patch_size=inf.patch_size,
-            overlap=inf.overlap,
-            blend=inf.blend,
-            batch_size=inf.batch_size,
-            tta=False,
-            multilabel=exp.multilabel,
-            device=device,
-            pad_mode=inf.pad_mode,
-            pad_value=inf.pad_value,
+        probs = window_probabilities(
+            model, image, exp.inference, exp.multilabel, device, tta=False
         ).float()
         label = torch.from_numpy(case.label.astype(np.int64))
         with torch.no_grad():

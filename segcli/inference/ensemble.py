@@ -92,9 +92,8 @@ def ensemble_probabilities(
         SpecError: the network cannot run sliding windows of ``inference.patch_size``.
         DataError: out of GPU memory, or an image whose dimensionality the spacing lacks.
     """
-    from segcli.inference import sliding_window
+    from segcli.inference.from_spec import window_probabilities
 
-    inf = exp.inference
     total: torch.Tensor | None = None
     normalized: dict[str, tuple[torch.Tensor, ImageGeometry | None]] = {}
     for model in models:
@@ -107,18 +106,8 @@ def ensemble_probabilities(
             normalized[key] = (torch.from_numpy(array), grid)
         network_input, grid = normalized[key]
         try:
-            probs = sliding_window(
-                model.network,
-                network_input,
-                patch_size=inf.patch_size,
-                overlap=inf.overlap,
-                blend=inf.blend,
-                batch_size=inf.batch_size,
-                tta=inf.tta,
-                multilabel=exp.multilabel,
-                device=device,
-                pad_mode=inf.pad_mode,
-                pad_value=inf.pad_value,
+            probs = window_probabilities(
+                model.network, network_input, exp.inference, exp.multilabel, device
             ).cpu()
         except ValueError as exc:
             raise SpecError(f"model.arch '{exp.model.arch}': {exc}") from None

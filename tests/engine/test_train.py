@@ -10,42 +10,17 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from segcli.config import from_dict
 from segcli.engine.optim import build_optimizer, lr_factor
 from segcli.engine.train import _prepare_model, fit
 from segcli.engine.train_data import check_label_range
 from segcli.errors import DataError
 from segcli.io.checkpoint import Checkpoint
 from segcli.models import build
-
-
-def tiny(root: Path, **train: Any) -> Any:
-    return from_dict(
-        {
-            "name": "tiny",
-            "seed": 0,
-            "data": {
-                "synthetic": {"dims": 2, "cases": 6, "size": 16, "lesion": 2, "ring_distance": 3},
-                "patch_size": [16, 16],
-            },
-            "model": {"arch": "dilated", "dims": 2, "filters": 2, "dilations": [1, 2]},
-            "train": {
-                "epochs": 2,
-                "iterations_per_epoch": 2,
-                "batch_size": 2,
-                "workers": 0,
-                **train,
-            },
-            "output": str(root / "runs"),
-        }
-    )
-
 
 # --------------------------------------------------------------------------- schedule
 
@@ -63,8 +38,12 @@ def test_lr_factor_warms_up_linearly_then_follows_the_schedule() -> None:
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_the_scheduler_applies_lr_factor_per_step(tmp_path: Path, optimizer: str) -> None:
-    exp = tiny(tmp_path, optimizer=optimizer, lr=0.1, warmup_epochs=1, schedule="poly")
+def test_the_scheduler_applies_lr_factor_per_step(
+    tmp_path: Path, optimizer: str, make_tiny_run
+) -> None:
+    exp = make_tiny_run(
+        tmp_path, epochs=2, optimizer=optimizer, lr=0.1, warmup_epochs=1, schedule="poly"
+    )
     model = build(exp.model)
     opt, scheduler = build_optimizer(exp, model)
     expected_type = torch.optim.SGD if optimizer == "sgd" else torch.optim.AdamW
@@ -81,8 +60,10 @@ def test_the_scheduler_applies_lr_factor_per_step(tmp_path: Path, optimizer: str
 # --------------------------------------------------------------------------- pieces
 
 
-def test_labels_outside_the_model_classes_are_refused_naming_the_case(tmp_path: Path) -> None:
-    exp = tiny(tmp_path)  # 2 classes: values 0..1
+def test_labels_outside_the_model_classes_are_refused_naming_the_case(
+    tmp_path: Path, make_tiny_run
+) -> None:
+    exp = make_tiny_run(tmp_path, epochs=2)  # 2 classes: values 0..1
 
     class Case:
         name = "bad_case"
@@ -92,8 +73,10 @@ def test_labels_outside_the_model_classes_are_refused_naming_the_case(tmp_path: 
         check_label_range([Case()], exp)
 
 
-def test_prepare_model_on_cpu_uses_channels_last_and_no_mixed_precision(tmp_path: Path) -> None:
-    exp = tiny(tmp_path, amp=True)
+def test_prepare_model_on_cpu_uses_channels_last_and_no_mixed_precision(
+    tmp_path: Path, make_tiny_run
+) -> None:
+    exp = make_tiny_run(tmp_path, epochs=2, amp=True)
     model = build(exp.model)
     execution = _prepare_model(model, exp, "cpu")
     assert execution.memory_format == torch.channels_last
@@ -106,9 +89,11 @@ def test_prepare_model_on_cpu_uses_channels_last_and_no_mixed_precision(tmp_path
 # --------------------------------------------------------------------------- the loop
 
 
-def test_fit_writes_the_run_folder_and_resume_continues_the_same_run(tmp_path: Path) -> None:
+def test_fit_writes_the_run_folder_and_resume_continues_the_same_run(
+    tmp_path: Path, make_tiny_run
+) -> None:
     run = tmp_path / "run"
-    result = fit(tiny(tmp_path), run_dir=run, device="cpu")
+    result = fit(make_tiny_run(tmp_path, epochs=2), run_dir=run, device="cpu")
     for name in ("config.yaml", "split.json", "checkpoint_last.pt", "checkpoint_best.pt"):
         assert (run / name).is_file(), name
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,7 +108,7 @@ def test_fit_writes_the_run_folder_and_resume_continues_the_same_run(tmp_path: P
     assert math.isfinite(result.best_dice) and 0.0 <= result.best_dice <= 1.0
     assert result.iterations == 4  # 2 epochs × 2 iterations
 
-    longer = fit(tiny(tmp_path, epochs=3), run_dir=run, device="cpu", resume=True)
+    longer = fit(make_tiny_run(tmp_path, epochs=3), run_dir=run, device="cpu", resume=True)
     assert [int(r["epoch"]) for r in longer.rows] == [0, 1, 2]
     assert longer.rows[:2] == last.log  # the first two epochs are kept, not retrained
     assert longer.iterations == 2  # only epoch 3 ran
