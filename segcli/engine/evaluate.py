@@ -5,12 +5,14 @@
     >>> result.summary_csv                      # metrics_summary.csv, next to metrics.csv
     >>> result.values["case_001"][1]["dice"]    # {case: {label: {metric: value}}}
 
-Steps: pair files by case name; read every pair's header and stop on the first geometry
-mismatch before computing anything; evaluate cases (in worker processes, with a progress bar);
-then write ``FILE.csv`` (one row per case and label: ``case,label,<metrics>``), its
-``FILE_summary.csv`` (one row per label and metric: ``mean,std,median,min,max,n,n_nan``) and the
-optional overlay PNGs.  Nothing is written unless every case was evaluated; each file appears
-whole (temp file + ``os.replace``).  NaN values are written as empty cells.
+Steps: pair files by case name (:func:`segcli.io.dataset.pair_cases`); read every pair's
+header and stop on the first geometry mismatch before computing anything; evaluate cases in
+worker processes (:mod:`segcli.engine.evaluate_cases`: metrics, overlay and the optional
+postprocessing comparison from one read of each pair); then write ``FILE.csv`` (one row per case
+and label: ``case,label,<metrics>``), its ``FILE_summary.csv`` (one row per label and metric:
+``mean,std,median,min,max,n,n_nan``) and the optional overlay PNGs
+(:mod:`segcli.engine.metrics_output`).  Nothing is written unless every case was evaluated; each
+file appears whole.  NaN values are written as empty cells.
 """
 
 from __future__ import annotations
