@@ -175,6 +175,9 @@ def _predict_cases(
         info(note)
     device = resolve_device(device)
     models = load_models(exp, paths, device)
+    from segcli.precision import resolve_precision
+
+    info(f"precision {resolve_precision(exp.inference.precision, device).describe()}")
     output_dir = Path(output_dir)
     check_writable_folder(output_dir, "--output")
     try:
@@ -558,6 +561,7 @@ def _ensemble(
                 device=device,
                 pad_mode=inf.pad_mode,
                 pad_value=inf.pad_value,
+                precision=inf.precision,
             ).cpu()
         except ValueError as exc:
             raise SpecError(f"model.arch '{exp.model.arch}': {exc}") from None

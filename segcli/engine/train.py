@@ -44,6 +44,12 @@ from segcli.engine.runtime import (
 )
 from segcli.errors import CheckpointError, DataError, Interrupted, SegcliError, SpecError
 from segcli.io.checkpoint import load_checkpoint, save_checkpoint
+from segcli.precision import (
+    PrecisionChoice,
+    float32_output,
+    memory_format,
+    resolve_precision,
+)
 
 __all__ = ["TrainResult", "fit", "lr_factor"]
 
@@ -59,6 +65,8 @@ class TrainResult:
     data_seconds: float = 0.0
     compute_seconds: float = 0.0
     iterations: int = 0
+    #: the precision the network trained in (fp32, bf16 or fp16; segcli.precision)
+    precision: str = "fp32"
 
 
 # --------------------------------------------------------------------------- schedules
@@ -193,6 +201,7 @@ def validate(
     exp: Experiment,
     loss_fn: nn.Module,
     device: str,
+    precision: str | None = None,
 ) -> tuple[float, float]:
     """Sliding-window inference on the validation cases → (mean loss, mean foreground Dice).
 
@@ -204,8 +213,12 @@ def validate(
     (:func:`segcli.engine.distributed.shard`), and the sums and counts are all-reduced, so every
     rank returns the same means over all cases.  ``model`` is the plain network, not the
     DistributedDataParallel wrapper.
+
+    ``precision`` is the network's precision during the windows (``sliding_window``'s
+    keyword; the training run passes its resolved ``train.precision``); probabilities, loss
+    and Dice are float32 whatever it is.
     """
-    sums = _validation_sums(model, distributed.shard(cases), exp, loss_fn, device)
+    sums = _validation_sums(model, distributed.shard(cases), exp, loss_fn, device, precision)
     loss_sum, dice_sum, count = distributed.all_reduce_sum(sums)
     return loss_sum / count, dice_sum / count
 
@@ -216,6 +229,7 @@ def _validation_sums(
     exp: Experiment,
     loss_fn: nn.Module,
     device: str,
+    precision: str | None = None,
 ) -> tuple[float, float, int]:
     """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
     from segcli.inference import sliding_window
@@ -240,6 +254,7 @@ def _validation_sums(
             device=device,
             pad_mode=inf.pad_mode,
             pad_value=inf.pad_value,
+            precision=precision,
         ).float()
         label = torch.from_numpy(case.label.astype(np.int64))
         with torch.no_grad():
@@ -462,9 +477,8 @@ def _fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, spec.schedule)
     )
-    use_amp = spec.amp and device.startswith("cuda")
-    amp_dtype = torch.bfloat16 if spec.amp_dtype == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    precision = resolve_precision(spec.precision, device)
+    scaler = precision.grad_scaler()  # enabled for fp16 only
 
     # ---- state
     start_epoch, best_dice, best_epoch, rows = 0, -math.inf, -1, []
@@ -504,7 +518,7 @@ def _fit(
             text = json.dumps({"spacing": list(target_spacing)}) + "\n"
             atomic_write_text(run.path / "spacing.json", text)
 
-    # channels-last activations are measurably faster for CPU convolutions (bench/inference.py)
+    # the layout rule measured by bench/precision.py (segcli.precision.memory_format)
     memory_format = _memory_format(exp.model.dims, device)
     model.to(memory_format=memory_format)
     # torchrun: DistributedDataParallel averages the gradients of the ranks' batches
@@ -537,7 +551,8 @@ def _fit(
         f"{f' × {world} processes' if world > 1 else ''}, "
         f"run folder {run.path}"
     )
-    result = TrainResult(run.path, 0, best_dice, best_epoch, rows)
+    _announce_precision(run, precision, memory_format, spec.legacy_note, main)
+    result = TrainResult(run.path, 0, best_dice, best_epoch, rows, precision=precision.name)
     num_out = exp.model.num_classes
     model.train()
     for epoch in range(start_epoch, spec.epochs):
@@ -555,9 +570,9 @@ def _fit(
                 result.data_seconds += got - fetch_start
                 image = image.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 target = _to_target(label.to(device, non_blocking=True), num_out, exp.multilabel)
-                with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=use_amp):
+                with precision.autocast():  # the network only; the loss sees float32
                     output = train_model(image)
-                    loss = compute_loss(loss_fn, output, target, exp.multilabel)
+                loss = compute_loss(loss_fn, float32_output(output), target, exp.multilabel)
                 if not torch.isfinite(loss):
                     raise SegcliError(
                         f"training diverged at epoch {epoch}: loss is {float(loss)}; lower train.lr "
@@ -583,7 +598,9 @@ def _fit(
         val_loss, val_dice = math.nan, math.nan
         last_epoch = epoch == spec.epochs - 1
         if val_cases and ((epoch + 1) % spec.val_every == 0 or last_epoch):
-            val_loss, val_dice = validate(model, val_cases, exp, loss_fn, device)
+            val_loss, val_dice = validate(
+                model, val_cases, exp, loss_fn, device, precision=precision.name
+            )
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -636,9 +653,31 @@ def _rank_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def _memory_format(dims: int, device: str) -> torch.memory_format:
-    if not device.startswith("cpu"):
-        return torch.contiguous_format
-    return torch.channels_last if dims == 2 else torch.channels_last_3d
+    return memory_format(dims, device)
+
+
+def _announce_precision(
+    run: RunDir,
+    choice: PrecisionChoice,
+    layout: torch.memory_format,
+    legacy_note: str | None,
+    main: bool,
+) -> None:
+    """Say on the console and in ``precision.json`` which precision runs and why."""
+    import json
+
+    from segcli.engine.run_dir import atomic_write_text
+
+    if legacy_note:
+        info(f"warning: {legacy_note}")
+    channels_last = layout in (torch.channels_last, torch.channels_last_3d)
+    info(
+        f"precision {choice.describe()}; "
+        f"{'channels-last' if channels_last else 'contiguous'} activations"
+    )
+    if main:
+        record = {**choice.as_dict(), "channels_last": channels_last}
+        atomic_write_text(run.path / "precision.json", json.dumps(record, indent=1) + "\n")
 
 
 def _track_cases(items: Any) -> Any:

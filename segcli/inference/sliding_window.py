@@ -10,7 +10,7 @@
 How (SPEC.md, "Inference"): the image is padded to at least the patch with the same rule
 training uses (:func:`segcli.padding.pad_to_shape`); windows are placed by
 :func:`~segcli.inference.windows.window_starts` and run ``batch_size`` at a time under
-``torch.inference_mode()`` (and autocast on CUDA); each window's softmax (or sigmoid) is
+``torch.inference_mode()`` (autocast in ``precision``); each window's softmax (or sigmoid) is
 multiplied by the blend weight and added in place into one preallocated ``(classes, *spatial)``
 accumulator.  Because the windows form a Cartesian grid and the blend weight is a product of
 per-axis profiles, the total weight at every voxel is the product of per-axis 1-D sums: the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ def sliding_window(
     pad_mode: str = "minimum",
     pad_value: float = 0.0,
     channels_last: bool | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Stitched class probabilities of ``model`` over ``image``, window by window.
 
@@ -75,6 +76,11 @@ def sliding_window(
             weights) in channels-last memory layout — same float32 arithmetic, 1.3–3.7× faster
             convolutions on CPU (oneDNN; see docs/benchmarks.md).  ``None`` (default): on CPU
             only.  The weights' layout is restored before returning; values never change.
+        precision: the network's precision, ``auto``, ``fp32``, ``bf16`` or ``fp16``
+            (:func:`segcli.precision.resolve_precision` for ``device``; ``inference.precision``
+            in a spec).  ``None`` (default): autocast's default (fp16) on CUDA, float32
+            elsewhere.  Only the forward passes run in it: the logits are cast to float32
+            before the softmax, and the blend weights and the accumulator are float32.
 
     Returns:
         float32 ``(classes, *spatial)`` probabilities with ``spatial`` = the image's size
@@ -98,7 +104,7 @@ def sliding_window(
     profiles = blend_profiles(patch, blend)
     weights = blend_weights(patch, blend).to(device)
     flips = mirror_axes(len(patch)) if tta else [()]
-    amp = torch.autocast("cuda") if device.type == "cuda" else nullcontext()
+    amp = _autocast(device, precision)
     layout = _layout(len(patch), device, channels_last)
 
     acc: torch.Tensor | None = None
@@ -181,6 +187,14 @@ def _check_arguments(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
+
+
+def _autocast(device: torch.device, precision: str | None) -> AbstractContextManager[object]:
+    if precision is None:
+        return torch.autocast("cuda") if device.type == "cuda" else nullcontext()
+    from segcli.precision import resolve_precision
+
+    return resolve_precision(precision, device).autocast()
 
 
 def _layout(dims: int, device: torch.device, channels_last: bool | None) -> torch.memory_format:
