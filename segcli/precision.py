@@ -233,15 +233,17 @@ def cuda_bf16_supported(device: torch.device) -> bool:
 def memory_format(dims: int, device: str | torch.device) -> torch.memory_format:
     """The activation layout training and inference use for a ``dims``-D network on ``device``.
 
-    The rule measured by ``make bench-precision`` (docs/benchmarks.md, "Precision and layout"):
-    on CPU, channels-last (``channels_last`` for 2D, ``channels_last_3d`` for 3D) makes oneDNN
-    convolutions faster in float32 and bf16 alike, for training steps and inference; on other
-    devices the contiguous layout is kept (cuDNN's 3-D kernels have no channels-last fast
-    path, and no GPU has been measured here).
+    The rule measured by ``make bench-precision`` (docs/benchmarks.md, "Precision and layout",
+    which checks it against every row it measures): on CPU, 3D networks run channels-last
+    (``channels_last_3d``: oneDNN's 3-D convolutions are faster in that layout, training
+    steps and inference, fp32 and bf16), while 2D U-Nets run faster in the contiguous layout
+    (instance norm and the transposed convolutions lose more in channels-last than the
+    convolutions gain).  On other devices the contiguous layout is kept: no GPU has been
+    measured here.
     """
-    if torch.device(device).type != "cpu" or dims not in (2, 3):
+    if torch.device(device).type != "cpu" or dims != 3:
         return torch.contiguous_format
-    return torch.channels_last if dims == 2 else torch.channels_last_3d
+    return torch.channels_last_3d
 
 
 def float32_output(output: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

@@ -73,9 +73,9 @@ def sliding_window(
             ``constant`` — the rule training pads its crops with.
         pad_value: the constant for ``pad_mode="constant"``.
         channels_last: run the windows (and, for the duration of the call, the model's 4-D/5-D
-            weights) in channels-last memory layout — same float32 arithmetic, 1.3–3.7× faster
-            convolutions on CPU (oneDNN; see docs/benchmarks.md).  ``None`` (default): on CPU
-            only.  The weights' layout is restored before returning; values never change.
+            weights) in channels-last memory layout — the same arithmetic, in oneDNN's faster
+            layout for 3-D convolutions on CPU (docs/benchmarks.md).  ``None`` (default): the
+            measured rule of :func:`segcli.precision.memory_format` (3-D networks on CPU).  The weights' layout is restored before returning; values never change.
         precision: the network's precision, ``auto``, ``fp32``, ``bf16`` or ``fp16``
             (:func:`segcli.precision.resolve_precision` for ``device``; ``inference.precision``
             in a spec).  ``None`` (default): autocast's default (fp16) on CUDA, float32
@@ -198,8 +198,10 @@ def _autocast(device: torch.device, precision: str | None) -> AbstractContextMan
 
 
 def _layout(dims: int, device: torch.device, channels_last: bool | None) -> torch.memory_format:
-    if channels_last is None:
-        channels_last = device.type == "cpu"
+    if channels_last is None:  # the measured rule (bench/precision.py)
+        from segcli.precision import memory_format
+
+        return memory_format(dims, device)
     if not channels_last or dims not in (2, 3):
         return torch.contiguous_format
     return torch.channels_last if dims == 2 else torch.channels_last_3d
