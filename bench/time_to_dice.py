@@ -121,6 +121,11 @@ def agreement(a: Path, b: Path) -> float:
     return 100.0 * same / max(total, 1)
 
 
+def val_every(args: argparse.Namespace) -> int:
+    """MONAI's validation interval in iterations: segcli's (val_every × iterations_per_epoch)."""
+    return 6 if args.quick else 320
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny schedule (smoke test)")
@@ -169,7 +174,7 @@ def main() -> None:
             "--output",
             str(monai_dir),
             "--val-every",
-            "6" if args.quick else "320",
+            str(val_every(args)),
             "--val-log",
             str(val_log),
         ]
@@ -221,8 +226,9 @@ def report(
         "",
         f"Same split ({n_train} training / {n_val} validation cases, the fp32 run's split.json), "
         f"one run each.  segcli: `{SPEC}` (validation every 4 epochs) with `train.precision` "
-        f"fp32 and bf16; MONAI: bench/hippocampus_monai.py for {budget / 60:.0f} minutes, "
-        "validating every 320 iterations (the same interval in samples).  Clock: from the start "
+        f"fp32 and bf16; MONAI: bench/hippocampus_monai.py for {budget / 60:g} min, "
+        f"validating every {val_every(args)} iterations (the same interval in samples).  "
+        "Clock: from the start "
         "of each process's work (data loading and validation included) to the end of the "
         "validation; Dice: mean over labels 1 and 2 and over the validation cases "
         "(`segcli.metrics`).",
