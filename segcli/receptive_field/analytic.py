@@ -10,7 +10,7 @@ Definitions (SPEC.md, "Receptive field"): the jump of a layer is the distance in
 between neighbouring output units (product of strides; upsampling divides it); its receptive
 field grows as ``r_out = r_in + (k_eff − 1)·jump_in`` with ``k_eff = d·(k − 1) + 1``, pooling
 like convolution.  Instead of the closed formula this module composes the exact per-axis index
-maps of :mod:`segcli.receptive_field.graph` — output index → interval of input indices — which
+maps of :mod:`segcli.models.graph` — output index → interval of input indices — which
 gives the same numbers for chains of convolutions and poolings and stays exact where the
 formula needs care: after upsampling the field depends on where a unit sits relative to the
 coarser grids, and with skip connections on the path taken.  The field reported is the hull
@@ -23,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segcli.receptive_field.graph import Graph, Node
+if TYPE_CHECKING:  # the graph is each network's description of itself (segcli.models)
+    from segcli.models.graph import Graph, Node
+
 
 __all__ = ["FieldReport", "LayerField", "analyse", "node_field"]
 
@@ -38,7 +40,8 @@ class LayerField:
         name, type: layer name (e.g. ``down1.conv2``) and kind (``conv``, ``max pool`` ...).
         channels: output feature maps.
         output_size: spatial output size for the analysed input size (array axis order).
-        kernel: kernel edge (1 for pointwise layers, 0 where not applicable).
+        kernel: kernel edge (1 for pointwise layers, 0 where not applicable), or one edge
+            per axis for an anisotropic layer (e.g. ``(1, 3, 3)``).
         jump: input pixels between neighbouring outputs, per axis (a fraction after
             upsampling beyond the input resolution).
         receptive_field: input pixels (extent) one output unit depends on, per axis.
@@ -50,7 +53,7 @@ class LayerField:
     type: str
     channels: int
     output_size: tuple[int, ...]
-    kernel: int
+    kernel: int | tuple[int, ...]
     jump: tuple[Fraction, ...]
     receptive_field: tuple[int, ...]
     parameters: int
@@ -69,7 +72,7 @@ class LayerField:
             "type": self.type,
             "channels": self.channels,
             "output_size": list(self.output_size),
-            "kernel": self.kernel,
+            "kernel": list(self.kernel) if isinstance(self.kernel, tuple) else self.kernel,
             "jump": [_number(j) for j in self.jump],
             "receptive_field": list(self.receptive_field),
             "parameters": self.parameters,
@@ -112,10 +115,10 @@ def node_field(
     position attaining it (informative only).
     """
     best, best_offset = 0, 0
-    for position in range(graph.period(node)):
+    for position in range(graph.period(node, axis)):
         lo, hi = graph.field(node, position, position, sizes, axis)
         if hi - lo + 1 > best:
-            best, best_offset = hi - lo + 1, lo - int(position * node.scale)
+            best, best_offset = hi - lo + 1, lo - int(position * node.scales[axis])
     return best, best_offset
 
 
@@ -150,7 +153,7 @@ def analyse(graph: Graph, input_size: Sequence[int]) -> FieldReport:
                 channels=node.channels,
                 output_size=tuple(sizes[node.index]),
                 kernel=0 if node.op in ("input", "merge", "crop") else node.kernel,
-                jump=(node.scale,) * dims,
+                jump=tuple(node.scales),
                 receptive_field=field,
                 parameters=node.params,
             )
@@ -160,7 +163,7 @@ def analyse(graph: Graph, input_size: Sequence[int]) -> FieldReport:
         input_size=tuple(int(s) for s in input_size),
         output_size=tuple(sizes[out.index]),
         receptive_field=fields[out.index],
-        jump=(out.scale,) * dims,
+        jump=tuple(out.scales),
         parameters=sum(n.params for n in graph.nodes),
         layers=tuple(rows),
     )
