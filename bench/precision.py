@@ -91,7 +91,7 @@ class Step:
         self.model.train(train)
 
     def __call__(self) -> None:
-        from segcli.engine.train import compute_loss
+        from segcli.losses.deep_supervision import compute_loss
         from segcli.precision import float32_output
 
         if not self.train:

@@ -85,8 +85,11 @@ def profile_one(precision: str, run_dir: str, iterations: int, epochs: int, val_
 
         return wrapper
 
-    for name in ("validate", "plot_curves", "save_checkpoint", "write_log"):
-        setattr(train, name, timed(name, getattr(train, name)))
+    from segcli.engine.run_dir import RunDir
+
+    train.validate = timed("validate", train.validate)
+    for name in ("plot_curves", "save_checkpoint", "write_log"):
+        setattr(RunDir, name, timed(name, getattr(RunDir, name)))
     exp = load(
         REPO / "experiments/hippocampus.yaml",
         [
@@ -104,7 +107,9 @@ def profile_one(precision: str, run_dir: str, iterations: int, epochs: int, val_
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from precision import Step, time_steps
 
-    layout = train._memory_format(3, "cpu") != torch.contiguous_format
+    from segcli.precision import memory_format
+
+    layout = memory_format(3, "cpu") != torch.contiguous_format
     bare = time_steps(
         {"step": Step(3, precision, layout, True, exp.train.batch_size, exp.data.patch_size)},
         repeats=max(iterations // 2, 3),
