@@ -1,11 +1,12 @@
 """Numeric precision of the network: ``auto | fp32 | bf16 | fp16`` resolved for one device.
 
+    >>> import torch
     >>> from segcli.precision import resolve_precision
     >>> choice = resolve_precision("auto", "cpu")
-    >>> choice.name, choice.reason          # on a CPU without bf16 units:
-    ('fp32', 'auto: this CPU has no bfloat16 instructions (AVX512-BF16, AMX or ARM BF16)')
+    >>> choice.describe()   # on a CPU without bf16 instructions:
+    'fp32 (auto: this CPU has no bfloat16 instructions (AVX512-BF16, AMX or ARM BF16))'
     >>> with choice.autocast():
-    ...     logits = model(batch)           # convolutions in choice.dtype, the rest float32
+    ...     logits = torch.nn.Conv2d(1, 2, 3)(torch.randn(1, 1, 8, 8))  # in choice.dtype
 
 Only the network runs in reduced precision, under ``torch.autocast``: the convolutions and
 matrix products take bf16/fp16 inputs and autocast decides the rest op by op.  Everything
@@ -34,7 +35,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -48,7 +48,6 @@ __all__ = [
     "resolve_precision",
 ]
 
-PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 #: Every value of ``train.precision`` / ``inference.precision``.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 

@@ -245,7 +245,7 @@ def _fit(
         position.saved = epoch + 1
         if main:
             run.write_log(rows)
-            # a redraw costs ~0.2 s (bench/train.py): after validations, at the end, else ≤ 1/30 s
+            # a redraw costs ~0.2 s (bench/train.py): after validations, at the end, else every 30 s
             if not math.isnan(val_dice) or last_epoch or time.perf_counter() - drawn >= 30:
                 run.plot_curves(rows, title=exp.name)
                 drawn = time.perf_counter()
