@@ -530,7 +530,7 @@ def _ensemble(
     (``data.resample_order``), and its probabilities are resampled linearly back onto
     ``geometry`` (the input's grid) before they are averaged.
     """
-    from segcli.inference import sliding_window
+    from segcli.inference.overlap_tile import predict_probabilities
 
     inf = exp.inference
     assert inf.patch_size is not None
@@ -546,7 +546,7 @@ def _ensemble(
             normalized[key] = (torch.from_numpy(array), grid)
         network_input, grid = normalized[key]
         try:
-            probs = sliding_window(
+            probs = predict_probabilities(  # overlap-tile for valid-padding networks
                 model.network,
                 network_input,
                 patch_size=inf.patch_size,

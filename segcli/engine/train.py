@@ -218,7 +218,7 @@ def _validation_sums(
     device: str,
 ) -> tuple[float, float, int]:
     """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
-    from segcli.inference import sliding_window
+    from segcli.inference.overlap_tile import predict_probabilities
     from segcli.metrics import evaluate_case
 
     inf = exp.inference
@@ -228,7 +228,7 @@ def _validation_sums(
     model.eval()
     for case in cases:
         image = torch.from_numpy(case.image)
-        probs = sliding_window(
+        probs = predict_probabilities(  # overlap-tile for valid-padding networks
             model,
             image,
             patch_size=inf.patch_size,
@@ -302,19 +302,28 @@ def _check_label_range(cases: list[Any], exp: Experiment) -> None:
 
 
 def _check_validation_size(exp: Experiment) -> None:
-    """Validation runs sliding windows of ``inference.patch_size``: check them before training."""
-    from segcli.models import check_input_size
+    """Validation runs ``inference.patch_size`` windows (or overlap tiles): check them first."""
+    import torch
+
+    from segcli.inference.overlap_tile import tile_geometry
+    from segcli.models import build, check_input_size
 
     patch = tuple(exp.inference.patch_size or exp.data.patch_size)
     out = tuple(check_input_size(exp.model, patch, key="inference.patch_size"))
-    if out != patch:
+    if out == patch:
+        return
+    with torch.device("meta"):  # the geometry needs the network's description only
+        network = build(exp.model)
+    try:
+        tile_geometry(network, patch)
+    except ValueError as exc:
         window = getattr(exp.model, "mode", None) == "window"
-        fix = "model.mode: dense" if window else "same padding (model.padding: same)"
+        fix = "model.mode: dense" if window else "a larger inference.patch_size"
         raise SpecError(
-            f"model.arch '{exp.model.arch}' maps inference.patch_size {list(patch)} to a smaller "
-            f"output {list(out)}, but validation and predict need outputs of the input's size; "
-            f"use {fix} or train without validation (data.val_fraction: 0)"
-        )
+            f"model.arch '{exp.model.arch}' maps inference.patch_size {list(patch)} to "
+            f"{list(out)}, which validation and predict cannot tile ({exc}); use {fix} or "
+            "train without validation (data.val_fraction: 0)"
+        ) from None
 
 
 def _check_resume_spec(saved: dict[str, Any], exp: Experiment, path: Path) -> None:
