@@ -37,7 +37,7 @@ def test_3d_window_classifier_equals_the_dense_network(pad_mode: str) -> None:
         dims=3, filters=2, hidden=3, input_size=19, kernel_sizes=[2, 2], pad_mode=pad_mode
     )
     dense, window = pair(spec)
-    image = torch.randn(1, 8, 7, 9)
+    image = torch.randn(1, 11, 10, 12)
     with torch.no_grad():
         expected = dense(image[None])[0]
     got = classify_every_pixel(window, image, 19, pad_mode=pad_mode)
