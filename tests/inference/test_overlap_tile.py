@@ -201,3 +201,21 @@ def test_predict_runs_a_valid_unet_on_images_of_any_size(tmp_path: Path) -> None
             images / f"{name}_0000.nii.gz"
         )
         assert read_label(out / f"{name}.nii.gz")[0].shape == size
+
+
+def test_a_valid_unet_trains_with_validation_by_overlap_tile(toy2d: Path, tmp_path: Path) -> None:
+    from segcli.config.loader import from_dict
+    from segcli.engine.runtime import set_quiet
+    from segcli.engine.train import fit
+    from tests.conftest import tiny_spec
+
+    raw = tiny_spec(
+        toy2d,
+        data={"patch_size": [44, 44]},
+        train={"epochs": 1, "iterations_per_epoch": 2},
+        output=str(tmp_path / "runs"),
+    )
+    raw["model"] = {"arch": "unet", "dims": 2, "filters": 2, "depth": 2, "padding": "valid"}
+    set_quiet(True)
+    result = fit(from_dict(raw), device="cpu")
+    assert 0.0 <= result.rows[-1]["val_dice"] <= 1.0  # validation ran on whole 32×32 cases
