@@ -190,14 +190,17 @@ def _size_probe(model: nn.Module, dims: int) -> Callable[[tuple[int, ...]], tupl
 
 
 def _graph_stride(model: nn.Module, dims: int) -> tuple[int, ...] | None:
+    """Total stride per axis from the network's layer graph (``None`` without one)."""
     graph = _graph_of(model)
     if graph is None:
         return None
+    total = getattr(graph, "total_stride", None)
+    if total is not None:
+        return tuple(int(s) for s in total())
     strides = [1] * dims
     for node in graph.nodes:  # type: ignore[attr-defined]
-        scale = node.scale
-        per_axis = list(scale) if isinstance(scale, Sequence) else [scale] * dims
-        strides = [math.lcm(s, math.ceil(x)) for s, x in zip(strides, per_axis, strict=True)]
+        scales = getattr(node, "scales", None) or (node.scale,) * dims
+        strides = [math.lcm(s, math.ceil(x)) for s, x in zip(strides, scales, strict=True)]
     return tuple(strides)
 
 

@@ -219,3 +219,20 @@ def test_a_valid_unet_trains_with_validation_by_overlap_tile(toy2d: Path, tmp_pa
     set_quiet(True)
     result = fit(from_dict(raw), device="cpu")
     assert 0.0 <= result.rows[-1]["val_dice"] <= 1.0  # validation ran on whole 32×32 cases
+
+
+def test_anisotropic_strides_align_per_axis() -> None:
+    """Per-axis pooling (model.strides): the tiles follow each axis's own total stride."""
+    torch.manual_seed(0)
+    spec = UNetSpec(filters=3, depth=2, strides=[[1, 2], [2, 2]], padding="valid", norm="none")
+    net = build(spec).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(2.0)
+    geo = tile_geometry(net, (60, 60))
+    assert geo.stride == (2, 4)
+    image = torch.randn(1, 29, 33)
+    a = overlap_tile(net, image, (60, 60))
+    b = overlap_tile(net, image, (64, 68))
+    assert a.shape == (2, 29, 33)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
