@@ -563,8 +563,10 @@ def fcn_section(work: Path, train2d: Path, test: list[Any], quick: bool) -> list
 
 def _best(rows: list[Any], metric: str, pick: Any) -> str:
     finite = [(r[3][metric], r[0]) for r in rows if math.isfinite(r[3][metric])]
-    if not finite:
-        return "(none: no network found a malign lesion)"
+    if not finite or all(r[3]["missed"] == r[3]["malign"] for r in rows):
+        return "(none: no network found a malign lesion on this budget)"
+    if len({v for v, _ in finite}) == 1:
+        return f"(all equal: {_f(finite[0][0], 2 if metric == 'hd95' else 3)})"
     value, label = pick(finite)
     return f"{label} ({_f(value, 2 if metric == 'hd95' else 3)})"
 
