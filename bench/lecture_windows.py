@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import shutil
 import sys
@@ -719,7 +720,8 @@ def sections(work: Path, train2d: Path, quick: bool = False) -> list[str]:
         "",
         "Written by `bench/lecture_windows.py` (part of `make lecture`"
         + (", QUICK setting: not for reading" if quick else "")
-        + f"), {stamp}, on {machine()}.",
+        + f"), {stamp}, on {machine()}; load average {os.getloadavg()[0]:.1f} at the start "
+        "(above the core count, the times below are contended).",
         "",
     ]
     out += parameter_table()
