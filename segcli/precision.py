@@ -44,6 +44,7 @@ __all__ = [
     "cpu_bf16_supported",
     "cuda_bf16_supported",
     "float32_output",
+    "inference_autocast",
     "memory_format",
     "resolve_precision",
 ]
@@ -243,6 +244,19 @@ def memory_format(dims: int, device: str | torch.device) -> torch.memory_format:
     if torch.device(device).type != "cpu" or dims != 3:
         return torch.contiguous_format
     return torch.channels_last_3d
+
+
+def inference_autocast(
+    device: torch.device, precision: str | None
+) -> AbstractContextManager[object]:
+    """The autocast context of the inference functions' ``precision`` keyword.
+
+    ``None`` keeps their historical default (autocast's fp16 on CUDA, float32 elsewhere);
+    a name is resolved for ``device`` by :func:`resolve_precision`.
+    """
+    if precision is None:
+        return torch.autocast("cuda") if device.type == "cuda" else nullcontext()
+    return resolve_precision(precision, device).autocast()
 
 
 def float32_output(output: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

@@ -325,3 +325,17 @@ def test_training_says_which_precision_ran_and_what_old_keys_mean(
         "reason": "set in the spec",
         "channels_last": False,  # a 2D network on CPU (segcli.precision.memory_format)
     }
+
+
+def test_overlap_tile_runs_valid_networks_in_the_chosen_precision() -> None:
+    from segcli.inference.overlap_tile import overlap_tile
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Conv2d(6, 3, 3)).eval()  # shrinks
+    image = _smooth_image((30, 26))
+    reference = overlap_tile(model, image, (16, 16), precision="fp32")
+    probs = overlap_tile(model, image, (16, 16), precision="bf16")
+    assert probs.dtype == torch.float32 and probs.shape == (3, 30, 26)
+    assert torch.allclose(probs.sum(0), torch.ones(30, 26), atol=1e-5)
+    assert 0 < (probs - reference).abs().max() < 0.05
+    assert (probs.argmax(0) == reference.argmax(0)).float().mean() >= 0.99

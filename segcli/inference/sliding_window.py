@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 
 from segcli.inference.windows import BLEND_MODES, blend_profiles, blend_weights, window_starts
 from segcli.padding import PAD_MODES, pad_to_shape
+from segcli.precision import inference_autocast
 
 __all__ = ["accumulator_device", "mirror_axes", "sliding_window"]
 
@@ -104,7 +105,7 @@ def sliding_window(
     profiles = blend_profiles(patch, blend)
     weights = blend_weights(patch, blend).to(device)
     flips = mirror_axes(len(patch)) if tta else [()]
-    amp = _autocast(device, precision)
+    amp = inference_autocast(device, precision)
     layout = _layout(len(patch), device, channels_last)
 
     acc: torch.Tensor | None = None
@@ -187,14 +188,6 @@ def _check_arguments(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
-
-
-def _autocast(device: torch.device, precision: str | None) -> AbstractContextManager[object]:
-    if precision is None:
-        return torch.autocast("cuda") if device.type == "cuda" else nullcontext()
-    from segcli.precision import resolve_precision
-
-    return resolve_precision(precision, device).autocast()
 
 
 def _layout(dims: int, device: torch.device, channels_last: bool | None) -> torch.memory_format:
