@@ -294,6 +294,7 @@ def evaluate_folders(
     workers: int | None = None,
     overlays_dir: str | Path | None = None,
     images_dir: str | Path | None = None,
+    spec_name: str | None = None,
 ) -> EvaluationResult:
     """Score every prediction in ``pred_dir`` against its reference in ``ref_dir``.
 
@@ -309,6 +310,8 @@ def evaluate_folders(
         workers: worker processes across cases (None = all cores; 1 = in this process).
         overlays_dir: write ``<case>.png`` here (see :func:`overlay_slices`).
         images_dir: images drawn under the overlays, paired by case name (``_0000`` channel).
+        spec_name: the experiment's name, recorded in ``<stem>_meta.json`` beside the CSV
+            (with the folders, so ``segcli report`` finds the label maps).
 
     Returns:
         The :class:`EvaluationResult`.
@@ -325,7 +328,7 @@ def evaluate_folders(
     the whole result.
     """
     with distributed.session("cpu"):
-        return _evaluate_folders(
+        result = _evaluate_folders(
             pred_dir,
             ref_dir,
             output_csv,
@@ -336,6 +339,38 @@ def evaluate_folders(
             overlays_dir,
             images_dir,
         )
+        if distributed.is_main():  # the CSV's sidecar: where its label maps are (segcli report)
+            _write_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
+        return result
+
+
+def _write_meta(
+    result: EvaluationResult,
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    images_dir: str | Path | None,
+    nsd_tolerance: float,
+    spec_name: str | None,
+) -> None:
+    from segcli.report.data import write_meta
+
+    first_ref = next(iter(pair_cases(pred_dir, ref_dir).values()))[1]
+    write_meta(
+        result.output_csv,
+        pred_dir=pred_dir,
+        ref_dir=ref_dir,
+        images_dir=images_dir,
+        metrics=result.metrics,
+        labels=result.labels,
+        label_names=result.label_names,
+        nsd_tolerance=float(nsd_tolerance),
+        voxels={
+            case: {label: (r.ref_voxels, r.pred_voxels) for label, r in per.items()}
+            for case, per in result.cases.items()
+        },
+        spec_name=spec_name,
+        ndim=len(read_geometry(first_ref).size),
+    )
 
 
 def _evaluate_folders(
@@ -604,6 +639,7 @@ def evaluate_command(
     overlays: Path | None = None,
     images: Path | None = None,
     compare_postprocessing: bool = False,
+    report: Path | None = None,
 ) -> EvaluationResult:
     """The ``segcli evaluate`` command: options override the spec's ``evaluation`` section.
 
@@ -617,8 +653,15 @@ def evaluate_command(
         compare_postprocessing: also compare each postprocessing step's mean Dice per label
             (:mod:`segcli.engine.postprocessing`; ``min_size`` from the spec's
             ``inference.postprocess``) and write ``<stem>_postprocessing.csv``.
+        report: also write the HTML report of the run here (:mod:`segcli.report`).
     """
     evaluation = exp.evaluation if exp is not None else EvaluationSpec()
+    if images is not None and overlays is None and report is None:
+        raise SpecError(
+            "--images only sets what the overlays and the report draw on; "
+            "add --overlays DIR or --report FILE.html"
+        )
+    report_images, images = images, (images if overlays is not None else None)
     with distributed.session("cpu") as ctx:  # torchrun: the cases split across the ranks
         result = evaluate_folders(
             pred,
@@ -630,9 +673,23 @@ def evaluate_command(
             workers=workers,
             overlays_dir=overlays,
             images_dir=images,
+            spec_name=exp.name if exp is not None else None,
         )
     if not is_quiet():
         print_summary(result)
+    if report is not None and ctx.is_main:
+        from segcli.engine.report import report_command
+
+        if report_images is not None and images is None:  # record them for `segcli report`
+            _write_meta(
+                result,
+                pred,
+                ref,
+                report_images,
+                evaluation.nsd_tolerance if nsd_tolerance is None else nsd_tolerance,
+                exp.name if exp is not None else None,
+            )
+        report_command([result.output_csv], report, images=report_images)
     if compare_postprocessing and ctx.is_main:  # rank 0 alone, on all cases
         from segcli.engine import postprocessing as post
 
