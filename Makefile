@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train bench-report lecture hippocampus clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-inference: $(VENV)/.bench-stamp
 
 bench-train: $(VENV)/.bench-stamp
 	$(BIN)/python bench/train.py
+
+## segcli report: 52 3D cases with overlays (size, time) and 1,000 cases in Chromium (load, sort)
+bench-report: install
+	$(BIN)/python bench/report.py
 
 ## the lecture's experiments (docs/lecture.md) and the real-data result (docs/results.md)
 lecture: install
