@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train bench-report lecture hippocampus clean
+.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train bench-report report-screenshot lecture hippocampus clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,8 @@ demo: install
 	$(BIN)/segcli train experiments/toy-dilated.yaml --set data.root=$(DEMO)/train --set output=$(DEMO)/runs --set train.epochs=10
 	$(BIN)/segcli predict experiments/toy-dilated.yaml --set output=$(DEMO)/runs --input $(DEMO)/test/imagesTr --output $(DEMO)/pred
 	$(BIN)/segcli evaluate experiments/toy-dilated.yaml --pred $(DEMO)/pred --ref $(DEMO)/test/labelsTr --output $(DEMO)/metrics.csv --overlays $(DEMO)/overlays --images $(DEMO)/test/imagesTr
+	$(BIN)/segcli report $(DEMO)/metrics.csv -o $(DEMO)/report.html
+	@echo "demo done: open $(DEMO)/report.html in a browser to look at the results"
 
 ## lint, format check and the test suite (the CI command)
 test: install
@@ -59,6 +61,10 @@ bench-train: $(VENV)/.bench-stamp
 ## segcli report: 52 3D cases with overlays (size, time) and 1,000 cases in Chromium (load, sort)
 bench-report: install
 	$(BIN)/python bench/report.py
+
+## the README's report screenshot (docs/img/report.png), from the tour's own steps
+report-screenshot: install
+	$(BIN)/python bench/report_screenshot.py
 
 ## the lecture's experiments (docs/lecture.md) and the real-data result (docs/results.md)
 lecture: install

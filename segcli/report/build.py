@@ -439,8 +439,10 @@ def _comparison(runs: Sequence[Run], progress: Progress) -> tuple[str, int, int]
     if not metrics:
         raise DataError(f"{base.csv} and the other CSVs have no metric column in common")
     dropped = sorted({m for r in runs for m in r.metrics} - set(metrics))
-    for run in runs[1:]:  # the same case order as the baseline
+    for run in runs[1:]:  # the same case order as the baseline; same references and images
         run.cases = base.cases
+        run.ref_dir = run.ref_dir or base.ref_dir
+        run.images_dir = run.images_dir or base.images_dir
     sections, drawn, gaps = [], 0, 0
     for other in runs[1:]:
         sections.append(_comparison_section(base, other, metrics))

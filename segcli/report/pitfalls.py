@@ -183,6 +183,18 @@ def find_pitfalls(run: Run, scan: MapScan) -> list[Finding]:
                         tuple(extra),
                     )
                 )
+        if "lesion_fp" in run.metrics:
+            alarms = [c for c in run.cases if run.values[c][label]["lesion_fp"] > 0]
+            if alarms:
+                out.append(
+                    Finding(
+                        f"{title}: false-alarm components in {len(alarms)} case(s)",
+                        "The prediction has components that touch no reference component "
+                        "(lesion_fp > 0). A small false alarm barely moves Dice, and in a case "
+                        "whose reference is empty it is scored by Dice 0 and NaN distances.",
+                        tuple(alarms),
+                    )
+                )
         if scan.done and scan.holes.get(label):
             holes = scan.holes[label]
             out.append(
@@ -231,8 +243,8 @@ def _small(run: Run, label: int, title: str) -> list[Finding]:
     return [
         Finding(
             f"{title}: small structures",
-            f"The median reference structure has {median:.0f} voxels (a ball of radius "
-            f"{radius:.1f} voxels): a prediction one voxel too wide all round already scores "
+            f"The median reference structure has {median:.0f} voxels (a "
+            f"{'ball' if ndim == 3 else 'disc'} of radius {radius:.1f} voxels): a prediction one voxel too wide all round already scores "
             f"Dice {dice_one_voxel:.2f}. Dice differences of a few points are within this; for "
             "many small lesions, look at lesion-wise detection (lesion_f1).",
         )
