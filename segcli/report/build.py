@@ -20,6 +20,7 @@ from segcli.atomic import atomic_open
 from segcli.errors import DataError, SpecError
 from segcli.report import stats
 from segcli.report.data import Run, load_run
+from segcli.report.overlay import CaseFiles, load_case
 from segcli.report.page import cell, esc, fmt, page, table
 
 __all__ = ["PERCENTILES", "ReportResult", "select_cases", "write_report"]
@@ -80,14 +81,24 @@ def select_cases(run: Run, worst: int) -> dict[str, list[str]]:
     return chosen
 
 
-def _overlay_html(run: Run, case: str, title: str) -> tuple[str, bool]:
-    """``(<img>, ok)`` of one case, or a stated gap in its place."""
-    from segcli.report.overlay import load_case, render_case
+def _overlay_html(
+    run: Run,
+    case: str,
+    title: str,
+    files: CaseFiles | None = None,
+    centre: tuple[int, ...] | None = None,
+) -> tuple[str, bool]:
+    """``(<img>, ok)`` of one case, or a stated gap in its place (``files``: already read;
+    ``centre``: the 3D slice position, default the centre of the case's largest error)."""
+    from segcli.report.overlay import render_case
 
-    files = load_case(case, run.pred_dir, run.ref_dir, run.images_dir)
+    if files is None:
+        files = load_case(case, run.pred_dir, run.ref_dir, run.images_dir)
     if files.pred is None or files.ref is None:
         return f'<div class="gap">No overlay for {esc(case)}: {esc(files.gap)}.</div>', False
-    png = render_case(files.pred, files.ref, files.spacing, files.image, run.labels, title)
+    png = render_case(
+        files.pred, files.ref, files.spacing, files.image, run.labels, title, centre=centre
+    )
     img = (
         f'<img alt="overlay of {esc(case)}" src="data:image/png;base64,'
         f'{base64.b64encode(png).decode("ascii")}">'
@@ -414,13 +425,16 @@ def _changed_most(base: Run, other: Run, progress: Progress) -> tuple[str, int, 
     for case in top:
         progress(case)
         pictures = []
-        for run in (base, other):
-            picture, ok = _overlay_html(run, case, f"{run.name}: {case}")
+        loaded = [load_case(case, r.pred_dir, r.ref_dir, r.images_dir) for r in (base, other)]
+        centre = _shared_centre(loaded, base.labels)
+        for run, files in zip((base, other), loaded, strict=True):
+            picture, ok = _overlay_html(run, case, f"{run.name}: {case}", files, centre)
             drawn += picture.startswith("<img")
             gaps += not ok
             pictures.append(f"<div>{picture}</div>")
         parts.append(
-            f'<div class="case" data-case="{esc(case)}">{"".join(pictures)}<div><h3>{esc(case)}</h3>'
+            f'<div class="case" data-case="{esc(case)}"><div class="pair">{"".join(pictures)}</div>'
+            f"<div><h3>{esc(case)}</h3>"
             f"<p>largest change of {esc(metric)} over labels: {fmt(change[case])}</p>"
             f"{_case_metrics_table([base, other], case)}</div></div>"
         )
@@ -430,6 +444,27 @@ def _changed_most(base: Run, other: Run, progress: Progress) -> tuple[str, int, 
         drawn,
         gaps,
     )
+
+
+def _shared_centre(loaded: Sequence[CaseFiles], labels: Sequence[int]) -> tuple[int, ...] | None:
+    """One slice position for both runs' overlays: the largest error of either prediction."""
+    import numpy as np
+
+    from segcli.report.overlay import error_centre
+
+    usable = [f for f in loaded if f.pred is not None and f.ref is not None]
+    if not usable or usable[0].ref is None or usable[0].ref.ndim != 3:
+        return None
+    ref = usable[0].ref
+    ref_fg = np.isin(ref, labels)
+    wrong = np.zeros(ref.shape, bool)
+    pred_fg = np.zeros(ref.shape, bool)
+    for files in usable:
+        if files.pred is not None and files.pred.shape == ref.shape:
+            fg = np.isin(files.pred, labels)
+            pred_fg |= fg
+            wrong |= (fg | ref_fg) & (np.where(fg, files.pred, 0) != np.where(ref_fg, ref, 0))
+    return error_centre(pred_fg, ref_fg, wrong)
 
 
 def _comparison(runs: Sequence[Run], progress: Progress) -> tuple[str, int, int]:

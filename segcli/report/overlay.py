@@ -155,6 +155,7 @@ def render_case(
     title: str = "",
     panel_inches: float = 2.6,
     dpi: int = 80,
+    centre: tuple[int, ...] | None = None,
 ) -> bytes:
     """PNG bytes of one case's overlay (see the module docstring).
 
@@ -165,6 +166,8 @@ def render_case(
         labels: the foreground labels drawn.
         title: figure title.
         panel_inches, dpi: size of each panel.
+        centre: 3D only: (z, y, x) where the three slices cross; default the centre of the
+            largest connected error (:func:`error_centre`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -183,7 +186,7 @@ def render_case(
     if ref.ndim == 2:
         views = [("", lambda a: a[box], (spacing[0], spacing[1]))]
     else:
-        z, y, x = error_centre(pred_fg, ref_fg, fn | fp | swap)
+        z, y, x = centre or error_centre(pred_fg, ref_fg, fn | fp | swap)
         views = [
             (f"axial z={z}", lambda a: a[z][box[1], box[2]], (spacing[1], spacing[2])),
             (f"coronal y={y}", lambda a: a[:, y][box[0], box[2]], (spacing[0], spacing[2])),

@@ -31,7 +31,7 @@ table.sortable th.desc::after{content:" \\25BC"}
 .case img{max-width:100%;height:auto;image-rendering:pixelated}.plots{display:flex;flex-wrap:wrap;gap:8px}
 .plots svg{height:auto;max-width:100%}.finding{margin:8px 0}.finding b{display:block}
 .better{color:#17803d}.worse{color:#b3261e}input.filter{margin:4px 0;padding:4px 6px;width:260px}
-nav a{margin-right:12px}
+nav a{margin-right:12px}.pair{display:flex;gap:6px;flex:1 1 100%}.pair>div{flex:1 1 0;min-width:0}
 """
 
 _JS = """
