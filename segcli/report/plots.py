@@ -14,13 +14,17 @@ import numpy as np
 
 __all__ = ["box_plot", "scatter_plot"]
 
+#: Above this many points per group, the points are drawn as one embedded bitmap inside the
+#: SVG (axes and text stay vector): thousands of SVG circles make a page slow to open.
+_VECTOR_POINTS = 300
+
 
 def _svg(fig: object) -> str:
     import matplotlib
 
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "segcli"}):
-        fig.savefig(buffer, format="svg")  # type: ignore[attr-defined]
+        fig.savefig(buffer, format="svg", dpi=110)  # type: ignore[attr-defined]
     text = buffer.getvalue()
     text = text[text.index("<svg") :]  # drop the XML prolog and doctype: inline in HTML
     return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
@@ -62,7 +66,7 @@ def box_plot(groups: Sequence[tuple[str, Sequence[float]]], metric: str, unit: s
                 alpha=0.55,
                 color="#2c6fbb",
                 linewidths=0,
-                rasterized=values.size > 2000,
+                rasterized=values.size > _VECTOR_POINTS,
             )
     ax.set_xticks(positions, [name for name, _ in groups], fontsize=8)
     ax.set_ylabel(metric + (f" [{unit}]" if unit else ""), fontsize=9)
@@ -85,7 +89,9 @@ def scatter_plot(
         lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
         pad = (hi - lo) * 0.05 or 0.05
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#888", lw=0.8, ls="--")
-        ax.scatter(x, y, s=9, alpha=0.6, color="#2c6fbb", linewidths=0, rasterized=x.size > 2000)
+        ax.scatter(
+            x, y, s=9, alpha=0.6, color="#2c6fbb", linewidths=0, rasterized=x.size > _VECTOR_POINTS
+        )
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(name_a, fontsize=8)
