@@ -101,6 +101,8 @@ class Run:
         values: ``{case: {label: {metric: value}}}`` (NaN for empty cells).
         meta: the sidecar's record (empty when there is none).
         pred_dir, ref_dir, images_dir: where the label maps and images are (None: unknown).
+        extra: rows of labels that are not scored in every case — stray prediction labels,
+            which evaluate writes only for the cases that have them: ``{label: {case: values}}``.
     """
 
     name: str
@@ -113,6 +115,7 @@ class Run:
     pred_dir: Path | None = None
     ref_dir: Path | None = None
     images_dir: Path | None = None
+    extra: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def label_names(self) -> dict[int, str]:
@@ -203,20 +206,24 @@ def load_run(
         }
     if not values:
         raise _not_evaluate(path, "no data rows")
-    labels = tuple(sorted({label for per in values.values() for label in per}))
+    meta = _read_meta(path)
+    found = sorted({label for per in values.values() for label in per})
+    if meta.get("labels"):
+        labels = tuple(
+            int(v) for v in meta["labels"] if any(int(v) in per for per in values.values())
+        )
+    else:  # scored labels have a row in every case; stray-label rows only where predicted
+        labels = tuple(lbl for lbl in found if all(lbl in per for per in values.values()))
+    if not labels:
+        raise _not_evaluate(path, f"no label has a row for every case (labels {found})")
     for case, per in values.items():
-        if len(per) != len(labels):
-            missing = next(label for label in labels if label not in per)
-            raise _not_evaluate(path, f"case '{case}' has no row for label {missing}")
-    meta: dict[str, Any] = {}
-    side = meta_path(path)
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{side}: cannot read the evaluation record ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
-            raise DataError(f"{side}: not a segcli evaluation record (format {META_FORMAT})")
+        missing = [label for label in labels if label not in per]
+        if missing:
+            raise _not_evaluate(path, f"case '{case}' has no row for label {missing[0]}")
+    extra: dict[int, dict[str, dict[str, float]]] = {}
+    for case, per in values.items():
+        for label in [lbl for lbl in per if lbl not in labels]:
+            extra.setdefault(label, {})[case] = per.pop(label)
 
     def folder(given: str | Path | None, key: str) -> Path | None:
         if given is not None:
@@ -235,4 +242,19 @@ def load_run(
         pred_dir=folder(pred_dir, "pred_dir"),
         ref_dir=folder(ref_dir, "ref_dir"),
         images_dir=folder(images_dir, "images_dir"),
+        extra=extra,
     )
+
+
+def _read_meta(csv_path: Path) -> dict[str, Any]:
+    """The sidecar's record, or ``{}`` when there is none."""
+    side = meta_path(csv_path)
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{side}: cannot read the evaluation record ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise DataError(f"{side}: not a segcli evaluation record (format {META_FORMAT})")
+    return meta

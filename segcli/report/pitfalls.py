@@ -206,6 +206,18 @@ def find_pitfalls(run: Run, scan: MapScan) -> list[Finding]:
                     tuple(holes),
                 )
             )
+    for value, rows in sorted(run.extra.items()):
+        if scan.done and value in scan.stray:
+            continue  # stated below, from the label maps
+        out.append(
+            Finding(
+                f"label {value} predicted but in no reference",
+                f"The CSV has rows for label {value} in {len(rows)} case(s) only: evaluate "
+                "writes them for a prediction value no reference has. These voxels are false "
+                "positives that no scored label's metrics count.",
+                tuple(rows),
+            )
+        )
     if scan.done:
         for value, cases in scan.stray.items():
             out.append(
