@@ -403,7 +403,8 @@ def report(
     csvs: Annotated[
         list[Path],
         typer.Argument(
-            help="Evaluate CSV(s): one for a run's report, several to compare runs on the same cases."
+            help="Evaluate CSV(s): one for a run's report, several to compare runs on the same cases.",
+            metavar="METRICS.CSV",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path(
