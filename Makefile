@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train bench-report report-screenshot lecture hippocampus clean
+.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: bench-precision time-to-dice
+.PHONY: bench-report report-screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +49,7 @@ $(VENV)/.bench-stamp: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-bench: bench-metrics bench-inference bench-train
+bench: bench-metrics bench-inference bench-train bench-precision
 
 bench-metrics: $(VENV)/.bench-stamp
 	$(BIN)/python bench/metrics.py
@@ -72,3 +74,11 @@ lecture: install
 
 hippocampus: $(VENV)/.bench-stamp
 	$(BIN)/python bench/hippocampus.py
+
+## precision × layout step times and CT-sized inference (docs/benchmarks.md; ~30 min quiet)
+bench-precision: $(VENV)/.bench-stamp
+	$(BIN)/python bench/precision.py
+
+## Hippocampus time-to-Dice, segcli (fp32, bf16) vs MONAI, bf16 accuracy (docs/results.md; ~45 min)
+time-to-dice: $(VENV)/.bench-stamp
+	$(BIN)/python bench/time_to_dice.py

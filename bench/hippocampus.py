@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine  # noqa: E402
+from _report import machine, marked_sections  # noqa: E402
 
 SEGCLI = [sys.executable, "-m", "segcli"]
 DOC = REPO / "docs" / "results.md"
@@ -329,7 +329,8 @@ def main() -> None:
             f"   ![{name}](img/hippocampus_worst_{i}_{name}.png)",
             "",
         ]
-    DOC.write_text("\n".join(lines) + "\n")
+    kept = marked_sections(DOC)  # sections other scripts write (bench/time_to_dice.py)
+    DOC.write_text("\n".join(lines) + "\n" + (f"\n{kept}\n" if kept else ""))
     print(f"wrote {DOC}", file=sys.stderr)
 
 
