@@ -98,6 +98,7 @@ STEPS: tuple[Step, ...] = (
             "      --output metrics.csv --overlays overlays --images data/toy2d-test/imagesTr",
         ),
     ),
+    Step("report", ("segcli report metrics.csv -o report.html",)),
     Step(
         "spec-errors",
         (
