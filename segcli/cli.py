@@ -123,6 +123,13 @@ def synth(
     noise: Annotated[
         float, typer.Option("--noise", help="Background noise standard deviation.")
     ] = 0.1,
+    nested: Annotated[
+        bool,
+        typer.Option(
+            "--nested",
+            help="Nested toy instead: lesions (label 2) inside an organ (label 1), for regions.",
+        ),
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Write the lecture's toy data: lesions that are malign (labelled) only when ringed."""
@@ -137,6 +144,7 @@ def synth(
         lesion=lesion,
         ring_distance=ring_distance,
         noise=noise,
+        nested=nested,
     )
     from segcli.engine.runtime import info
 

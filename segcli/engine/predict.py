@@ -58,11 +58,12 @@ from segcli.io.images import (
     strip_suffix,
     write_image,
 )
+from segcli.labels import decode_probabilities
 
 __all__ = ["LoadedModel", "PredictResult", "find_inputs", "load_models", "predict_cases"]
 
 #: Spec keys a checkpoint must agree on besides ``model``: they change what the weights mean.
-_MEANING_KEYS = ("multilabel", "data.normalization")
+_MEANING_KEYS = ("multilabel", "regions", "data.normalization")
 
 _CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
 
@@ -489,12 +490,7 @@ def predict_case(
     if squeezed:  # resampling happens in the plane; the slice's own 2-D grid
         grid = make_geometry(image.shape[1:], geometry.spacing[1:])
     probs = _ensemble(exp, models, image, device, grid)
-    if exp.multilabel:
-        labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] < 255 else np.uint16)
-        for k in range(probs.shape[0]):  # later labels win where several exceed 0.5
-            labels[probs[k] > 0.5] = k + 1
-    else:
-        labels = probs.argmax(0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
+    labels = decode_probabilities(probs, exp.region_values)  # regions: segcli.labels
     post = exp.inference.postprocess
     if post.largest_component or post.min_size > 0 or post.fill_holes:
         from segcli.postprocess import postprocess_labels

@@ -129,13 +129,19 @@ def _unwrap(model: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------- targets
 
 
-def _to_target(label: torch.Tensor, num_outputs: int, multilabel: bool) -> torch.Tensor:
-    """(B, *spatial) int labels → the loss's target: indices, or (B, K, *spatial) for multilabel."""
+def _to_target(
+    label: torch.Tensor,
+    num_outputs: int,
+    multilabel: bool,
+    regions: tuple[tuple[int, ...], ...] | None = None,
+) -> torch.Tensor:
+    """(B, *spatial) int labels → the loss's target: indices, or (B, K, *spatial) region masks."""
     if not multilabel:
         return label
-    values = torch.arange(1, num_outputs + 1, device=label.device)
-    shape = (1, num_outputs) + (1,) * (label.ndim - 1)
-    return (label.unsqueeze(1) == values.view(shape)).float()
+    from segcli.labels import default_regions
+    from segcli.losses.regions import region_target
+
+    return region_target(label, regions or default_regions(num_outputs))
 
 
 def _centre_crop(target: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
@@ -219,11 +225,11 @@ def _validation_sums(
 ) -> tuple[float, float, int]:
     """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
     from segcli.inference import sliding_window
-    from segcli.metrics import evaluate_case
+    from segcli.labels import decode_probabilities
+    from segcli.metrics.regions import mean_foreground_dice
 
     inf = exp.inference
     num_out = exp.model.num_classes
-    labels = list(range(1, num_out + 1)) if exp.multilabel else list(range(1, num_out))
     losses, dices = [], []
     model.eval()
     for case in cases:
@@ -247,16 +253,14 @@ def _validation_sums(
             if exp.multilabel:
                 p = probs.clamp(eps, 1 - eps)
                 logits = torch.log(p) - torch.log1p(-p)
-                pred = np.zeros(case.label.shape, dtype=np.int64)
-                for k in range(num_out):  # later labels win where several exceed 0.5
-                    pred[(probs[k] > 0.5).numpy()] = k + 1
             else:
                 logits = torch.log(probs.clamp_min(eps))
-                pred = probs.argmax(0).numpy()
-            target = _to_target(label.unsqueeze(0), num_out, exp.multilabel)
+            target = _to_target(label.unsqueeze(0), num_out, exp.multilabel, exp.region_values)
             losses.append(float(loss_fn(logits.unsqueeze(0), target)))
-        scores = evaluate_case(pred, case.label, case.spacing, labels=labels, metrics=["dice"])
-        dices.append(float(np.mean([scores[k]["dice"] for k in labels])))
+        pred = decode_probabilities(probs.numpy(), exp.region_values)
+        dices.append(
+            mean_foreground_dice(pred, case.label, case.spacing, num_out, exp.region_values)
+        )
     model.train()
     return float(sum(losses)), float(sum(dices)), len(cases)
 
@@ -283,6 +287,11 @@ def _check_run_dir(run: RunDir, resume: bool) -> None:
 def _check_label_range(cases: list[Any], exp: Experiment) -> None:
     """Every label value must be a class of the model (else the loss fails mid-training)."""
     num_out = exp.model.num_classes
+    if exp.regions is not None:
+        from segcli.labels import check_region_labels
+
+        check_region_labels(cases, exp.regions)
+        return
     top = num_out if exp.multilabel else num_out - 1
     for case in cases:
         if case.label is None or not case.label.size:
@@ -325,7 +334,7 @@ def _check_resume_spec(saved: dict[str, Any], exp: Experiment, path: Path) -> No
         raise CheckpointError(
             f"{path}: the spec stored in the checkpoint is invalid: {exc}"
         ) from None
-    for key in ("model", "loss", "data", "multilabel", "seed"):
+    for key in ("model", "loss", "data", "multilabel", "regions", "seed"):
         if getattr(old, key) != getattr(exp, key):
             raise CheckpointError(
                 f"{path}: cannot resume: the spec's '{key}' section differs from the one the run "
@@ -554,7 +563,9 @@ def _fit(
                 got = time.perf_counter()
                 result.data_seconds += got - fetch_start
                 image = image.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                target = _to_target(label.to(device, non_blocking=True), num_out, exp.multilabel)
+                target = _to_target(
+                    label.to(device, non_blocking=True), num_out, exp.multilabel, exp.region_values
+                )
                 with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=use_amp):
                     output = train_model(image)
                     loss = compute_loss(loss_fn, output, target, exp.multilabel)
