@@ -141,8 +141,8 @@ def make_nested_case(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """One case of the nested toy: lesions inside an organ, and look-alikes outside it.
 
-    The organ is a ball (disk in 2D) of radius ``size/6 .. size/4`` at intensity 0.5; inside it
-    lie 0..``max_lesions`` lesions, balls of radius 1.5–2.5 at intensity 1.0, each at least
+    The organ is a ball (disk in 2D) of radius ``size/5 .. size/3.5`` at intensity 0.5; inside it
+    lie 0..``max_lesions`` lesions, balls of radius 2–3 at intensity 1.0, each at least
     one voxel from the organ's border.  With probability 1/2 a *decoy* (a bright ball of the
     same kind) lies outside the organ: by definition it is no lesion, so a network must see
     the organ around a bright spot to label it.
@@ -158,18 +158,19 @@ def make_nested_case(
     shape = (size,) * dims
     image = rng.normal(0.0, noise, size=shape).astype(np.float32)
     label = np.zeros(shape, dtype=np.uint8)
-    radius = rng.uniform(size / 6, size / 4)
+    radius = rng.uniform(size / 5, size / 3.5)
     centre = rng.uniform(radius + 1, size - radius - 2, size=dims)
     organ = _ball(shape, centre, radius)
     image[organ] += 0.5
     label[organ] = 1
+    interior = _ball(shape, centre, radius - 1.0)  # lesions keep one organ voxel around them
     for _ in range(int(rng.integers(0, max_lesions + 1))):
-        r = rng.uniform(1.5, 2.5)
+        r = rng.uniform(2.0, 3.0)
         reach = max(radius - r - 1.0, 0.0)
         direction = rng.normal(size=dims)
         direction /= np.linalg.norm(direction) + 1e-12
         where = centre + direction * reach * np.sqrt(rng.uniform())
-        lesion = _ball(shape, where, r) & organ
+        lesion = _ball(shape, where, r) & interior
         image[lesion] = 1.0 + rng.normal(0.0, noise, size=int(lesion.sum())).astype(np.float32)
         label[lesion] = 2
     if rng.random() < 0.5:  # a decoy outside the organ, if one fits
