@@ -221,6 +221,9 @@ def main() -> None:
         "along every axis.",
         "",
     ]
+    import lecture_metrics  # metric pitfalls and multilabel regions (bench/lecture_metrics.py)
+
+    out += lecture_metrics.sections(work)
     DOC.parent.mkdir(parents=True, exist_ok=True)
     tmp = DOC.with_suffix(".md.tmp")
     tmp.write_text("\n".join(out))
