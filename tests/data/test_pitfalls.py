@@ -61,10 +61,10 @@ def flood_fill_holes(mask: np.ndarray) -> int:
             for dy in (-1, 0, 1):
                 for dx in (-1, 0, 1):
                     ny, nx = y + dy, x + dx
-                    if 0 <= ny < h + 2 and 0 <= nx < w + 2 and not padded[ny, nx]:
-                        if not seen[ny, nx]:
-                            seen[ny, nx] = True
-                            queue.append((ny, nx))
+                    inside = 0 <= ny < h + 2 and 0 <= nx < w + 2
+                    if inside and not padded[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
     return regions - 1
 
 
