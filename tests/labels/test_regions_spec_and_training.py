@@ -77,7 +77,7 @@ def test_nested_toy_regions_reach_dice_090_and_predict_writes_labels(tmp_path: P
     from segcli.engine.runtime import set_quiet
     from segcli.engine.synth import run_synth
     from segcli.engine.train import fit
-    from segcli.io.images import read_image
+    from segcli.io.images import read_label
     from segcli.metrics.regions import evaluate_regions
 
     set_quiet(True)
@@ -92,8 +92,8 @@ def test_nested_toy_regions_reach_dice_090_and_predict_writes_labels(tmp_path: P
     scores: dict[str, list[float]] = {"organ": [], "lesion": []}
     lesion_cases = 0
     for ref_path in sorted((tmp_path / "test" / "labelsTr").glob("*.nii.gz")):
-        pred, _ = read_image(tmp_path / "pred" / ref_path.name)
-        ref, _ = read_image(ref_path)
+        pred, _ = read_label(tmp_path / "pred" / ref_path.name)
+        ref, _ = read_label(ref_path)
         assert set(np.unique(pred)) <= {0, 1, 2}
         lesion_cases += bool((ref == 2).any())
         found = evaluate_regions(pred, ref, (1.0, 1.0), exp.regions or {}, ["dice"])
