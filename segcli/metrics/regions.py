@@ -17,13 +17,41 @@ labels.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from segcli.labels import Regions, encode_regions
 
-__all__ = ["evaluate_regions", "mean_foreground_dice"]
+if TYPE_CHECKING:
+    from segcli.metrics import LabelResult
+
+__all__ = ["evaluate_regions", "mean_foreground_dice", "region_label_results"]
+
+
+def region_label_results(
+    pred: npt.ArrayLike,
+    ref: npt.ArrayLike,
+    spacing: Sequence[float],
+    regions: Regions,
+    metrics: Sequence[str] | None = None,
+    nsd_tolerance: float = 1.0,
+) -> list[LabelResult]:
+    """One :class:`~segcli.metrics.LabelResult` per region, ``label`` = region number ``k + 1``
+    (channel order), for ``segcli evaluate``'s per-label tables and CSVs."""
+    from segcli.metrics import evaluate_labels
+
+    p = encode_regions(pred, regions)
+    r = encode_regions(ref, regions)
+    out = []
+    for k in range(len(regions)):
+        (result,) = evaluate_labels(
+            p[k].astype(np.uint8), r[k].astype(np.uint8), spacing, [1], metrics, nsd_tolerance
+        )
+        out.append(replace(result, label=k + 1))
+    return out
 
 
 def evaluate_regions(
