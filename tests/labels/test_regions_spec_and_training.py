@@ -103,3 +103,50 @@ def test_nested_toy_regions_reach_dice_090_and_predict_writes_labels(tmp_path: P
     assert lesion_cases >= 5
     assert np.mean(scores["organ"]) >= 0.9, scores
     assert np.mean(scores["lesion"]) >= 0.9, scores
+
+
+def test_region_run_end_to_end_writes_nested_label_maps(tmp_path: Path) -> None:
+    """A two-epoch region run: config.yaml keeps the regions, predict decodes them to labels,
+    and a checkpoint trained with other regions is refused."""
+    import yaml
+
+    from segcli.config.loader import from_dict
+    from segcli.engine.predict import predict_cases
+    from segcli.engine.runtime import set_quiet
+    from segcli.engine.synth import run_synth
+    from segcli.engine.train import fit
+    from segcli.errors import CheckpointError
+    from segcli.io.images import read_geometry, read_label
+
+    set_quiet(True)
+    run_synth(tmp_path / "data", cases=8, seed=0, nested=True)
+    raw = {
+        "name": "regions",
+        "data": {"root": str(tmp_path / "data"), "patch_size": [32, 32], "val_fraction": 0.25},
+        "model": {"arch": "dilated", "filters": 4},
+        "regions": {"organ": [1, 2], "lesion": [2]},
+        "train": {"epochs": 2, "iterations_per_epoch": 3, "batch_size": 4, "workers": 0},
+        "output": str(tmp_path / "runs"),
+    }
+    exp = from_dict(raw)
+    fit(exp, device="cpu")
+    saved = yaml.safe_load((tmp_path / "runs" / "regions" / "config.yaml").read_text())
+    assert saved["regions"] == {"organ": [1, 2], "lesion": [2]} and saved["multilabel"] is True
+    assert from_dict(saved) == exp  # the resolved spec loads back unchanged
+    images = tmp_path / "data" / "imagesTr"
+    result = predict_cases(exp, images, tmp_path / "pred", device="cpu", probabilities=True)
+    assert not result.failed and len(result.written) == 8
+    for name in result.written:
+        labels, geometry = read_label(tmp_path / "pred" / f"{name}.nii.gz")
+        assert set(np.unique(labels)) <= {0, 1, 2}
+        assert geometry.size == read_geometry(images / f"{name}_0000.nii.gz").size
+        probs = np.load(tmp_path / "pred" / f"{name}_probabilities.npz")["probabilities"]
+        assert probs.shape[0] == 2  # one sigmoid channel per region
+        from segcli.labels import decode_regions
+
+        np.testing.assert_array_equal(
+            labels, decode_regions(probs.astype(np.float32), ((1, 2), (2,)))
+        )
+    other = from_dict({**raw, "regions": {"whole": [1, 2], "inner": [1]}})
+    with pytest.raises(CheckpointError, match="regions"):
+        predict_cases(other, images, tmp_path / "pred2", device="cpu")
