@@ -144,9 +144,9 @@ def test_region_run_end_to_end_writes_nested_label_maps(tmp_path: Path) -> None:
         assert probs.shape[0] == 2  # one sigmoid channel per region
         from segcli.labels import decode_regions
 
-        np.testing.assert_array_equal(
-            labels, decode_regions(probs.astype(np.float32), ((1, 2), (2,)))
-        )
+        clear = (np.abs(probs.astype(np.float32) - 0.5) > 1e-3).all(0)  # float16 rounding
+        decoded = decode_regions(probs.astype(np.float32), ((1, 2), (2,)))
+        np.testing.assert_array_equal(labels[clear], decoded[clear])
     other = from_dict({**raw, "regions": {"whole": [1, 2], "inner": [1]}})
     with pytest.raises(CheckpointError, match="regions"):
         predict_cases(other, images, tmp_path / "pred2", device="cpu")
