@@ -152,3 +152,29 @@ def test_region_and_label_dice_differ_on_a_nested_miss() -> None:
     pred[4:6, 4:6] = 1  # lesion missed, organ outline perfect
     scores = evaluate_regions(pred, ref, (1.0, 1.0), {"organ": [1, 2], "lesion": [2]}, ["dice"])
     assert scores["organ"]["dice"] == 1.0 and scores["lesion"]["dice"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["bce", "dice", "dice_ce", "focal"])
+def test_region_losses_reward_the_region_target_not_the_label_channels(name: str) -> None:
+    """Logits that encode the regions score ~0; logits of the exclusive label channels (the
+    organ channel off on the lesion) score clearly worse under every sigmoid loss."""
+    from segcli.config.loader import from_dict
+    from segcli.losses import build_loss
+
+    rng = np.random.default_rng(1)
+    label = torch.from_numpy(rng.integers(0, 3, size=(2, 8, 8)))
+    spec = from_dict(
+        {
+            "data": {"root": "x"},
+            "model": {"arch": "dilated"},
+            "regions": {"organ": [1, 2], "lesion": [2]},
+            "loss": {"name": name},
+        }
+    )
+    loss_fn = build_loss(spec.loss, spec.model.num_classes, spec.multilabel, None)
+    target = region_target(label, NESTED)
+    right = loss_fn(12.0 * (2 * target - 1), target)
+    exclusive = region_target(label, default_regions(2))
+    wrong = loss_fn(12.0 * (2 * exclusive - 1), target)
+    assert float(right) < 0.01
+    assert float(wrong) > float(right) + 0.05
