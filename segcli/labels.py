@@ -37,7 +37,6 @@ __all__ = [
     "Regions",
     "as_regions",
     "check_region_labels",
-    "decode_probabilities",
     "decode_regions",
     "default_regions",
     "encode_regions",
@@ -148,16 +147,6 @@ def decode_regions(
         fired = arr[k] if arr.dtype == np.bool_ else arr[k] > threshold
         out[fired] = value
     return out
-
-
-def decode_probabilities(
-    probs: npt.NDArray[np.floating], regions: Regions | None
-) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]:
-    """Stitched probabilities ``(K, *spatial)`` → label map: argmax (softmax models, ``regions``
-    None) or :func:`decode_regions` (sigmoid models)."""
-    if regions is not None:
-        return decode_regions(probs, regions)
-    return probs.argmax(0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
 
 
 def check_region_labels(cases: Sequence[object], regions: Mapping[str, Sequence[int]]) -> None:
