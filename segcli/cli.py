@@ -309,6 +309,7 @@ def evaluate(
         images=images,
         compare_postprocessing=compare_postprocessing,
         postprocess_min_size=exp.inference.postprocess.min_size if exp is not None else 0,
+        regions=exp.regions if exp is not None else None,
     )
 
 

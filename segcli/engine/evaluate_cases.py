@@ -60,6 +60,8 @@ class CaseTask:
     overlay: Path | None = None
     #: postprocessing steps to compare (name → postprocess_labels keywords), or None
     steps: dict[str, dict[str, Any]] | None = None
+    #: score these regions (label-value sets, :mod:`segcli.labels`) as labels 1..K instead
+    regions: tuple[tuple[int, ...], ...] | None = None
 
 
 def evaluate_one(task: CaseTask) -> CaseResult:
@@ -77,9 +79,16 @@ def evaluate_one(task: CaseTask) -> CaseResult:
     names = task.metrics
     if task.overlay is not None:
         names = tuple(dict.fromkeys(task.metrics + _OVERLAY_METRICS))
-    results = evaluate_labels(
-        pred, ref, ref_geometry.spacing, task.labels, names, task.nsd_tolerance
-    )
+    if task.regions is not None:
+        from segcli.metrics.regions import region_label_results
+
+        results = region_label_results(
+            pred, ref, ref_geometry.spacing, task.regions, names, task.nsd_tolerance
+        )
+    else:
+        results = evaluate_labels(
+            pred, ref, ref_geometry.spacing, task.labels, names, task.nsd_tolerance
+        )
     if task.overlay is not None:
         image = None
         if task.image is not None:

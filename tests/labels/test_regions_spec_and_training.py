@@ -150,3 +150,49 @@ def test_region_run_end_to_end_writes_nested_label_maps(tmp_path: Path) -> None:
     other = from_dict({**raw, "regions": {"whole": [1, 2], "inner": [1]}})
     with pytest.raises(CheckpointError, match="regions"):
         predict_cases(other, images, tmp_path / "pred2", device="cpu")
+
+
+def test_evaluate_with_a_regions_spec_scores_regions_by_name(tmp_path: Path) -> None:
+    import csv
+
+    import yaml
+
+    from segcli.cli import app
+    from segcli.io.images import make_geometry, write_image
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    expected: dict[tuple[str, str], float] = {}
+    for i in range(3):
+        ref = np.zeros((16, 16), np.uint8)
+        ref[3:12, 3:12] = 1
+        ref[5:8, 5:8] = 2
+        pred = ref.copy()
+        flip = rng.random((16, 16)) < 0.15
+        pred[flip] = rng.integers(0, 3, size=int(flip.sum()))
+        geometry = make_geometry(ref.shape, (1.0, 1.0))
+        write_image(tmp_path / "pred" / f"c{i}.nii.gz", pred, geometry)
+        write_image(tmp_path / "ref" / f"c{i}.nii.gz", ref, geometry)
+        for name, values in {"organ": [1, 2], "lesion": [2]}.items():
+            p, r = np.isin(pred, values), np.isin(ref, values)
+            expected[(f"c{i}", name)] = 2 * (p & r).sum() / (p.sum() + r.sum())
+    spec = {
+        "data": {"root": str(tmp_path)},
+        "model": {"arch": "dilated"},
+        "regions": {"organ": [1, 2], "lesion": [2]},
+        "evaluation": {"metrics": ["dice", "hd95"]},
+    }
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))  # order matters
+    args = ["evaluate", str(tmp_path / "exp.yaml"), "--pred", str(tmp_path / "pred")]
+    args += ["--ref", str(tmp_path / "ref"), "--output", str(tmp_path / "m.csv"), "--workers", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "m.csv").read_text().splitlines()))
+    assert {(r["case"], r["label"]) for r in rows} == set(expected)
+    for r in rows:
+        assert float(r["dice"]) == pytest.approx(expected[(r["case"], r["label"])])
+    summary = list(csv.DictReader((tmp_path / "m_summary.csv").read_text().splitlines()))
+    assert {r["label"] for r in summary} == {"organ", "lesion"}
+    bad = CliRunner().invoke(app, [*args, "--labels", "1"])
+    assert bad.exit_code == 1 and "regions" in bad.output
