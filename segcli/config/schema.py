@@ -432,7 +432,8 @@ class Experiment(_Spec):
     loss: LossSpec = DiceCESpec(name="dice_ce")
     multilabel: bool = False
     #: region-based training (nnU-Net's regions): output channel name → the label values it
-    #: covers, outer regions first, e.g. {organ: [1, 2], lesion: [2]}; sigmoid per channel
+    #: covers, outer regions first (order matters: later regions are drawn over earlier ones
+    #: when predictions are written as labels), e.g. {organ: [1, 2], lesion: [2]}; sigmoid per channel
     #: (implies multilabel: true), model.classes = number of regions (see segcli.labels)
     regions: dict[str, list[int]] | None = None
     train: TrainSpec = TrainSpec()
