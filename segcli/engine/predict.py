@@ -21,7 +21,8 @@ This module orchestrates; each step has its home:
   the probabilities linearly back onto the input grid (several checkpoints: averaged there);
 - labels: :func:`segcli.inference.decode.decode_labels` (argmax; multilabel: value ``k + 1``
   where channel ``k`` exceeds 0.5, the highest such ``k`` winning, as in training's
-  validation), then ``inference.postprocess`` (:mod:`segcli.postprocess`).
+  validation; with ``regions``, each region's own label value, later regions on top:
+  :mod:`segcli.labels`), then ``inference.postprocess`` (:mod:`segcli.postprocess`).
 
 Output: ``<case>.nii.gz`` (channel suffix dropped) with the first channel's size, spacing,
 origin and direction; ``probabilities=True`` also writes ``<case>_probabilities.npz`` (key
