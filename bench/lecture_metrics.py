@@ -101,7 +101,7 @@ def same_dice() -> list[str]:
         "1 mm spacing), each built by `segcli.data.pitfalls.same_dice_predictions` to have",
         "Dice 0.6 — hence IoU 0.6/1.4 ≈ 0.43, not the lecture's 0.4, since IoU = Dice/(2 − Dice).",
         "Scores are `segcli.metrics.evaluate_case` (the `segcli evaluate` columns; NSD at",
-        "τ = 1 mm) and the hole count of `segcli.data.pitfalls.count_holes`.",
+        "τ = 1 mm) and the hole count of `segcli.metrics.morphology.count_holes`.",
         "",
         "![five predictions with Dice 0.6](img/lecture-same-dice.png)",
         "",

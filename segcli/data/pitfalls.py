@@ -27,6 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from segcli.metrics.morphology import count_holes
+
 __all__ = [
     "count_holes",
     "disk",
@@ -113,21 +115,6 @@ def same_dice_predictions(ref: Mask, dice: float = 0.6) -> dict[str, Mask]:
     out["partial + far blob"] = part | _top(near_corner, ~ref, blob)
     order = ("shrunk", "grown", "shifted", "hollow", "partial + far blob")
     return {name: out[name] for name in order}
-
-
-def count_holes(mask: Mask) -> int:
-    """Number of holes of a 2-D mask (enclosed background regions; cavities in 3-D).
-
-    Background components that do not reach the image border, with the background connected
-    through faces, edges and corners (8-/26-connectivity): the complement of the face
-    connectivity of foreground components (``cc_ref``/``cc_pred``), so that a diagonal gap in
-    an outline does not close a hole.  A filled disk has 0, a ring 1.  In 3-D this counts
-    enclosed cavities, not tunnels (a torus has 0).
-    """
-    background = np.pad(~np.asarray(mask, dtype=bool), 1, constant_values=True)
-    structure = np.ones((3,) * background.ndim, dtype=bool)
-    _, count = ndimage.label(background, structure=structure)
-    return int(count) - 1
 
 
 def hole_predictions(ref: Mask) -> dict[str, Mask]:
