@@ -221,6 +221,10 @@ def main() -> None:
         "along every axis.",
         "",
     ]
+    from lecture_windows import END, START
+    from lecture_windows import sections as window_sections
+
+    out += [START, *window_sections(work, train2d), END, ""]  # issue 15, items 4-8 and 10
     import lecture_metrics  # metric pitfalls and multilabel regions (bench/lecture_metrics.py)
 
     out += lecture_metrics.sections(work)

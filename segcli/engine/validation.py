@@ -83,20 +83,31 @@ def _validation_sums(
 
 
 def check_validation_size(exp: Experiment) -> None:
-    """Validation runs sliding windows of ``inference.patch_size``: check them before training.
+    """Validation runs ``inference.patch_size`` windows (or overlap tiles): check them first.
 
     Raises:
-        SpecError: the network maps a window to a smaller output (valid padding, window mode).
+        SpecError: the network cannot process the patch size, or maps it to a smaller output
+            that overlap-tile cannot tile (a strided window classifier, a tile smaller than
+            one stride).
     """
-    from segcli.models import check_input_size
+    import torch
+
+    from segcli.inference.overlap_tile import tile_geometry
+    from segcli.models import build, check_input_size
 
     patch = tuple(exp.inference.patch_size)
     out = tuple(check_input_size(exp.model, patch, key="inference.patch_size"))
-    if out != patch:
+    if out == patch:
+        return
+    with torch.device("meta"):  # the geometry needs the network's description only
+        network = build(exp.model)
+    try:
+        tile_geometry(network, patch)
+    except ValueError as exc:
         window = getattr(exp.model, "mode", None) == "window"
-        fix = "model.mode: dense" if window else "same padding (model.padding: same)"
+        fix = "model.mode: dense" if window else "a larger inference.patch_size"
         raise SpecError(
-            f"model.arch '{exp.model.arch}' maps inference.patch_size {list(patch)} to a smaller "
-            f"output {list(out)}, but validation and predict need outputs of the input's size; "
-            f"use {fix} or train without validation (data.val_fraction: 0)"
-        )
+            f"model.arch '{exp.model.arch}' maps inference.patch_size {list(patch)} to "
+            f"{list(out)}, which validation and predict cannot tile ({exc}); use {fix} or "
+            "train without validation (data.val_fraction: 0)"
+        ) from None

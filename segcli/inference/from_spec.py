@@ -5,7 +5,9 @@ and ``segcli predict``.
     >>> probs = window_probabilities(network, image, exp.inference, exp.multilabel, "cpu")
 
 Validation passes ``tta=False`` (speed; the spec's ``inference.tta`` is for predict).  A new way
-of running a network over an image (another stitching, another precision) hooks in here once.
+of running a network over an image (another stitching, another precision) hooks in here once:
+networks whose output is smaller than their input (valid padding) run by overlap-tile
+(:mod:`segcli.inference.overlap_tile`), all others by sliding windows.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from segcli.inference.sliding_window import sliding_window
+from segcli.inference.overlap_tile import predict_probabilities
 
 if TYPE_CHECKING:
     from segcli.config.schema import InferenceSpec
@@ -39,10 +41,11 @@ def window_probabilities(
         tta: None = ``spec.tta``.
 
     Raises:
-        ValueError: the network cannot run windows of ``spec.patch_size`` (see
-            :func:`segcli.inference.sliding_window`).
+        ValueError: the network cannot run windows (or overlap tiles) of ``spec.patch_size``
+            (see :func:`segcli.inference.sliding_window` and
+            :func:`segcli.inference.overlap_tile.tile_geometry`).
     """
-    return sliding_window(
+    return predict_probabilities(
         network,
         image,
         patch_size=spec.patch_size,
