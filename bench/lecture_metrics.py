@@ -1,7 +1,7 @@
 """The lecture's metric pitfalls and its multilabel question, measured (docs/lecture.md).
 
-    .venv/bin/python bench/lecture_metrics.py [--work DIR] [--out FILE]   # these sections only
-    make lecture                                                          # the whole document
+    .venv/bin/python bench/lecture_metrics.py [--work DIR]   # rewrites its block of docs/lecture.md
+    make lecture                                             # the whole document
 
 :func:`sections` returns the markdown of four sections and writes their figures to docs/img/:
 
@@ -19,6 +19,8 @@ Every number in the prose below is computed here; nothing is typed in by hand.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import sys
 import time
@@ -29,6 +31,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 IMG = REPO / "docs" / "img"
+DOC = REPO / "docs" / "lecture.md"
+START, END = "<!-- lecture:metrics -->", "<!-- /lecture:metrics -->"
 DISTANCE_METRICS = ["dice", "iou", "hd", "hd95", "assd", "nsd", "cc_pred"]
 REGIONS = {"organ": [1, 2], "lesion": [2]}
 
@@ -444,28 +448,58 @@ def multilabel(work: Path) -> list[str]:
 
 def sections(work: Path) -> list[str]:
     """Markdown lines of the four sections; figures go to docs/img/lecture-*.png."""
-    out = ["## Metric pitfalls", ""]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import machine
+
+    started = time.perf_counter()
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    out = [
+        "## Metric pitfalls",
+        "",
+        "Written by `bench/lecture_metrics.py` (part of `make lecture`; alone: "
+        "`.venv/bin/python bench/lecture_metrics.py`),",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.",
+        f"Load average when it started: {load:.1f} on {cores} cores"
+        + (
+            " — other jobs shared the machine, so the times below are contended, not clean."
+            if load > 0.5 * cores
+            else " (a quiet machine)."
+        ),
+        "",
+    ]
     out += same_dice()
     out += holes()
     out += tiny()
     out += multilabel(work)
+    out += [f"(This part ran in {time.perf_counter() - started:.0f} s.)", ""]
     return out
+
+
+def write_block(lines: list[str], doc: Path = DOC) -> None:
+    """Replace (or append) this part's block of ``doc``, atomically."""
+    from segcli.atomic import atomic_open
+
+    block = "\n".join([START, *lines, END])
+    text = doc.read_text() if doc.exists() else ""
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with atomic_open(doc, "w") as handle:
+        handle.write(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "lecture")
-    parser.add_argument("--out", type=Path, default=None, help="write the markdown here")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the document to update")
     args = parser.parse_args()
     from segcli.engine.runtime import set_quiet
 
     set_quiet(True)
-    text = "\n".join(sections(args.work))
-    if args.out is None:
-        print(text)
-    else:
-        args.out.write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
+    write_block(sections(args.work), args.doc)
+    print(f"wrote its block of {args.doc}", file=sys.stderr)
 
 
 if __name__ == "__main__":
