@@ -602,8 +602,12 @@ def fcn_section(work: Path, quick: bool) -> list[str]:
         + (
             f"  {' and '.join(silent)} found no malign lesion on this budget: its "
             "training stays on the empty-prediction plateau (validation Dice of an empty "
-            "mask).  A likely reason, not measured here: a lesion smaller than one stride-32 "
-            "cell barely moves the cell's score."
+            f"mask).  Geometry says why: its output is the bilinear upsampling "
+            f"(align_corners false) of a {n // 32}×{n // 32} score map, constant on the "
+            f"{n // 4}×{n // 4} corner blocks and bilinear between them, so its largest value "
+            f"lies in a corner block and any non-empty mask contains a whole {n // 4}×{n // 4} "
+            f"block: it cannot outline a {FCN_LESION}×{FCN_LESION} lesion anywhere else, and "
+            "the empty mask is the best it can do for most cases."
             if silent
             else ""
         ),
