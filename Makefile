@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: install demo test test-slow lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: bench-precision time-to-dice
+.PHONY: bench-resampling readme
+.PHONY: bench-report report-screenshot
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +26,23 @@ demo: install
 	$(BIN)/segcli train experiments/toy-dilated.yaml --set data.root=$(DEMO)/train --set output=$(DEMO)/runs --set train.epochs=10
 	$(BIN)/segcli predict experiments/toy-dilated.yaml --set output=$(DEMO)/runs --input $(DEMO)/test/imagesTr --output $(DEMO)/pred
 	$(BIN)/segcli evaluate experiments/toy-dilated.yaml --pred $(DEMO)/pred --ref $(DEMO)/test/labelsTr --output $(DEMO)/metrics.csv --overlays $(DEMO)/overlays --images $(DEMO)/test/imagesTr
+	$(BIN)/segcli report $(DEMO)/metrics.csv -o $(DEMO)/report.html
+	@echo "demo done: open $(DEMO)/report.html in a browser to look at the results"
 
-## lint, format check and the test suite (the CI command)
-test: install
+## lint, format check and the test suite without `slow` tests (the CI command); the ONNX
+## export test needs the `export` extra (CPU wheels of onnx, onnxruntime, onnxscript)
+$(VENV)/.test-stamp: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	@touch $@
+
+test: $(VENV)/.test-stamp
 	$(BIN)/ruff check segcli tests bench
 	$(BIN)/ruff format --check segcli tests bench
 	$(BIN)/python -m pytest -q
+
+## the long real-training tests (marked slow) that `make test` leaves out
+test-slow: $(VENV)/.test-stamp
+	$(BIN)/python -m pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check segcli tests bench
@@ -45,7 +59,7 @@ $(VENV)/.bench-stamp: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-bench: bench-metrics bench-inference bench-train
+bench: bench-metrics bench-inference bench-train bench-precision
 
 bench-metrics: $(VENV)/.bench-stamp
 	$(BIN)/python bench/metrics.py
@@ -56,9 +70,33 @@ bench-inference: $(VENV)/.bench-stamp
 bench-train: $(VENV)/.bench-stamp
 	$(BIN)/python bench/train.py
 
+## segcli report: 52 3D cases with overlays (size, time) and 1,000 cases in Chromium (load, sort)
+bench-report: install
+	$(BIN)/python bench/report.py
+
+## the README's report screenshot (docs/img/report.png), from the tour's own steps
+report-screenshot: install
+	$(BIN)/python bench/report_screenshot.py
+
 ## the lecture's experiments (docs/lecture.md) and the real-data result (docs/results.md)
 lecture: install
 	$(BIN)/python bench/lecture.py
 
 hippocampus: $(VENV)/.bench-stamp
 	$(BIN)/python bench/hippocampus.py
+
+## label resampling round trip over the shared hippocampus cases → docs/nnunet.md
+bench-resampling: install
+	$(BIN)/python bench/resampling.py
+
+## rerun the README tour's commands and write their real output (and figures) into README.md
+readme: install
+	$(BIN)/python bench/readme.py
+
+## precision × layout step times and CT-sized inference (docs/benchmarks.md; ~30 min quiet)
+bench-precision: $(VENV)/.bench-stamp
+	$(BIN)/python bench/precision.py
+
+## Hippocampus time-to-Dice, segcli (fp32, bf16) vs MONAI, bf16 accuracy (docs/results.md; ~45 min)
+time-to-dice: $(VENV)/.bench-stamp
+	$(BIN)/python bench/time_to_dice.py

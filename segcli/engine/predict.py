@@ -149,6 +149,9 @@ def _predict_cases(
         info(note)
     device = resolve_device(device)
     models = load_models(exp, paths, device)
+    from segcli.precision import resolve_precision
+
+    info(f"precision {resolve_precision(exp.inference.precision, device).describe()}")
     output_dir = Path(output_dir)
     check_writable_folder(output_dir, "--output")
     try:

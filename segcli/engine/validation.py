@@ -33,6 +33,7 @@ def validate(
     exp: Experiment,
     loss_fn: nn.Module,
     device: str,
+    precision: str | None = None,
 ) -> tuple[float, float]:
     """Sliding-window inference on the validation cases → (mean loss, mean foreground Dice).
 
@@ -40,8 +41,12 @@ def validate(
     (:func:`segcli.engine.distributed.shard`), and the sums and counts are all-reduced, so every
     rank returns the same means over all cases.  ``model`` is the plain network, not the
     DistributedDataParallel wrapper.
+
+    ``precision`` is the network's precision in the windows (None: ``inference.precision``;
+    training passes its resolved ``train.precision``); probabilities, loss and Dice are
+    float32 whatever it is.
     """
-    sums = _validation_sums(model, distributed.shard(cases), exp, loss_fn, device)
+    sums = _validation_sums(model, distributed.shard(cases), exp, loss_fn, device, precision)
     loss_sum, dice_sum, count = distributed.all_reduce_sum(sums)
     return loss_sum / count, dice_sum / count
 
@@ -52,6 +57,7 @@ def _validation_sums(
     exp: Experiment,
     loss_fn: nn.Module,
     device: str,
+    precision: str | None = None,
 ) -> tuple[float, float, int]:
     """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
     from segcli.inference.from_spec import window_probabilities
@@ -64,7 +70,7 @@ def _validation_sums(
     for case in cases:
         image = torch.from_numpy(case.image)
         probs = window_probabilities(
-            model, image, exp.inference, exp.multilabel, device, tta=False
+            model, image, exp.inference, exp.multilabel, device, tta=False, precision=precision
         ).float()
         label = torch.from_numpy(case.label.astype(np.int64))
         with torch.no_grad():

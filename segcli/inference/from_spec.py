@@ -1,5 +1,5 @@
 """Whole-image probabilities with a spec's ``inference`` settings: the one call of validation
-and ``segcli predict``.
+and ``segcli predict``, in the spec's ``inference.precision``.
 
     >>> from segcli.inference.from_spec import window_probabilities
     >>> probs = window_probabilities(network, image, exp.inference, exp.multilabel, "cpu")
@@ -32,6 +32,7 @@ def window_probabilities(
     multilabel: bool,
     device: str,
     tta: bool | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Stitched probabilities ``(classes, *spatial)`` of ``image`` ``(C, *spatial)``.
 
@@ -39,6 +40,8 @@ def window_probabilities(
         spec: ``patch_size``, ``overlap``, ``blend``, ``batch_size``, ``pad_mode`` and
             ``pad_value`` are used as given; ``tta`` unless overridden here.
         tta: None = ``spec.tta``.
+        precision: the network's precision (``auto``, ``fp32``, ``bf16``, ``fp16``; see
+            :mod:`segcli.precision`); None = ``spec.precision``.
 
     Raises:
         ValueError: the network cannot run windows (or overlap tiles) of ``spec.patch_size``
@@ -57,4 +60,5 @@ def window_probabilities(
         device=device,
         pad_mode=spec.pad_mode,
         pad_value=spec.pad_value,
+        precision=spec.precision if precision is None else precision,
     )

@@ -39,7 +39,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +46,7 @@ import torch
 from torch import nn
 
 from segcli.inference.sliding_window import mirror_axes, sliding_window
+from segcli.precision import inference_autocast
 
 __all__ = [
     "TileGeometry",
@@ -309,6 +309,7 @@ def overlap_tile(
     multilabel: bool = False,
     device: str | torch.device | None = None,
     stride: Sequence[int] | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Class probabilities of a valid-padding ``model`` over a whole ``image`` of any size.
 
@@ -325,6 +326,9 @@ def overlap_tile(
         multilabel: sigmoid per channel instead of softmax.
         device: where the tiles run; default the model's device.
         stride: total downsampling per axis (see :func:`tile_geometry`).
+        precision: the network's precision (``auto``, ``fp32``, ``bf16``, ``fp16``;
+            :mod:`segcli.precision`); None: autocast's default on CUDA, float32 elsewhere.
+            The logits are cast to float32 before the softmax either way.
 
     Returns:
         float32 ``(classes, *spatial)`` probabilities on the CPU, ``spatial`` = the image's.
@@ -361,7 +365,7 @@ def overlap_tile(
     ]
     padded = mirror_pad(image, before, after)
     flips = _symmetric_flips(geo) if tta else [()]
-    amp = torch.autocast("cuda") if device.type == "cuda" else nullcontext()
+    amp = inference_autocast(device, precision)
 
     acc: torch.Tensor | None = None
     for corners in _batches(itertools.product(*starts), batch_size):
@@ -396,6 +400,7 @@ def predict_probabilities(
     device: str | torch.device | None = None,
     pad_mode: str = "minimum",
     pad_value: float = 0.0,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Whole-image probabilities: overlap-tile for shrinking networks, else sliding windows.
 
@@ -415,6 +420,7 @@ def predict_probabilities(
             tta=tta,
             multilabel=multilabel,
             device=device,
+            precision=precision,
         )
     return sliding_window(
         model,
@@ -428,6 +434,7 @@ def predict_probabilities(
         device=device,
         pad_mode=pad_mode,
         pad_value=pad_value,
+        precision=precision,
     )
 
 
