@@ -97,7 +97,7 @@ def test_dilated_cnn_solves_the_toy_and_the_plain_cnn_cannot(trained: dict[str, 
 def test_shipped_schedules_dilated_solves_and_plain_cannot(
     tmp_path: Path,
 ) -> None:
-    """Both specs exactly as shipped (400 training cases, 30 × 40 iterations; about 70 s)."""
+    """Both specs exactly as shipped (400 training cases, 30 × 40 iterations; 121 s contended)."""
     write_dataset(tmp_path / "train", generate(400, dims=2, seed=0))
     set_quiet(True)
     runs = {}
