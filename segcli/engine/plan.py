@@ -39,9 +39,9 @@ from segcli.plan.planner import Plan, PlanOptions, make_plan
 __all__ = ["PlanResult", "fingerprint_path", "measure_spec", "plan_command"]
 
 #: timed training steps per candidate (after warm-up); more while under MIN_MEASURE_SECONDS
-MEASURE_STEPS = 5
+MEASURE_STEPS = 3
 WARMUP_STEPS = 2
-MIN_MEASURE_SECONDS = 3.0
+MIN_MEASURE_SECONDS = 1.5
 #: cases loaded to time loading and to draw patches from
 MEASURE_CASES = 4
 
@@ -222,9 +222,20 @@ def measure_spec(
     exp = from_dict(spec, source="<candidate plan>")
     names = _measure_cases(fp, min(MEASURE_CASES, len(fp.cases)))
     stats = _ct_stats(fp) if exp.data.normalization == "ct_auto" else None
+    # loading = a fixed cost (discovery reads every header) + a cost per case: time one case
+    # and k cases after a warm-up (imports, file cache), and separate the two
+    load_cases(exp.data, names[:1], exp.seed, stats=stats)
+    started = time.perf_counter()
+    load_cases(exp.data, names[:1], exp.seed, stats=stats)
+    one = time.perf_counter() - started
     started = time.perf_counter()
     cases = load_cases(exp.data, names, exp.seed, stats=stats)
-    load_seconds = (time.perf_counter() - started) / len(names)
+    several = time.perf_counter() - started
+    if len(names) > 1:
+        load_seconds = max(several - one, 0.0) / (len(names) - 1)
+        load_fixed = max(one - load_seconds, 0.0)
+    else:
+        load_seconds, load_fixed = several, 0.0
     if exp.data.normalization == "ct_auto":
         load_seconds *= 2  # training reads the training cases once more for the statistics
     torch.manual_seed(0)
@@ -301,7 +312,7 @@ def measure_spec(
         )
     )
     val_seconds *= max(median_voxels / max(case.image[0].size, 1), 1e-3)
-    return Measurement(step_seconds, val_seconds, load_seconds, startup_seconds)
+    return Measurement(step_seconds, val_seconds, load_seconds, startup_seconds + load_fixed)
 
 
 def _sync(device: str) -> None:

@@ -16,7 +16,8 @@ and the loading of a few cases on the chosen device); this module decides.  The 
   ``val_max_cases`` cases are validated;
 * everything else is training iterations; ``iterations_per_epoch`` = total / 30 clamped to
   [25, 250] (250 is nnU-Net's epoch; 30 epochs give the poly schedule and the validation
-  cadence enough resolution), ``epochs`` = total / iterations_per_epoch.
+  cadence enough resolution), ``epochs`` = total / iterations_per_epoch (rounded down, the
+  remainder spread over the epochs).
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ def validation_count(epochs: int, val_every: int) -> int:
 
 def schedule_for_iterations(total: int, validations: int = VALIDATIONS) -> tuple[int, int, int]:
     """``(epochs, iterations_per_epoch, val_every)`` for about ``total`` optimiser steps."""
-    per_epoch = max(25, min(NNUNET_EPOCH, total // 30))
-    per_epoch = min(per_epoch, max(total, 1))
+    total = max(total, 1)
+    per_epoch = min(max(25, min(NNUNET_EPOCH, total // 30)), total)
     epochs = max(1, total // per_epoch)
+    per_epoch = total // epochs  # spread the remainder: use every step that fits
     val_every = max(1, math.ceil(epochs / max(validations, 1)))
     return epochs, per_epoch, val_every
 

@@ -55,6 +55,7 @@ def receptive_field_checks(
         object along some axis, else ``ok``.
     """
     out = []
+    fits: list[tuple[LabelSummary, dict[str, object]]] = []
     for value, s in labels.items():
         extent = s.largest_extent_voxels
         if not any(extent):
@@ -91,25 +92,52 @@ def receptive_field_checks(
                 )
             )
         else:
-            out.append(Check(name, "ok", f"{obj} fits in the field {fmt_shape(field)}", numbers))
+            fits.append((s, numbers))
+    if fits:
+        s, _ = max(fits, key=lambda item: max(item[0].largest_extent_voxels))
+        others = f" and {len(fits) - 1} other label(s)" if len(fits) > 1 else ""
+        out.append(
+            Check(
+                "receptive field",
+                "ok",
+                f"the largest object of {s.name} ({s.value}){others}, "
+                f"{fmt_shape(s.largest_extent_voxels)} voxels, fits in the field "
+                f"{fmt_shape(field)} and the patch {fmt_shape(patch)}",
+                {"labels": {str(x.value): n for x, n in fits}},
+            )
+        )
     return out
 
 
 def imbalance_checks(labels: Mapping[int, LabelSummary], loss: str = "dice_ce") -> list[Check]:
-    """Foreground share per label and why the loss copes (a note per label)."""
+    """Foreground share per label and why the loss copes: one note (and a warning per label
+    never present)."""
+    present = {v: s for v, s in labels.items() if s.voxel_share > 0}
     out = []
-    for value, s in labels.items():
-        share = s.voxel_share
-        level = "note"
-        why = (
-            f"{share:.3%} of all voxels; {loss}'s Dice term averages per-class Dice, so this "
-            "label weighs as much as any other whatever its share, and 33 % of patches are "
-            "centred on foreground"
+    if present:
+        shares = ", ".join(f"{s.name} {s.voxel_share:.2%}" for s in present.values())
+        smallest = min(present.values(), key=lambda s: s.voxel_share)
+        out.append(
+            Check(
+                "imbalance",
+                "note",
+                f"foreground share of the voxels: {shares}. {loss}'s Dice term averages "
+                f"per-class Dice, so {smallest.name} ({smallest.voxel_share:.2%}) weighs as much "
+                "as any other label, cross-entropy keeps the gradients smooth, and 33 % of the "
+                "patches are centred on foreground",
+                {"voxel_share": {str(v): s.voxel_share for v, s in present.items()}},
+            )
         )
-        if share == 0:
-            level, why = "warning", "never present in the training labels: nothing to learn"
-        out.append(Check(f"imbalance: {s.name} ({value})", level, why,  # type: ignore[arg-type]
-                         {"voxel_share": share, "cases_present": s.cases_present}))  # fmt: skip
+    for value, s in labels.items():
+        if s.voxel_share == 0:
+            out.append(
+                Check(
+                    f"imbalance: {s.name} ({value})",
+                    "warning",
+                    "never present in the training labels: nothing to learn",
+                    {},
+                )  # fmt: skip
+            )
     return out
 
 
@@ -120,34 +148,30 @@ def typical_object_voxels(s: LabelSummary) -> float:
 
 def small_structure_checks(labels: Mapping[int, LabelSummary]) -> tuple[list[Check], bool]:
     """Which labels are small structures; ``(checks, add lesion metrics)``."""
-    out = []
-    small_any = False
+    small: dict[str, dict[str, float]] = {}
+    reasons = []
     for value, s in labels.items():
         if s.cases_present == 0:
             continue
         typical = typical_object_voxels(s)
-        numbers = {
+        if typical <= SMALL_VOXELS:
+            reasons.append(f"{s.name} (typical object {typical:.0f} voxels)")
+        elif s.components_median >= MANY_COMPONENTS:
+            reasons.append(f"{s.name} ({s.components_median:g} components per case)")
+        else:
+            continue
+        small[str(value)] = {
             "typical_object_voxels": round(typical, 1),
             "smallest_component_voxels": round(s.smallest_voxels_target, 1),
             "components_median": s.components_median,
             "components_max": s.components_max,
         }
-        small = typical <= SMALL_VOXELS
-        many = s.components_median >= MANY_COMPONENTS
-        if small or many:
-            small_any = True
-            reason = (
-                f"a typical object has {typical:.0f} voxels (≤ {SMALL_VOXELS})"
-                if small
-                else f"{s.components_median:g} components per case (≥ {MANY_COMPONENTS})"
-            )
-            out.append(
-                Check(
-                    f"small structures: {s.name} ({value})",
-                    "note",
-                    f"{reason}: one missed object costs a whole case's Dice, so detection "
-                    f"is reported too ({', '.join(LESION_METRICS)} added to evaluation.metrics)",
-                    numbers,
-                )
-            )
-    return out, small_any
+    if not small:
+        return [], False
+    message = (
+        f"≤ {SMALL_VOXELS} voxels per object or ≥ {MANY_COMPONENTS} objects per case: "
+        f"{', '.join(reasons)}. Dice on tiny objects is a detection problem (one missed object "
+        f"costs a whole case's Dice), so {', '.join(LESION_METRICS)} are added to "
+        "evaluation.metrics"
+    )
+    return [Check("small structures", "note", message, {"labels": small})], True

@@ -282,6 +282,24 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     topo, estimate, shrinks = rules.fit_patch_to_memory(
         plan_spacing, plan_median, 32, cap, num_classes, reference, ref_batch
     )
+    fallback = not _schema_has_strides() and not (topo.uniform and not slice_mode)
+    if fallback:
+        if slice_mode:
+            raise SpecError(
+                "--dims 2 on 3D data needs a U-Net with per-axis strides (model.strides), "
+                "which this segcli does not have"
+            )
+        found.append(
+            Check(
+                "compromise: pooling",
+                "warning",
+                f"nnU-Net's rule pools the axes {fmt_shape(topo.pools_per_axis)} times with "
+                "1-wide kernels on coarse axes, but this segcli's U-Net pools every axis "
+                f"alike: depth {min(topo.pools_per_axis)}, kernels 3",
+                {},
+            )  # fmt: skip
+        )
+        topo = _uniform(topo)
     mem_batch, from_memory, covered = rules.batch_size_for_memory(
         estimate, reference, ref_batch, topo.patch, dataset_voxels
     )
@@ -325,17 +343,31 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
             raise ValueError("a budget needs a measure callback")
         budget_s = options.budget_minutes * 60.0
         chosen: Candidate | None = None
-        for width in WIDTHS:
-            m = measure(spec_for(width, topo, batch, (1, 1, 1)))
+
+        def candidate(width: int, t: rules.Topology) -> Candidate:
+            m = measure(spec_for(width, t, batch, (1, 1, 1)))
             s = budget_rules.size_schedule(m, budget_s, train_cases, val_cases)
-            candidates.append(Candidate(width, topo.patch, batch, m, s))
-            if s.iterations >= budget_rules.ENOUGH_ITERATIONS:
-                chosen = candidates[-1]
-                break
+            return Candidate(width, t.patch, batch, m, s)
+
+        # the narrowest first: when even it is short of steps, no wider one needs timing
+        narrow = candidate(WIDTHS[-1], topo)
+        assert narrow.schedule is not None
+        if narrow.schedule.iterations >= budget_rules.ENOUGH_ITERATIONS:
+            for width in WIDTHS[:-1]:  # widest first
+                wide = candidate(width, topo)
+                candidates.append(wide)
+                assert wide.schedule is not None
+                if wide.schedule.iterations >= budget_rules.ENOUGH_ITERATIONS:
+                    chosen = wide
+                    break
+            candidates.append(narrow)
+            chosen = chosen or narrow
+        else:
+            candidates.append(narrow)
         if chosen is None:
             # narrowest network still short of iterations: shrink the patch (nnU-Net's rule),
             # predicting the step time from the voxel count, down to half the median shape
-            last = candidates[-1]
+            last = narrow
             assert last.measurement is not None
             t = topo
             floor = [max(1.0, m_ / 2) for m_ in plan_median]
@@ -344,6 +376,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
                 if smaller is None or any(p < f for p, f in zip(smaller, floor, strict=True)):
                     break
                 t = rules.topology(plan_spacing, smaller)
+                t = _uniform(t) if fallback else t
                 ratio = float(np.prod(t.patch)) / float(np.prod(topo.patch))
                 guess = Measurement(last.measurement.step_seconds * ratio,
                                     last.measurement.val_case_seconds,
@@ -353,9 +386,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
                         >= budget_rules.MIN_GOOD_PATCH_ITERATIONS:  # fmt: skip
                     break
             if t.patch != topo.patch:
-                m = measure(spec_for(WIDTHS[-1], t, batch, (1, 1, 1)))
-                s = budget_rules.size_schedule(m, budget_s, train_cases, val_cases)
-                candidates.append(Candidate(WIDTHS[-1], t.patch, batch, m, s))
+                candidates.append(candidate(WIDTHS[-1], t))
                 topo = t
             chosen = candidates[-1]
         assert chosen.schedule is not None and chosen.measurement is not None
@@ -382,7 +413,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         )
         width_rule = (
             f"the widest network that gets ≥ {budget_rules.ENOUGH_ITERATIONS:,} training steps "
-            f"in the budget (nnU-Net's 32 filters first, halving; then a smaller patch). "
+            f"in the budget (of 32 (nnU-Net), 16, 8 filters; below that a smaller patch). "
             f"Measured on {options.device}: {tried}"
         )
         m = chosen.measurement
@@ -647,6 +678,17 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     return Plan(spec, tuple(decisions), tuple(found), schedule, tuple(candidates), header)
 
 
+def _uniform(topo: rules.Topology) -> rules.Topology:
+    """The plain U-Net nearest to ``topo``: every axis pooled ``min(pools)`` times, kernels 3."""
+    depth = min(topo.pools_per_axis)
+    dims = len(topo.patch)
+    divisor = (2**depth,) * dims
+    patch = tuple(int(math.ceil(p / d) * d) for p, d in zip(topo.patch, divisor, strict=True))
+    return rules.Topology(
+        ((2,) * dims,) * depth, ((3,) * dims,) * (depth + 1), (depth,) * dims, patch, divisor
+    )
+
+
 def _val_count(n: int) -> int:
     """Validation cases of ``segcli train``'s default split (val_fraction 0.2)."""
     if n < 2:
@@ -697,11 +739,11 @@ def _spec(
         model["classes"] = num_classes
     model.update({"filters": filters, "depth": topo.depth, "max_filters": cap})
     if not uniform:
-        if not _schema_has_strides():
+        if not _schema_has_strides():  # an older U-Net: make_plan fell back to uniform pooling
             raise SpecError(
                 "this dataset needs per-axis pooling strides and kernel sizes "
                 f"(strides {strides}, kernels {kernels}) but this segcli's U-Net has no "
-                "model.strides / model.kernel_sizes yet"
+                "model.strides / model.kernel_sizes"
             )
         model["strides"] = strides
         model["kernel_sizes"] = kernels
