@@ -122,3 +122,35 @@ def test_bad_specs_exit_1_with_one_message(args: list[str], message: str) -> Non
 def test_missing_spec_file_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["receptive-field", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1 and "not found" in result.output
+
+
+def test_anisotropic_unet_prints_per_axis_values(tmp_path: Path) -> None:
+    spec = tmp_path / "aniso.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "aniso",
+                "data": {"root": "unused", "patch_size": [8, 32, 32]},
+                "model": {
+                    "arch": "unet",
+                    "dims": 3,
+                    "filters": 1,
+                    "strides": [[1, 2, 2], [2, 2, 2]],
+                    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+                },
+            }
+        )
+    )
+    out = run_json(str(spec), "--empirical")
+    assert out["receptive_field"] == out["empirical_receptive_field"] == [18, 44, 44]
+    pool = next(layer for layer in out["layers"] if layer["name"] == "down1.pool")
+    assert pool["kernel"] == [1, 2, 2] and pool["jump"] == [1, 2, 2]
+    assert pool["output_size"] == [8, 16, 16]
+    result = runner.invoke(app, ["receptive-field", str(spec)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "18×44×44 (analytic)" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if "down1.pool" in line)
+    assert "8×16×16" in row and "1×2×2" in row
+    bad = runner.invoke(app, ["receptive-field", str(spec), "--input-size", "5", "32", "32"])
+    assert bad.exit_code == 1
+    assert "total stride is 2×4×4" in " ".join(bad.output.split())

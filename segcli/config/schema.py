@@ -239,6 +239,75 @@ class UNetSpec(_ModelBase):
     activation: Activation = "leaky_relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     deep_supervision: bool = False
+    #: pooling stride per downsampling and axis (array axis order), e.g. [[1, 2, 2], [2, 2, 2]]
+    #: (nnU-Net's pool_op_kernel_sizes); null: 2 on every axis; sets depth when depth is not given
+    strides: list[list[int]] | None = None
+    #: kernel per resolution stage (depth + 1: encoder stages and bottleneck) and axis, e.g.
+    #: [[1, 3, 3], [3, 3, 3], [3, 3, 3]]; decoder blocks use their stage's; null: kernel_size
+    kernel_sizes: list[list[int]] | None = None
+
+    @model_validator(mode="after")
+    def _stages(self) -> UNetSpec:
+        dims = self.dims
+        if self.strides is not None:
+            if not self.strides:
+                raise ValueError("model.strides is empty; give one stride per axis per stage")
+            for i, entry in enumerate(self.strides):
+                if len(entry) != dims:
+                    raise ValueError(
+                        f"model.strides[{i}] {entry} has {len(entry)} entries but model.dims "
+                        f"is {dims}; give one stride per axis (array axis order)"
+                    )
+                if any(v < 1 for v in entry):
+                    raise ValueError(f"model.strides[{i}] {entry}: strides must be 1 or more")
+            if "depth" not in self.model_fields_set:
+                object.__setattr__(self, "depth", len(self.strides))
+            elif len(self.strides) != self.depth:
+                raise ValueError(
+                    f"model.strides has {len(self.strides)} stages but model.depth is "
+                    f"{self.depth}; give one stride entry per downsampling (or leave out "
+                    "model.depth: it follows model.strides)"
+                )
+        if self.kernel_sizes is not None:
+            if len(self.kernel_sizes) != self.depth + 1:
+                raise ValueError(
+                    f"model.kernel_sizes has {len(self.kernel_sizes)} stages but model.depth is "
+                    f"{self.depth}; give depth + 1 = {self.depth + 1} entries (the encoder "
+                    "stages and the bottleneck)"
+                )
+            for i, entry in enumerate(self.kernel_sizes):
+                if len(entry) != dims:
+                    raise ValueError(
+                        f"model.kernel_sizes[{i}] {entry} has {len(entry)} entries but "
+                        f"model.dims is {dims}; give one kernel size per axis (array axis order)"
+                    )
+                if any(v < 1 for v in entry):
+                    raise ValueError(f"model.kernel_sizes[{i}] {entry}: sizes must be 1 or more")
+                if self.padding == "same" and any(v % 2 == 0 for v in entry):
+                    raise ValueError(
+                        f"model.kernel_sizes[{i}] {entry}: a same-padding U-Net needs odd "
+                        "kernel sizes (1, 3, 5, ...; or padding: valid)"
+                    )
+            if self.kernel_size != 3:
+                raise ValueError(
+                    f"model.kernel_size {self.kernel_size} and model.kernel_sizes are both set; "
+                    "kernel_sizes gives every stage's kernel, remove kernel_size"
+                )
+        return self
+
+    @property
+    def stage_strides(self) -> list[tuple[int, ...]]:
+        """The pooling stride per downsampling and axis (``strides`` or 2 everywhere)."""
+        if self.strides is None:
+            return [(2,) * self.dims] * self.depth
+        return [tuple(entry) for entry in self.strides]
+
+    @property
+    def stage_kernel_sizes(self) -> list[tuple[int, ...]]:
+        """The convolution kernel per resolution stage and axis (``depth + 1`` entries)."""
+        if self.kernel_sizes is None:
+            return [(self.kernel_size,) * self.dims] * (self.depth + 1)
+        return [tuple(entry) for entry in self.kernel_sizes]
 
 
 ModelSpec = Annotated[

@@ -133,7 +133,9 @@ def receptive_field_command(
         else:
             cells += [str(row["channels"]), _fmt(row["output_size"])]
         cells += [
-            _fmt([kernel] * exp.model.dims) if kernel else "",
+            _fmt(kernel if isinstance(kernel, list) else [kernel] * exp.model.dims)
+            if kernel
+            else "",
             _fmt(row["jump"]),
             _fmt(row["receptive_field"]),
             f"{row['parameters']:,}" if row["parameters"] else "",

@@ -15,7 +15,6 @@ or sigmoid inside.  ``out == patch`` with ``same`` padding; valid-padding networ
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,27 +66,17 @@ def field_graph(spec: Any) -> Graph:
     return model.field_graph()
 
 
-def _nearby(graph: Graph, size: int, dims: int) -> tuple[int | None, int | None]:
-    """Closest sizes below and above ``size`` that pass through ``graph`` (isotropic test)."""
-
-    def works(n: int) -> bool:
-        try:
-            graph.sizes((n,) * dims)
-        except SizeError:
-            return False
-        return True
-
-    span = max(256, 8 * _total_stride(graph))
-    below = next((n for n in range(size - 1, 0, -1) if works(n)), None)
-    above = next((n for n in range(size + 1, size + span) if works(n)), None)
+def _nearby(graph: Graph, size: int, axis: int) -> tuple[int | None, int | None]:
+    """Closest lengths below and above ``size`` that pass through ``graph`` along ``axis``."""
+    span = max(256, 8 * graph.total_stride()[axis])
+    below = next((n for n in range(size - 1, 0, -1) if graph.fits(n, axis)), None)
+    above = next((n for n in range(size + 1, size + span) if graph.fits(n, axis)), None)
     return below, above
 
 
-def _total_stride(graph: Graph) -> int:
-    stride = 1
-    for node in graph.nodes:
-        stride = math.lcm(stride, math.ceil(node.scale))
-    return stride
+def _stride_text(strides: Sequence[int]) -> str:
+    """``64`` for an isotropic total stride, ``4×8×8`` for a per-axis one."""
+    return str(strides[0]) if len(set(strides)) == 1 else "×".join(map(str, strides))
 
 
 def output_size(
@@ -115,7 +104,7 @@ def output_size(
     try:
         return graph.sizes(size)[graph.output.index]
     except SizeError as exc:
-        below, above = _nearby(graph, size[exc.axis], spec.dims)
+        below, above = _nearby(graph, size[exc.axis], exc.axis)
         works = [str(n) for n in (below, above) if n is not None]
         if below is None and above is not None:
             hint = (
@@ -125,8 +114,8 @@ def output_size(
             hint = f"nearby sizes that work: {' or '.join(works)}"
         else:
             hint = "no size nearby works"
-        stride = _total_stride(graph)
-        multiple = f" (the total stride is {stride})" if stride > 1 else ""
+        strides = graph.total_stride()
+        multiple = f" (the total stride is {_stride_text(strides)})" if max(strides) > 1 else ""
         raise SpecError(
             f"{key} {size} does not fit model.arch '{spec.arch}'{multiple}: axis {exc.axis} "
             f"(size {size[exc.axis]}): {exc}; {hint}"
@@ -141,12 +130,13 @@ def check_input_size(
 
 
 def size_multiple(spec: Any) -> tuple[int, ...]:
-    """Total stride per axis: patch sizes should be multiples of it (``2**depth`` for U-Net).
+    """Total stride per axis: patch sizes should be multiples of it (``2**depth`` for U-Net,
+    the product of ``model.strides`` along each axis for an anisotropic U-Net).
 
     Same-padding U-Nets and FCNs *require* it; valid-padding networks need more (see
     :func:`output_size`); 1 for networks without pooling.
     """
-    return (_total_stride(field_graph(spec)),) * spec.dims
+    return field_graph(spec).total_stride()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -42,25 +42,49 @@ _INSTANCE = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
 
 
+#: one value for every spatial axis, or one per axis (array axis order)
+Size = int | Sequence[int]
+
+
 def _check_dims(dims: int) -> None:
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")
+
+
+def _tuple(value: Size, dims: int) -> tuple[int, ...]:
+    """``value`` as one int per axis (``ValueError`` when a sequence has the wrong length)."""
+    if isinstance(value, int):
+        return (value,) * dims
+    values = tuple(int(v) for v in value)
+    if len(values) != dims:
+        raise ValueError(
+            f"{list(values)} has {len(values)} entries, expected one per axis ({dims})"
+        )
+    return values
+
+
+def _compact(value: Size, dims: int) -> int | tuple[int, ...]:
+    """An int when ``value`` is the same on every axis (keeps module reprs as before)."""
+    values = _tuple(value, dims)
+    return values[0] if len(set(values)) == 1 else values
 
 
 def conv(
     dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int,
+    kernel_size: Size,
     *,
-    stride: int = 1,
-    dilation: int = 1,
-    padding: int | str = 0,
+    stride: Size = 1,
+    dilation: Size = 1,
+    padding: Size | str = 0,
     pad_mode: str = "zeros",
     bias: bool = True,
 ) -> nn.Module:
     """``nn.Conv2d`` / ``nn.Conv3d``; ``padding`` is an int per side, ``"same"`` or ``"valid"``.
 
+    ``kernel_size``, ``stride``, ``dilation`` and an integer ``padding`` are one int for every
+    axis or one per axis (e.g. ``(1, 3, 3)`` for a kernel that does not mix slices).
     ``"same"`` (stride 1 only) pads ``d·(k−1)`` in total per axis, ``⌊total/2⌋`` before —
     PyTorch's own rule, which the receptive-field graph mirrors.
     """
@@ -68,10 +92,10 @@ def conv(
     return _CONV[dims](
         in_channels,
         out_channels,
-        kernel_size,
-        stride=stride,
-        dilation=dilation,
-        padding=padding,
+        _compact(kernel_size, dims),
+        stride=_compact(stride, dims),
+        dilation=_compact(dilation, dims),
+        padding=padding if isinstance(padding, str) else _compact(padding, dims),
         padding_mode=pad_mode,
         bias=bias,
     )
@@ -81,28 +105,47 @@ def conv_transpose(
     dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int,
+    kernel_size: Size,
     *,
-    stride: int,
-    padding: int = 0,
+    stride: Size,
+    padding: Size = 0,
 ) -> nn.Module:
-    """``nn.ConvTranspose2d`` / ``3d``: output size ``(n − 1)·stride − 2·padding + kernel``."""
+    """``nn.ConvTranspose2d`` / ``3d``: output size ``(n − 1)·stride − 2·padding + kernel``.
+
+    Each argument is one int for every axis or one per axis.
+    """
     _check_dims(dims)
-    return _CONV_T[dims](in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+    return _CONV_T[dims](
+        in_channels,
+        out_channels,
+        _compact(kernel_size, dims),
+        stride=_compact(stride, dims),
+        padding=_compact(padding, dims),
+    )
 
 
 def pool(
-    dims: int, kernel_size: int, *, stride: int | None = None, dilation: int = 1, kind: str = "max"
+    dims: int,
+    kernel_size: Size,
+    *,
+    stride: Size | None = None,
+    dilation: Size = 1,
+    kind: str = "max",
 ) -> nn.Module:
-    """Max (default) or average pooling; ``stride`` defaults to ``kernel_size``."""
+    """Max (default) or average pooling; ``stride`` defaults to ``kernel_size``.
+
+    Each argument is one int for every axis or one per axis (``(1, 2, 2)`` pools in-plane only).
+    """
     _check_dims(dims)
-    stride = kernel_size if stride is None else stride
+    kernel = _compact(kernel_size, dims)
+    stride = kernel if stride is None else _compact(stride, dims)
+    dilation = _compact(dilation, dims)
     if kind == "max":
-        return _MAXPOOL[dims](kernel_size, stride=stride, dilation=dilation)
+        return _MAXPOOL[dims](kernel, stride=stride, dilation=dilation)
     if kind == "avg":
         if dilation != 1:
-            return DilatedAvgPool(dims, kernel_size, stride=stride, dilation=dilation)
-        return _AVGPOOL[dims](kernel_size, stride=stride)
+            return DilatedAvgPool(dims, kernel, stride=stride, dilation=dilation)
+        return _AVGPOOL[dims](kernel, stride=stride)
     raise ValueError(f"pool kind must be 'max' or 'avg', got {kind!r}")
 
 
@@ -202,19 +245,23 @@ class Pad(nn.Module):
 
 
 class Interpolate(nn.Module):
-    """Upsample by an integer ``scale`` (``nearest`` or (bi/tri)``linear``, align_corners=False)."""
+    """Upsample by an integer ``scale`` (``nearest`` or (bi/tri)``linear``, align_corners=False).
 
-    def __init__(self, dims: int, scale: int, mode: str = "linear") -> None:
+    ``scale`` is one factor for every axis or one per axis (``(1, 2, 2)``: in-plane only).
+    """
+
+    def __init__(self, dims: int, scale: Size, mode: str = "linear") -> None:
         super().__init__()
         _check_dims(dims)
         if mode not in ("nearest", "linear"):
             raise ValueError(f"interpolation mode must be nearest or linear, got {mode!r}")
-        self.dims, self.scale, self.mode = dims, scale, mode
+        self.dims, self.scale, self.mode = dims, _compact(scale, dims), mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.mode if self.mode == "nearest" else ("bilinear", "trilinear")[self.dims - 2]
         kwargs = {} if mode == "nearest" else {"align_corners": False}
-        return F.interpolate(x, scale_factor=self.scale, mode=mode, **kwargs)
+        scale = self.scale if isinstance(self.scale, int) else tuple(float(s) for s in self.scale)
+        return F.interpolate(x, scale_factor=scale, mode=mode, **kwargs)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, mode={self.mode}"
@@ -223,19 +270,21 @@ class Interpolate(nn.Module):
 class DilatedAvgPool(nn.Module):
     """Average pooling with dilation (PyTorch's AvgPool has none): a constant depthwise conv."""
 
-    def __init__(self, dims: int, kernel_size: int, *, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(
+        self, dims: int, kernel_size: Size, *, stride: Size = 1, dilation: Size = 1
+    ) -> None:
         super().__init__()
         _check_dims(dims)
         self.dims, self.kernel_size, self.stride, self.dilation = (
             dims,
-            kernel_size,
-            stride,
-            dilation,
+            _tuple(kernel_size, dims),
+            _tuple(stride, dims),
+            _tuple(dilation, dims),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, *spatial = x.shape
-        weight = x.new_full((1, 1) + (self.kernel_size,) * self.dims, 1.0)
+        weight = x.new_full((1, 1, *self.kernel_size), 1.0)
         weight = weight / math.prod(weight.shape)
         op = F.conv2d if self.dims == 2 else F.conv3d
         y = op(

@@ -16,12 +16,28 @@ logits.  ``residual`` blocks add a (1×1-projected, cropped) shortcut before the
 activation.  With ``valid`` padding, 64 filters, depth 4, 1 input channel, 2 classes, no norm
 and ReLU this is the paper's network: 31,030,658 parameters, 572×572 → 388×388.
 
+Anisotropic networks (nnU-Net's ``pool_op_kernel_sizes`` / ``conv_kernel_sizes``): ``strides``
+gives each max-pooling its own stride per axis — ``(1, 2, 2)`` pools in-plane only — and the
+matching upsampling uses the same per-axis factor (transposed-convolution kernel = stride, as
+in nnU-Net); ``kernel_sizes`` gives each resolution stage (encoder blocks and bottleneck) its
+own kernel per axis, and each decoder block reuses the kernel of the encoder stage at its
+resolution.  ``same`` padding is per axis (``k // 2``); ``valid`` crops skips per axis.
+Leaving both out gives exactly the isotropic network (same modules and parameter names).
+
+    >>> net = build(UNetSpec(dims=3, filters=4, strides=[[1, 2, 2], [2, 2, 2]],
+    ...                      kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]]))
+    >>> net(torch.zeros(1, 1, 4, 16, 16)).shape
+    torch.Size([1, 2, 4, 16, 16])
+
 Deep supervision: in training mode, forward returns ``[full-res, 1/2, 1/4, ...]`` logits (one
-auxiliary 1×1 head per decoder stage below full resolution, ``depth − 1`` of them); in eval
-mode only the full-resolution tensor.
+auxiliary 1×1 head per decoder stage below full resolution, ``depth − 1`` of them; with
+``strides`` the i-th is coarser by the cumulative per-axis stride
+:attr:`UNet.deep_supervision_scales`); in eval mode only the full-resolution tensor.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -49,7 +65,7 @@ class ConvBlock(nn.Module):
         out_channels: int,
         *,
         convs: int,
-        kernel_size: int,
+        kernel_size: int | Sequence[int],
         padding: str,
         norm: str,
         activation: str,
@@ -92,8 +108,14 @@ class UNet(SegmentationNetwork):
     """Encoder–decoder with skip connections; see the module docstring for the options.
 
     Shapes: ``(B, C, *spatial)`` → ``(B, num_classes, *out)``; ``out = spatial`` with ``same``
-    padding (each size must be divisible by ``2**depth``), smaller with ``valid`` padding
+    padding (each size must be divisible by ``2**depth``, or with ``strides`` by the product of
+    the strides along its axis), smaller with ``valid`` padding
     (:func:`segcli.models.output_size` gives it and which input sizes work).
+
+    Args:
+        strides: ``depth`` entries, one pooling stride per axis each (default 2 everywhere).
+        kernel_sizes: ``depth + 1`` entries, one kernel size per axis each (default
+            ``kernel_size`` everywhere).  Other arguments: see :class:`UNetSpec`.
     """
 
     def __init__(
@@ -114,9 +136,11 @@ class UNet(SegmentationNetwork):
         activation: str = "leaky_relu",
         dropout: float = 0.0,
         deep_supervision: bool = False,
+        strides: Sequence[Sequence[int]] | None = None,
+        kernel_sizes: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
-        if padding == "same" and kernel_size % 2 == 0:
+        if padding == "same" and kernel_sizes is None and kernel_size % 2 == 0:
             raise SpecError(
                 f"model.kernel_size {kernel_size}: a same-padding U-Net needs an odd kernel size "
                 "(use 3 or 5, or padding: valid)"
@@ -124,19 +148,30 @@ class UNet(SegmentationNetwork):
         self.dims, self.in_channels, self.num_classes = dims, in_channels, num_classes
         self.depth, self.padding, self.upsample_kind = depth, padding, upsample
         self.kernel_size, self.convs_per_block = kernel_size, convs_per_block
+        #: per downsampling, the pooling stride per axis
+        self.strides = _stages(strides, depth, (2,) * dims, "model.strides", dims)
+        #: per resolution stage (encoder levels 0..depth), the kernel per axis
+        self.kernel_sizes = _stages(
+            kernel_sizes, depth + 1, (kernel_size,) * dims, "model.kernel_sizes", dims
+        )
+        if padding == "same" and any(k % 2 == 0 for ks in self.kernel_sizes for k in ks):
+            raise SpecError(
+                f"model.kernel_sizes {[list(k) for k in self.kernel_sizes]}: a same-padding "
+                "U-Net needs odd kernel sizes (or padding: valid)"
+            )
         self.deep_supervision = deep_supervision
         widths = [filters * 2**level for level in range(depth + 1)]
         if max_filters is not None:
             widths = [min(w, max_filters) for w in widths]
         self.widths = widths
 
-        def block(cin: int, cout: int) -> ConvBlock:
+        def block(cin: int, cout: int, level: int) -> ConvBlock:
             return ConvBlock(
                 dims,
                 cin,
                 cout,
                 convs=convs_per_block,
-                kernel_size=kernel_size,
+                kernel_size=self.kernel_sizes[level],
                 padding=padding,
                 norm=norm,
                 activation=activation,
@@ -146,21 +181,24 @@ class UNet(SegmentationNetwork):
 
         self.encoder = nn.ModuleList()
         channels = in_channels
-        for width in widths:
-            self.encoder.append(block(channels, width))
+        for level, width in enumerate(widths):
+            self.encoder.append(block(channels, width, level))
             channels = width
-        self.pool = layers.pool(dims, 2)
+        # pools[i] goes from level i to level i + 1 (parameter-free: no state_dict entries)
+        self.pools = nn.ModuleList(layers.pool(dims, stride) for stride in self.strides)
         self.ups = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for level in range(depth - 1, -1, -1):  # deepest first
-            skip = widths[level]
+            skip, stride = widths[level], self.strides[level]
             if upsample == "transpose":
-                self.ups.append(layers.conv_transpose(dims, channels, skip, 2, stride=2))
+                self.ups.append(layers.conv_transpose(dims, channels, skip, stride, stride=stride))
             else:
                 self.ups.append(
-                    nn.Sequential(layers.Interpolate(dims, 2), layers.conv(dims, channels, skip, 1))
+                    nn.Sequential(
+                        layers.Interpolate(dims, stride), layers.conv(dims, channels, skip, 1)
+                    )
                 )
-            self.decoder.append(block(2 * skip, skip))
+            self.decoder.append(block(2 * skip, skip, level))
             channels = skip
         self.head = layers.conv(dims, channels, num_classes, 1)
         # auxiliary heads for decoder stages at 1/2, 1/4, ... resolution (highest first)
@@ -172,11 +210,24 @@ class UNet(SegmentationNetwork):
             else nn.ModuleList()
         )
 
+    @property
+    def deep_supervision_scales(self) -> list[tuple[int, ...]]:
+        """Per output of the training-mode forward, its cumulative stride per axis.
+
+        ``[(1, …, 1), s₀, s₀·s₁, …]`` (``depth`` entries; the first is the full-resolution
+        output): with ``same`` padding, output ``i`` has ``size // scales[i]`` voxels per axis,
+        and a target for it keeps every ``scales[i]``-th voxel.
+        """
+        scales = [(1,) * self.dims]
+        for stride in self.strides[: self.depth - 1]:
+            scales.append(tuple(a * b for a, b in zip(scales[-1], stride, strict=True)))
+        return scales
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
         for level, block in enumerate(self.encoder):
             if level > 0:
-                x = self.pool(x)
+                x = self.pools[level - 1](x)
             x = block(x)
             skips.append(x)
         skips.pop()  # the bottleneck is not a skip
@@ -195,7 +246,7 @@ class UNet(SegmentationNetwork):
 
     # ------------------------------------------------------------------ field graph
 
-    def _block_graph(self, g: Graph, x: Node, block: ConvBlock, name: str) -> Node:
+    def _block_graph(self, g: Graph, x: Node, block: ConvBlock, name: str, level: int) -> Node:
         same = self.padding == "same"
         inp = x
         for i, conv in enumerate(block.convs):
@@ -206,7 +257,7 @@ class UNet(SegmentationNetwork):
                 x,
                 f"{name}.conv{i + 1}",
                 channels=conv.out_channels,
-                kernel=self.kernel_size,
+                kernel=self.kernel_sizes[level],
                 pad="same" if same else "valid",
                 params=params,
             )
@@ -222,8 +273,8 @@ class UNet(SegmentationNetwork):
         skips = []
         for level, block in enumerate(self.encoder):
             if level > 0:
-                x = g.pool(x, f"down{level}.pool", kernel=2, exact=True)
-            x = self._block_graph(g, x, block, f"down{level}" if level else "enc0")
+                x = g.pool(x, f"down{level}.pool", kernel=self.strides[level - 1], exact=True)
+            x = self._block_graph(g, x, block, f"down{level}" if level else "enc0", level)
             skips.append(x)
         skips.pop()
         for i, (up, block) in enumerate(zip(self.ups, self.decoder, strict=True)):
@@ -233,12 +284,12 @@ class UNet(SegmentationNetwork):
                     x,
                     f"up{level}.upconv",
                     channels=up.out_channels,
-                    kernel=2,
-                    stride=2,
+                    kernel=self.strides[level],
+                    stride=self.strides[level],
                     params=layers.count_parameters(up),
                 )
             else:
-                x = g.interp(x, f"up{level}.interp", scale=2)
+                x = g.interp(x, f"up{level}.interp", scale=self.strides[level])
                 x = g.conv(
                     x,
                     f"up{level}.conv",
@@ -248,7 +299,7 @@ class UNet(SegmentationNetwork):
                 )
             skip = g.crop(skips.pop(), x, f"up{level}.skip_crop")
             x = g.merge([skip, x], f"up{level}.concat")
-            x = self._block_graph(g, x, block, f"up{level}")
+            x = self._block_graph(g, x, block, f"up{level}", level)
         g.set_output(
             g.conv(
                 x,
@@ -280,4 +331,31 @@ def build_unet(spec: UNetSpec) -> UNet:
         activation=spec.activation,
         dropout=spec.dropout,
         deep_supervision=spec.deep_supervision,
+        strides=spec.strides,
+        kernel_sizes=spec.kernel_sizes,
     )
+
+
+def _stages(
+    given: Sequence[Sequence[int]] | None,
+    count: int,
+    default: tuple[int, ...],
+    key: str,
+    dims: int,
+) -> list[tuple[int, ...]]:
+    """``given`` as ``count`` per-axis tuples, or ``count`` copies of ``default``.
+
+    Raises:
+        SpecError: wrong number of stages or of axes (the spec validates this first; this
+            guards direct construction).
+    """
+    if given is None:
+        return [default] * count
+    stages = [tuple(int(v) for v in entry) for entry in given]
+    if len(stages) != count or any(len(entry) != dims for entry in stages):
+        raise SpecError(
+            f"{key} {[list(e) for e in stages]}: expected {count} entries of {dims} values each"
+        )
+    if any(v < 1 for entry in stages for v in entry):
+        raise SpecError(f"{key} {[list(e) for e in stages]}: values must be 1 or more")
+    return stages

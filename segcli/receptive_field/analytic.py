@@ -38,7 +38,8 @@ class LayerField:
         name, type: layer name (e.g. ``down1.conv2``) and kind (``conv``, ``max pool`` ...).
         channels: output feature maps.
         output_size: spatial output size for the analysed input size (array axis order).
-        kernel: kernel edge (1 for pointwise layers, 0 where not applicable).
+        kernel: kernel edge (1 for pointwise layers, 0 where not applicable), or one edge
+            per axis for an anisotropic layer (e.g. ``(1, 3, 3)``).
         jump: input pixels between neighbouring outputs, per axis (a fraction after
             upsampling beyond the input resolution).
         receptive_field: input pixels (extent) one output unit depends on, per axis.
@@ -50,7 +51,7 @@ class LayerField:
     type: str
     channels: int
     output_size: tuple[int, ...]
-    kernel: int
+    kernel: int | tuple[int, ...]
     jump: tuple[Fraction, ...]
     receptive_field: tuple[int, ...]
     parameters: int
@@ -69,7 +70,7 @@ class LayerField:
             "type": self.type,
             "channels": self.channels,
             "output_size": list(self.output_size),
-            "kernel": self.kernel,
+            "kernel": list(self.kernel) if isinstance(self.kernel, tuple) else self.kernel,
             "jump": [_number(j) for j in self.jump],
             "receptive_field": list(self.receptive_field),
             "parameters": self.parameters,
@@ -112,10 +113,10 @@ def node_field(
     position attaining it (informative only).
     """
     best, best_offset = 0, 0
-    for position in range(graph.period(node)):
+    for position in range(graph.period(node, axis)):
         lo, hi = graph.field(node, position, position, sizes, axis)
         if hi - lo + 1 > best:
-            best, best_offset = hi - lo + 1, lo - int(position * node.scale)
+            best, best_offset = hi - lo + 1, lo - int(position * node.scales[axis])
     return best, best_offset
 
 
@@ -150,7 +151,7 @@ def analyse(graph: Graph, input_size: Sequence[int]) -> FieldReport:
                 channels=node.channels,
                 output_size=tuple(sizes[node.index]),
                 kernel=0 if node.op in ("input", "merge", "crop") else node.kernel,
-                jump=(node.scale,) * dims,
+                jump=tuple(node.scales),
                 receptive_field=field,
                 parameters=node.params,
             )
@@ -160,7 +161,7 @@ def analyse(graph: Graph, input_size: Sequence[int]) -> FieldReport:
         input_size=tuple(int(s) for s in input_size),
         output_size=tuple(sizes[out.index]),
         receptive_field=fields[out.index],
-        jump=(out.scale,) * dims,
+        jump=tuple(out.scales),
         parameters=sum(n.params for n in graph.nodes),
         layers=tuple(rows),
     )

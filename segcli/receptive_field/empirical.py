@@ -14,7 +14,8 @@ output unit is non-zero at exactly the inputs that unit can depend on — no can
 dead ReLU, no max-pool routing the gradient to a single winner.  The field is the extent of that
 support per axis, the largest over output positions across one period of the stride grids, on
 an input large enough that the field never touches the border (the size is doubled until it
-does not), one axis at a time.
+does not), one axis at a time — with that axis's own stride period and valid lengths, so
+anisotropic networks (per-axis pooling and kernels) are measured like isotropic ones.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from segcli.models import layers
 from segcli.models.base import SegmentationNetwork
 from segcli.receptive_field.analytic import node_field
-from segcli.receptive_field.graph import Graph, SizeError
+from segcli.receptive_field.graph import Graph
 
 __all__ = ["empirical_receptive_field", "make_probe"]
 
@@ -54,20 +55,17 @@ def _replace(module: nn.Module) -> None:
             setattr(module, name, nn.Identity())
         elif isinstance(child, (nn.MaxPool2d, nn.MaxPool3d)):
             dims = 2 if isinstance(child, nn.MaxPool2d) else 3
-            k, s, d = (_single(v) for v in (child.kernel_size, child.stride, child.dilation))
-            if _single(child.padding) != 0 or child.ceil_mode:
+            k, s, d = (_axes(v, dims) for v in (child.kernel_size, child.stride, child.dilation))
+            if any(_axes(child.padding, dims)) or child.ceil_mode:
                 raise NotImplementedError("probe supports unpadded, floor-mode max-pooling only")
             setattr(module, name, layers.pool(dims, k, stride=s, dilation=d, kind="avg"))
         else:
             _replace(child)
 
 
-def _single(value: int | Sequence[int]) -> int:
-    if isinstance(value, int):
-        return value
-    if len(set(value)) != 1:
-        raise NotImplementedError(f"anisotropic pooling {value} is not supported")
-    return int(value[0])
+def _axes(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    """A pooling parameter as one int per axis."""
+    return (int(value),) * dims if isinstance(value, int) else tuple(int(v) for v in value)
 
 
 def make_probe(model: nn.Module) -> nn.Module:
@@ -87,14 +85,12 @@ def make_probe(model: nn.Module) -> nn.Module:
     return probe
 
 
-def _first_size(graph: Graph, at_least: int, dims: int) -> int:
+def _first_size(graph: Graph, at_least: int, axis: int) -> int:
+    """The smallest length ``≥ at_least`` along ``axis`` that passes through the network."""
     for n in range(at_least, at_least + 4096):
-        try:
-            graph.sizes((n,) * dims)
-        except SizeError:
-            continue
-        return n
-    raise ValueError(f"no input size from {at_least} on passes through the network")
+        if graph.fits(n, axis):
+            return n
+    raise ValueError(f"no input length from {at_least} on passes along axis {axis}")
 
 
 def empirical_receptive_field(
@@ -119,28 +115,31 @@ def empirical_receptive_field(
     """
     graph = model.field_graph()
     dims = graph.dims
-    period = graph.period(graph.output)
+    periods = [graph.period(graph.output, axis) for axis in range(dims)]
     probe = make_probe(model)
-    thin = _first_size(graph, 1, dims)
+    thin = [_first_size(graph, 1, axis) for axis in range(dims)]
+    starts = [start_size] * dims
     if start_size is None:
         # the analytic field only picks a first size; the loop below checks the border anyway
-        n = _first_size(graph, 4 * period + 8, dims)
-        sizes = graph.sizes((n,) * dims)
-        guess = max(node_field(graph, graph.output, sizes, axis)[0] for axis in range(dims))
-        start_size = guess + 2 * period + 4
+        first = [_first_size(graph, 4 * p + 8, axis) for axis, p in enumerate(periods)]
+        sizes = graph.sizes(first)
+        starts = [
+            node_field(graph, graph.output, sizes, axis)[0] + 2 * periods[axis] + 4
+            for axis in range(dims)
+        ]
     extent = []
     # slabs are small: thread start-up would dominate (and crawls on a busy machine)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for axis in range(dims):
-            n = _first_size(graph, start_size, dims)
+            n = _first_size(graph, starts[axis], axis)
             while True:
-                size = tuple(n if a == axis else thin for a in range(dims))
-                field, touches = _measure(probe, graph, size, axis, period)
+                size = tuple(n if a == axis else thin[a] for a in range(dims))
+                field, touches = _measure(probe, graph, size, axis, periods[axis])
                 if not touches or n >= max_size:
                     break
-                n = _first_size(graph, 2 * n, dims)
+                n = _first_size(graph, 2 * n, axis)
             extent.append(field)
     finally:
         torch.set_num_threads(threads)

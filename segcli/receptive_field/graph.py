@@ -15,6 +15,10 @@ reads — an interval, since every operation is separable and local.  From that
 
 Indices live on an unbounded grid: padding shifts the index map but never clips it, which
 is the convention of the analytic receptive field (the field of a unit far from borders).
+
+Kernel, stride, dilation and padding are either one integer for every axis or a tuple with
+one entry per axis (array axis order), for anisotropic networks such as a U-Net that pools
+``(1, 2, 2)`` at its first stage: each axis has its own index map and its own size.
 """
 
 from __future__ import annotations
@@ -24,7 +28,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-__all__ = ["Graph", "Node", "SizeError"]
+__all__ = ["Graph", "Node", "SizeError", "per_axis"]
+
+#: one integer for every axis, or one per axis
+PerAxis = int | tuple[int, ...]
+
+
+def per_axis(value: int | Sequence[int], dims: int, what: str = "value") -> PerAxis:
+    """``value`` as stored in a :class:`Node`: an int when equal on every axis, else a tuple.
+
+    Raises:
+        ValueError: a sequence whose length is not ``dims``.
+    """
+    if isinstance(value, int):
+        return value
+    values = tuple(int(v) for v in value)
+    if len(values) != dims:
+        raise ValueError(f"{what} {list(values)} has {len(values)} entries, expected {dims}")
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _at(value: PerAxis, axis: int) -> int:
+    return value if isinstance(value, int) else value[axis]
 
 
 class SizeError(ValueError):
@@ -39,7 +64,8 @@ class SizeError(ValueError):
 class Node:
     """One operation.  ``op`` is one of the kinds below; the integers parametrise it per axis.
 
-    Kinds and their index map (output index ``j`` → input interval ``[lo, hi]``):
+    Kinds and their index map (output index ``j`` → input interval ``[lo, hi]``), per axis
+    with that axis's ``k``, ``s``, ``d`` and pads:
 
     - ``input``: the network input.
     - ``conv`` (also pooling, padding, fully connected as convolution): ``j·s − pad_before +
@@ -60,11 +86,11 @@ class Node:
     parents: tuple[Node, ...]
     channels: int
     params: int = 0
-    kernel: int = 1
-    stride: int = 1
-    dilation: int = 1
-    pad_before: int = 0
-    pad_after: int = 0
+    kernel: PerAxis = 1
+    stride: PerAxis = 1
+    dilation: PerAxis = 1
+    pad_before: PerAxis = 0
+    pad_after: PerAxis = 0
     #: ``exact`` pooling demands an input size divisible by the stride (skips must align)
     exact: bool = False
     #: ``reflect`` padding needs ``pad < n``
@@ -73,8 +99,19 @@ class Node:
     ref: Node | None = None
     #: shown as a row in the per-layer table (activations and norms fold into their conv)
     row: bool = True
-    #: cumulative stride relative to the input (input pixels per output step)
-    scale: Fraction = field(default=Fraction(1))
+    #: cumulative stride per axis relative to the input (input pixels per output step)
+    scales: tuple[Fraction, ...] = field(default=(Fraction(1),))
+
+    @property
+    def scale(self) -> Fraction:
+        """The cumulative stride when it is the same on every axis (see ``scales``).
+
+        Raises:
+            ValueError: the node's strides differ between axes.
+        """
+        if len(set(self.scales)) != 1:
+            raise ValueError(f"'{self.name}' has per-axis strides {self.scales}; use .scales")
+        return self.scales[0]
 
     # ------------------------------------------------------------------ per-axis maps
 
@@ -83,34 +120,34 @@ class Node:
         n = sizes[0]
         if self.op == "input":
             return n
+        k, s, d = _at(self.kernel, axis), _at(self.stride, axis), _at(self.dilation, axis)
+        before, after = _at(self.pad_before, axis), _at(self.pad_after, axis)
         if self.op == "conv":
-            if self.exact and n % self.stride:
+            if self.exact and n % s:
                 raise SizeError(
-                    f"'{self.name}' pools by {self.stride} but gets size {n} (not divisible)",
+                    f"'{self.name}' pools by {s} but gets size {n} (not divisible)",
                     self.name,
                     axis,
                 )
-            if self.reflect and max(self.pad_before, self.pad_after) >= n:
+            if self.reflect and max(before, after) >= n:
                 raise SizeError(
-                    f"'{self.name}' reflect-pads {max(self.pad_before, self.pad_after)} voxels "
-                    f"but gets size {n}",
+                    f"'{self.name}' reflect-pads {max(before, after)} voxels but gets size {n}",
                     self.name,
                     axis,
                 )
-            reach = self.dilation * (self.kernel - 1) + 1
-            total = n + self.pad_before + self.pad_after - reach
+            reach = d * (k - 1) + 1
+            total = n + before + after - reach
             if total < 0:
                 raise SizeError(
-                    f"'{self.name}' needs at least {reach - self.pad_before - self.pad_after} "
-                    f"voxels but gets {n}",
+                    f"'{self.name}' needs at least {reach - before - after} voxels but gets {n}",
                     self.name,
                     axis,
                 )
-            return total // self.stride + 1
+            return total // s + 1
         if self.op == "transpose":
-            out = (n - 1) * self.stride - 2 * self.pad_before + self.kernel
+            out = (n - 1) * s - 2 * before + k
         elif self.op == "interp":
-            out = n * self.stride
+            out = n * s
         elif self.op == "crop":
             assert ref_size is not None
             if ref_size > n:
@@ -132,20 +169,20 @@ class Node:
             raise SizeError(f"'{self.name}' produces size {out}", self.name, axis)
         return out
 
-    def back(self, lo: int, hi: int, parent_size: int, out_size: int) -> tuple[int, int]:
+    def back(
+        self, lo: int, hi: int, parent_size: int, out_size: int, axis: int = 0
+    ) -> tuple[int, int]:
         """Input interval (in one parent's indices) read by output interval ``[lo, hi]``."""
         if self.op in ("input", "merge"):
             return lo, hi
+        k, s, d = _at(self.kernel, axis), _at(self.stride, axis), _at(self.dilation, axis)
         if self.op == "conv":
-            start = -self.pad_before
-            return lo * self.stride + start, hi * self.stride + start + self.dilation * (
-                self.kernel - 1
-            )
+            start = -_at(self.pad_before, axis)
+            return lo * s + start, hi * s + start + d * (k - 1)
         if self.op == "transpose":
-            s, p, k = self.stride, self.pad_before, self.kernel
+            p = _at(self.pad_before, axis)
             return -((k - 1 - lo - p) // s), (hi + p) // s  # ceil((lo+p-k+1)/s), floor((hi+p)/s)
         if self.op == "interp":
-            s = self.stride
             if self.mode == "nearest":
                 return lo // s, hi // s
             # align_corners=False: source coordinate (j + 1/2)/s − 1/2 = (2j + 1 − s) / (2s)
@@ -160,17 +197,35 @@ class Node:
 
     @property
     def kernel_text(self) -> str:
-        return "" if self.op in ("input", "merge", "crop") else str(self.kernel)
+        """``3``, or ``1×3×3`` for a per-axis kernel; empty where no kernel applies."""
+        if self.op in ("input", "merge", "crop"):
+            return ""
+        return (
+            "×".join(map(str, self.kernel)) if isinstance(self.kernel, tuple) else str(self.kernel)
+        )
 
 
 class Graph:
-    """Builder and container of :class:`Node` s in forward (topological) order."""
+    """Builder and container of :class:`Node` s in forward (topological) order.
+
+    Kernel, stride, dilation, padding and scale arguments take one int for every axis or a
+    sequence with one entry per axis.
+    """
 
     def __init__(self, dims: int, in_channels: int) -> None:
         self.dims = dims
         self.nodes: list[Node] = []
         self.input = self._add(
-            Node(0, "input", "input", "input", (), in_channels, row=True, scale=Fraction(1))
+            Node(
+                0,
+                "input",
+                "input",
+                "input",
+                (),
+                in_channels,
+                row=True,
+                scales=(Fraction(1),) * dims,
+            )
         )
         self.output: Node = self.input
 
@@ -183,29 +238,45 @@ class Graph:
         self.nodes.append(node)
         return node
 
+    def _axes(self, value: int | Sequence[int], what: str) -> PerAxis:
+        return per_axis(value, self.dims, what)
+
     def conv(
         self,
         x: Node,
         name: str,
         *,
         channels: int,
-        kernel: int,
-        stride: int = 1,
-        dilation: int = 1,
-        pad: tuple[int, int] | str = (0, 0),
+        kernel: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        dilation: int | Sequence[int] = 1,
+        pad: tuple[int, int] | tuple[Sequence[int], Sequence[int]] | str = (0, 0),
         params: int = 0,
         type: str = "conv",
         exact: bool = False,
         reflect: bool = False,
         row: bool = True,
     ) -> Node:
-        """A convolution (or pooling / padding: same index map); ``pad`` may be ``"same"``."""
+        """A convolution (or pooling / padding: same index map); ``pad`` may be ``"same"``.
+
+        ``pad`` is ``(before, after)``, each an int or one int per axis, or ``"same"``
+        (``d·(k − 1)`` in total per axis, ``⌊total/2⌋`` before) or ``"valid"``.
+        """
+        k, s, d = (
+            self._axes(kernel, f"{name}: kernel"),
+            self._axes(stride, f"{name}: stride"),
+            self._axes(dilation, f"{name}: dilation"),
+        )
         if pad == "same":
-            total = dilation * (kernel - 1)
-            pad = (total // 2, total - total // 2)
+            totals = [_at(d, a) * (_at(k, a) - 1) for a in range(self.dims)]
+            before = self._axes([t // 2 for t in totals], name)
+            after = self._axes([t - t // 2 for t in totals], name)
         elif pad == "valid":
-            pad = (0, 0)
-        assert isinstance(pad, tuple)
+            before, after = 0, 0
+        else:
+            assert isinstance(pad, tuple)
+            before = self._axes(pad[0], f"{name}: padding")
+            after = self._axes(pad[1], f"{name}: padding")
         return self._add(
             Node(
                 0,
@@ -215,15 +286,15 @@ class Graph:
                 (x,),
                 channels,
                 params,
-                kernel,
-                stride,
-                dilation,
-                pad[0],
-                pad[1],
+                k,
+                s,
+                d,
+                before,
+                after,
                 exact=exact,
                 reflect=reflect,
                 row=row,
-                scale=x.scale * stride,
+                scales=tuple(x.scales[a] * _at(s, a) for a in range(self.dims)),
             )
         )
 
@@ -232,9 +303,9 @@ class Graph:
         x: Node,
         name: str,
         *,
-        kernel: int,
-        stride: int | None = None,
-        dilation: int = 1,
+        kernel: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        dilation: int | Sequence[int] = 1,
         exact: bool = False,
         type: str = "max pool",
     ) -> Node:
@@ -267,12 +338,14 @@ class Graph:
         name: str,
         *,
         channels: int,
-        kernel: int,
-        stride: int,
-        padding: int = 0,
+        kernel: int | Sequence[int],
+        stride: int | Sequence[int],
+        padding: int | Sequence[int] = 0,
         params: int = 0,
         type: str = "conv transpose",
     ) -> Node:
+        s = self._axes(stride, f"{name}: stride")
+        p = self._axes(padding, f"{name}: padding")
         return self._add(
             Node(
                 0,
@@ -282,15 +355,18 @@ class Graph:
                 (x,),
                 channels,
                 params,
-                kernel,
-                stride,
-                pad_before=padding,
-                pad_after=padding,
-                scale=x.scale / stride,
+                self._axes(kernel, f"{name}: kernel"),
+                s,
+                pad_before=p,
+                pad_after=p,
+                scales=tuple(x.scales[a] / _at(s, a) for a in range(self.dims)),
             )
         )
 
-    def interp(self, x: Node, name: str, *, scale: int, mode: str = "linear") -> Node:
+    def interp(
+        self, x: Node, name: str, *, scale: int | Sequence[int], mode: str = "linear"
+    ) -> Node:
+        s = self._axes(scale, f"{name}: scale")
         return self._add(
             Node(
                 0,
@@ -301,29 +377,39 @@ class Graph:
                 x.channels,
                 0,
                 kernel=1,
-                stride=scale,
+                stride=s,
                 mode=mode,
-                scale=x.scale / scale,
+                scales=tuple(x.scales[a] / _at(s, a) for a in range(self.dims)),
             )
         )
 
     def crop(self, x: Node, ref: Node, name: str) -> Node:
         return self._add(
-            Node(0, name, "crop", "crop", (x,), x.channels, ref=ref, row=False, scale=x.scale)
+            Node(0, name, "crop", "crop", (x,), x.channels, ref=ref, row=False, scales=x.scales)
         )
 
     def merge(self, parents: Sequence[Node], name: str, *, kind: str = "concat") -> Node:
         """Concatenate (channels add up) or sum (``kind="add"``) feature maps."""
-        scales = {p.scale for p in parents}
+        scales = {p.scales for p in parents}
         if len(scales) != 1:
-            raise ValueError(f"{name}: merging maps of different strides {sorted(scales)}")
+            shown = sorted(tuple(str(v) for v in sc) for sc in scales)
+            raise ValueError(f"{name}: merging maps of different strides {shown}")
         channels = (
             sum(p.channels for p in parents)
             if kind == "concat"
             else max(p.channels for p in parents)
         )
         return self._add(
-            Node(0, name, kind, "merge", tuple(parents), channels, row=True, scale=parents[0].scale)
+            Node(
+                0,
+                name,
+                kind,
+                "merge",
+                tuple(parents),
+                channels,
+                row=True,
+                scales=parents[0].scales,
+            )
         )
 
     def set_output(self, node: Node) -> None:
@@ -331,32 +417,68 @@ class Graph:
 
     # ------------------------------------------------------------------ evaluation
 
+    def sizes_along(self, n: int, axis: int) -> list[int]:
+        """Size of every node's output along ``axis`` for input length ``n`` on that axis.
+
+        Axes are independent (every operation is separable), so this is one column of
+        :meth:`sizes`, and the way to find valid lengths per axis of an anisotropic network.
+
+        Raises:
+            SizeError: some layer cannot process the length it receives.
+        """
+        out: list[int] = []
+        for node in self.nodes:
+            if node.op == "input":
+                out.append(int(n))
+                continue
+            parent_sizes = [out[p.index] for p in node.parents]
+            ref = out[node.ref.index] if node.ref is not None else None
+            out.append(node.out_size(parent_sizes, ref, axis))
+        return out
+
+    def fits(self, n: int, axis: int) -> bool:
+        """Whether input length ``n`` along ``axis`` passes through every layer."""
+        try:
+            self.sizes_along(n, axis)
+        except SizeError:
+            return False
+        return True
+
     def sizes(self, input_size: Sequence[int]) -> list[tuple[int, ...]]:
         """Spatial size of every node's output for ``input_size`` (indexed like ``nodes``).
 
         Raises:
-            SizeError: some layer cannot process the size it receives.
+            SizeError: some layer cannot process the size it receives (the first failing
+                axis in axis order).
         """
         if len(input_size) != self.dims:
             raise ValueError(f"input size {list(input_size)} has not {self.dims} entries")
-        out: list[tuple[int, ...]] = []
-        for node in self.nodes:
-            if node.op == "input":
-                out.append(tuple(int(s) for s in input_size))
-                continue
-            per_axis = []
-            for axis in range(self.dims):
-                parent_sizes = [out[p.index][axis] for p in node.parents]
-                ref = out[node.ref.index][axis] if node.ref is not None else None
-                per_axis.append(node.out_size(parent_sizes, ref, axis))
-            out.append(tuple(per_axis))
-        return out
+        columns = [self.sizes_along(int(n), axis) for axis, n in enumerate(input_size)]
+        return [tuple(col[i] for col in columns) for i in range(len(self.nodes))]
 
-    def period(self, node: Node) -> int:
-        """Positions of ``node`` after which its index map repeats (stride grids above it)."""
+    def total_stride(self) -> tuple[int, ...]:
+        """Per axis, the least common multiple of the (rounded-up) strides of all nodes.
+
+        Input sizes of same-padding networks with exact pooling must be multiples of it
+        (``2**depth`` per axis for an isotropic U-Net, the product of the per-stage strides
+        along each axis for an anisotropic one).
+        """
+        strides = [1] * self.dims
+        for node in self.nodes:
+            for axis in range(self.dims):
+                strides[axis] = math.lcm(strides[axis], math.ceil(node.scales[axis]))
+        return tuple(strides)
+
+    def period(self, node: Node, axis: int | None = None) -> int:
+        """Positions of ``node`` after which its index map repeats (stride grids above it).
+
+        Along ``axis``; without one, the common period of all axes.
+        """
+        axes = range(self.dims) if axis is None else (axis,)
         period = 1
         for anc in self.ancestors(node):
-            period = math.lcm(period, math.ceil(anc.scale / node.scale))
+            for a in axes:
+                period = math.lcm(period, math.ceil(anc.scales[a] / node.scales[a]))
         return period
 
     def ancestors(self, node: Node) -> list[Node]:
@@ -385,7 +507,9 @@ class Graph:
             else:
                 los, his = [], []
                 for parent in n.parents:
-                    pa, pb = n.back(a, b, sizes[parent.index][axis], sizes[n.index][axis])
+                    pa, pb = n.back(
+                        a, b, sizes[parent.index][axis], sizes[n.index][axis], axis=axis
+                    )
                     x, y = walk(parent, pa, pb)
                     los.append(x)
                     his.append(y)

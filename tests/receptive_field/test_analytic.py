@@ -106,6 +106,51 @@ def test_chains_follow_the_closed_formula(chain: list[tuple[str, int, int, int]]
     assert report.receptive_field == (field, field)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(layer_strategy, layer_strategy), min_size=1, max_size=4))
+def test_per_axis_chains_follow_the_closed_formula_on_each_axis(
+    chain: list[tuple[tuple[str, int, int, int], tuple[str, int, int, int]]],
+) -> None:
+    # one graph with different kernel, stride and dilation per axis; each axis on its own
+    # must follow r_out = r_in + (k_eff − 1)·jump_in (the operation kind comes from axis 0)
+    graph = Graph(dims=2, in_channels=1)
+    x = graph.input
+    fields, jumps = [1, 1], [1, 1]
+    for i, layers in enumerate(chain):
+        kind = layers[0][0]
+        k, s, d = ([layer[j] for layer in layers] for j in (1, 2, 3))
+        if kind == "conv":
+            x = graph.conv(x, f"l{i}", channels=2, kernel=k, stride=s, dilation=d, pad="same")
+        else:
+            x = graph.pool(x, f"l{i}", kernel=k, stride=s, dilation=d)
+        for axis in range(2):
+            fields[axis] += d[axis] * (k[axis] - 1) * jumps[axis]
+            jumps[axis] *= s[axis]
+    graph.set_output(x)
+    size = 2 + sum(max(d * (k - 1) + 1 for _, k, _, d in layers) for layers in chain) * 30
+    report = analyse(graph, (size, size + 1))
+    assert report.receptive_field == tuple(fields)
+    assert report.jump == tuple(Fraction(j) for j in jumps)
+
+
+def test_anisotropic_unet_rows_are_per_axis() -> None:
+    spec = UNetSpec(dims=3, filters=2, strides=[[1, 2, 2], [2, 2, 2]],
+                    kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]])  # fmt: skip
+    report = analyse(field_graph(spec), (8, 16, 16))
+    rows = {row.name: row for row in report.layers}
+    assert rows["enc0.conv1"].kernel == (1, 3, 3) and rows["down1.conv1"].kernel == 3
+    assert rows["down1.pool"].kernel == (1, 2, 2)
+    assert rows["down1.pool"].jump == (1, 2, 2) and rows["down2.pool"].jump == (2, 4, 4)
+    assert rows["up0.upconv"].kernel == (1, 2, 2) and rows["up0.upconv"].jump == (1, 1, 1)
+    assert rows["up0.conv1"].kernel == (1, 3, 3)  # the decoder reuses its stage's kernel
+    assert rows["down1.pool"].output_size == (8, 8, 8)
+    # z: two 1-wide convs (1), a stride-1 pool (1), two 3-wide convs (5); y, x: 5, 6, 14
+    assert rows["enc0.conv2"].receptive_field == (1, 5, 5)
+    assert rows["down1.conv2"].receptive_field == (5, 14, 14)
+    assert report.to_dict()["layers"][1]["kernel"] == [1, 3, 3]
+    assert report.parameters == count_parameters(build(spec))
+
+
 # ------------------------------------------------------------------ index maps vs PyTorch
 
 

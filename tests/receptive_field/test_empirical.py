@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from segcli.config.schema import CNNSpec, DilatedSpec, FCNSpec, PatchCNNSpec, UNetSpec
 from segcli.models import ARCHITECTURES, build, field_graph
-from segcli.receptive_field import SizeError, analyse
+from segcli.receptive_field import analyse
 from segcli.receptive_field.empirical import empirical_receptive_field, make_probe
 
 TINY: dict[str, list[Any]] = {
@@ -25,7 +27,15 @@ TINY: dict[str, list[Any]] = {
     "unet": [UNetSpec(filters=1, depth=2, norm="instance"),
              UNetSpec(filters=1, depth=2, padding="valid", upsample="interp", residual=True),
              UNetSpec(filters=1, depth=3, deep_supervision=True, norm="batch"),
-             UNetSpec(dims=3, filters=1, depth=1)],
+             UNetSpec(dims=3, filters=1, depth=1),
+             # anisotropic (nnU-Net style): no pooling and 1-wide kernels along z at first
+             UNetSpec(dims=3, filters=1, strides=[[1, 2, 2], [2, 2, 2]],
+                      kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]]),
+             UNetSpec(dims=3, filters=1, strides=[[1, 2, 2], [2, 2, 2]],
+                      kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]], padding="valid",
+                      upsample="interp", residual=True),
+             UNetSpec(filters=1, strides=[[1, 2], [3, 1]], kernel_sizes=[[1, 3], [3, 5], [5, 1]],
+                      deep_supervision=True)],
 }  # fmt: skip
 HAS_POOLING = {"patch_cnn", "fcn", "unet"}
 
@@ -36,12 +46,11 @@ def test_every_architecture_has_tiny_cases() -> None:
 
 def _analytic(spec: Any) -> tuple[int, ...]:
     graph = field_graph(spec)
-    for n in range(19, 400):
-        try:
-            return analyse(graph, (n,) * spec.dims).receptive_field
-        except SizeError:
-            continue
-    raise AssertionError(f"no size fits {spec}")
+    # per axis the first length from 19 on that fits (anisotropic networks differ per axis)
+    size = [next((n for n in range(19, 400) if graph.fits(n, a)), None) for a in range(spec.dims)]
+    if None in size:
+        raise AssertionError(f"no size fits {spec}")
+    return analyse(graph, size).receptive_field
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES.names())
@@ -97,3 +106,44 @@ def test_max_pooling_would_hide_inputs_from_the_gradient() -> None:
     y = torch.ones(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
     probe(y)[0, 0, 8, 8].backward()
     assert int((y.grad != 0).sum()) > raw_support
+
+
+def test_anisotropic_unet_field_is_per_axis() -> None:
+    # the 1-wide first-stage kernels and the unpooled first stage make z see much less
+    spec = UNetSpec(dims=3, filters=1, strides=[[1, 2, 2], [2, 2, 2]],
+                    kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]])  # fmt: skip
+    measured = empirical_receptive_field(build(spec))
+    assert measured == _analytic(spec)
+    assert measured[1] == measured[2] > measured[0]
+    isotropic = empirical_receptive_field(build(UNetSpec(dims=3, filters=1, depth=2)))
+    assert isotropic[0] == isotropic[1] == measured[1]  # in-plane, the same network
+
+
+def test_probe_pools_anisotropically() -> None:
+    spec = UNetSpec(dims=3, filters=1, strides=[[1, 2, 2]], kernel_sizes=[[1, 3, 3], [3, 3, 3]])
+    probe = make_probe(build(spec))
+    pools = [m for m in probe.modules() if isinstance(m, nn.AvgPool3d)]
+    assert [(p.kernel_size, p.stride) for p in pools] == [((1, 2, 2), (1, 2, 2))]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    strides=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 2)), min_size=1, max_size=2),
+    kernels=st.lists(st.tuples(st.sampled_from([1, 3]), st.sampled_from([1, 3, 5])), min_size=3),
+    padding=st.sampled_from(["same", "valid"]),
+    upsample=st.sampled_from(["transpose", "interp"]),
+)
+def test_random_anisotropic_unets_analytic_equals_empirical(
+    strides: list[tuple[int, int]],
+    kernels: list[tuple[int, int]],
+    padding: str,
+    upsample: str,
+) -> None:
+    spec = UNetSpec(
+        filters=1,
+        strides=[list(s) for s in strides],
+        kernel_sizes=[list(k) for k in kernels[: len(strides) + 1]],
+        padding=padding,
+        upsample=upsample,
+    )
+    assert _analytic(spec) == empirical_receptive_field(build(spec))
