@@ -233,3 +233,16 @@ def test_fingerprint_cache_reused_and_invalidated(tmp_path: Path) -> None:
     third = plan_command(root, spec, device="cpu")
     assert not third.fingerprint_reused
     assert third.fingerprint.cases[1].labels == third.fingerprint.cases[0].labels
+
+
+def test_dims_2_on_3d_data_plans_slices_and_trains(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "ds", cases=4, shape=(6, 16, 16), radius=2)
+    spec = tmp_path / "slices.yaml"
+    code, out = plan(str(root), "-o", str(spec), "--dims", "2")
+    assert code == 0, out
+    exp = load(spec)
+    assert exp.model.dims == 3 and exp.data.patch_size[0] == 1
+    assert all(s[0] == 1 for s in exp.model.strides)
+    assert all(k[0] == 1 for k in exp.model.kernel_sizes)
+    # flips of a one-slice patch (negative strides on a length-1 axis) must reach torch
+    train_two_iterations(spec, tmp_path)
