@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean plan-docs plan-hippocampus
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,3 +62,10 @@ lecture: install
 
 hippocampus: $(VENV)/.bench-stamp
 	$(BIN)/python bench/hippocampus.py
+
+## segcli plan: the plans of five datasets (docs/plan.md) and the Hippocampus budget run
+plan-docs: install
+	$(BIN)/python bench/plan.py docs
+
+plan-hippocampus: install
+	$(BIN)/python bench/plan.py hippocampus --budget-minutes $(or $(PLAN_BUDGET_MINUTES),10)
