@@ -115,7 +115,7 @@ def plan_command(
         if cached is not None and _same_root(cached, root):
             fp, reused = cached, True
     if fp is None:
-        fp = extract_fingerprint(root, workers=workers, progress=_progress)
+        fp = extract_fingerprint(root, workers=workers, progress=None if as_json else _progress)
     if not is_quiet() and not as_json:
         how = "reused" if reused else f"extracted in {fp.seconds:.1f} s"
         info(f"fingerprint of {len(fp.cases)} cases {how} ({fp_path})")
@@ -143,7 +143,10 @@ def plan_command(
         save_fingerprint(fp, fp_path)
     text = write_spec(plan, output)
     if as_json:
-        console.print_json(render_json(plan, str(output), str(fp_path)))
+        console.print(
+            render_json(plan, str(output), str(fp_path)), markup=False, highlight=False,
+            soft_wrap=True,
+        )  # fmt: skip
     else:
         _print_table(plan, output, fp_path)
     return PlanResult(plan, fp, output, fp_path, reused, text)

@@ -401,8 +401,16 @@ def case_fingerprint(
     """
     box = nonzero_bbox(image, label)
     cropped = tuple(int(s.stop - s.start) for s in box)
-    values = [int(v) for v in np.unique(label) if v > 0]
-    labels = {v: label_case(label == v, spacing) for v in values}
+    from scipy import ndimage
+
+    # each label's bounding box first: its components lie inside it, so the (costly) component
+    # labelling runs on that crop only — large CT label maps with many small organs stay fast
+    boxes = ndimage.find_objects(label.astype(np.int64, copy=False))
+    labels = {
+        v + 1: label_case(label[box] == v + 1, spacing)
+        for v, box in enumerate(boxes)
+        if box is not None
+    }
     rng = np.random.RandomState(SAMPLE_SEED)
     foreground = label > 0
     samples = []

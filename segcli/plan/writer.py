@@ -10,6 +10,7 @@ published by renaming a temp file: a failed plan never leaves a partial spec.
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -123,10 +124,15 @@ def render_json(
     """The plan for scripts: spec, decisions, checks, budget (and the files written)."""
     out = plan.to_dict()
     out["files"] = {"spec": spec_path, "fingerprint": fingerprint_path}
-    return json.dumps(out, indent=1, default=_default)
+    return json.dumps(_finite(out), indent=1, default=str, allow_nan=False)
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    return str(value)
+def _finite(value: Any) -> Any:
+    """NaN and infinities → None (JSON has no NaN), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

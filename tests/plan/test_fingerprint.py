@@ -174,3 +174,20 @@ def test_nnunet_v2_region_labels_are_read(tmp_path: Path) -> None:
     fp = extract_fingerprint(root, workers=1)
     assert fp.regions == {"core": (1, 2)}
     assert fp.label_values == (1, 2)
+
+
+def test_case_fingerprint_per_label_equals_the_full_mask_statistics() -> None:
+    from segcli.plan.fingerprint import case_fingerprint
+
+    rng = np.random.default_rng(3)
+    label = (rng.random((9, 10, 11)) < 0.15).astype(np.uint8) * 3  # scattered 3s
+    label[1:4, 2:6, 3:5] = 1
+    label[6:8, 6:9, 7:10] = 1  # two components of 1
+    image = rng.normal(size=(1, 9, 10, 11)).astype(np.float32)
+    record, samples, _ = case_fingerprint("c", image, label, (1.0, 2.0, 0.5), 100)
+    assert sorted(record.labels) == [1, 3]
+    for v in (1, 3):
+        assert record.labels[v] == label_case(label == v, (1.0, 2.0, 0.5))
+    assert record.labels[1].components == 2
+    assert samples[0].shape == (100,)
+    assert set(samples[0].tolist()) <= set(image[0][label > 0].tolist())
