@@ -246,3 +246,17 @@ def test_dims_2_on_3d_data_plans_slices_and_trains(tmp_path: Path) -> None:
     assert all(k[0] == 1 for k in exp.model.kernel_sizes)
     # flips of a one-slice patch (negative strides on a length-1 axis) must reach torch
     train_two_iterations(spec, tmp_path)
+
+
+def test_plan_help_lists_the_spec_options() -> None:
+    result = runner.invoke(app, ["plan", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--output", "--name", "--dims", "--budget-minutes", "--device", "--gpu-memory",
+                 "--json"):  # fmt: skip
+        assert flag in result.output
+
+
+def test_output_must_be_yaml(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "ds", cases=2, shape=(8, 8, 8), radius=2)
+    code, out = plan(str(root), "-o", str(tmp_path / "exp.json"))
+    assert code == 1 and ".yaml" in out
