@@ -27,7 +27,7 @@ from segcli.plan import checks as plan_checks
 from segcli.plan import rules
 from segcli.plan.budget import Measurement, Schedule
 from segcli.plan.decision import Check, Decision, fmt_shape, fmt_spacing
-from segcli.plan.fingerprint import Fingerprint, LabelSummary, label_summary
+from segcli.plan.fingerprint import Fingerprint, label_summary
 
 __all__ = ["Candidate", "Plan", "PlanOptions", "make_plan"]
 
@@ -609,14 +609,14 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
 
     # ---- the spec
     summaries = label_summary(fp, spacing)
-    rf_checks, field_size = _field_checks(
-        fp, options, plan_dims, slice_mode, spacing, all_same, topo, filters, cap, batch,
-        num_classes, contiguous, labels_map, values, sched_tuple, summaries,
-    )  # fmt: skip
     small_checks, add_lesion = plan_checks.small_structure_checks(summaries)
     spec = _spec(fp, options, plan_dims, slice_mode, spacing, all_same, topo, filters, cap, batch,
                  num_classes, contiguous, labels_map, values, sched_tuple, val_max,
                  add_lesion, optim)  # fmt: skip
+    field_size = _receptive_field(spec)
+    rf_checks = plan_checks.receptive_field_checks(
+        field_size, spec["data"]["patch_size"], summaries
+    )
     metrics = spec["evaluation"]["metrics"]
     decisions.append(
         Decision(
@@ -673,7 +673,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         f"{', '.join(fp.channels)})",
         f"device {options.device}"
         + (f", budget {options.budget_minutes:g} min" if options.budget_minutes else ", no budget")
-        + (f", receptive field {fmt_shape(field_size)}" if field_size else ""),
+        + f", receptive field {fmt_shape(field_size)}",
     )
     return Plan(spec, tuple(decisions), tuple(found), schedule, tuple(candidates), header)
 
@@ -797,33 +797,12 @@ def _spec(
     }
 
 
-def _field_checks(
-    fp: Fingerprint,
-    options: PlanOptions,
-    plan_dims: int,
-    slice_mode: bool,
-    spacing: tuple[float, ...],
-    all_same: bool,
-    topo: rules.Topology,
-    filters: int,
-    cap: int,
-    batch: int,
-    num_classes: int,
-    contiguous: bool,
-    labels_map: dict[int, str],
-    values: tuple[int, ...],
-    sched: tuple[int, int, int],
-    summaries: dict[int, LabelSummary],
-) -> tuple[list[Check], tuple[int, ...] | None]:
-    """Receptive-field checks of the planned network (analytic field at the patch size)."""
+def _receptive_field(spec: dict[str, Any]) -> tuple[int, ...]:
+    """Analytic receptive field of the planned U-Net at its patch size (voxels per axis)."""
     from segcli.config.schema import UNetSpec
     from segcli.models import field_graph
     from segcli.receptive_field import analyse
 
-    spec = _spec(fp, options, plan_dims, slice_mode, spacing, all_same, topo, filters, cap,
-                 batch, num_classes, contiguous, labels_map, values, sched, None, False)  # fmt: skip
     model = UNetSpec.model_validate(spec["model"])
-    patch = spec["data"]["patch_size"]
-    report = analyse(field_graph(model), patch)
-    field_size = tuple(int(v) for v in report.receptive_field)
-    return plan_checks.receptive_field_checks(field_size, patch, summaries), field_size
+    report = analyse(field_graph(model), spec["data"]["patch_size"])
+    return tuple(int(v) for v in report.receptive_field)
