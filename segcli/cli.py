@@ -13,11 +13,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from segcli.errors import Interrupted, SegcliError
+from segcli.errors import Interrupted, SegcliError, SpecError
+
+if TYPE_CHECKING:
+    from segcli.config import Experiment
+    from segcli.config.schema import EvaluationSpec
 
 __all__ = ["app", "main"]
 
@@ -288,18 +292,64 @@ def evaluate(
     if spec is None and overrides:
         raise SegcliError("--set needs an experiment spec (segcli evaluate EXP.yaml --set ...)")
     evaluate_command(
-        exp,
         pred=pred,
         ref=ref,
         output=output,
-        metrics=metrics,
-        labels=labels,
-        nsd_tolerance=nsd_tolerance,
+        evaluation=_evaluation_options(exp, metrics, labels, nsd_tolerance),
         workers=workers,
         overlays=overlays,
         images=images,
         compare_postprocessing=compare_postprocessing,
+        postprocess_min_size=exp.inference.postprocess.min_size if exp is not None else 0,
     )
+
+
+def _evaluation_options(
+    exp: Experiment | None, metrics: str | None, labels: str | None, nsd_tolerance: float | None
+) -> EvaluationSpec:
+    """The spec's ``evaluation`` section (or the defaults) with the flags given applied."""
+    from segcli.config.schema import EvaluationSpec
+
+    evaluation = exp.evaluation if exp is not None else EvaluationSpec()
+    update: dict[str, Any] = {}
+    if metrics is not None:
+        update["metrics"] = _parse_metrics(metrics)
+    if labels is not None:
+        update["labels"] = _parse_labels(labels)
+    if nsd_tolerance is not None:
+        update["nsd_tolerance"] = nsd_tolerance
+    return evaluation.model_copy(update=update)
+
+
+def _parse_metrics(text: str) -> list[str]:
+    """``--metrics dice,HD95`` → ``["dice", "hd95"]``; unknown names fail naming the choices."""
+    from segcli.metrics import METRICS
+
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not names:
+        raise SpecError(f"--metrics: no metric names in {text!r}; e.g. --metrics dice,hd95,nsd")
+    for name in names:
+        try:
+            METRICS.get(name)
+        except SpecError as exc:
+            raise SpecError(f"--metrics: {exc}") from None
+    return names
+
+
+def _parse_labels(text: str) -> list[int]:
+    """``--labels 1,2`` → ``[1, 2]``; anything but integers >= 1 fails."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise SpecError(
+                f"--labels: {part!r} is not a foreground label; give integers >= 1, e.g. --labels 1,2"
+            )
+        out.append(int(part))
+    if not out:
+        raise SpecError(f"--labels: no labels in {text!r}; e.g. --labels 1,2")
+    return out
 
 
 # --------------------------------------------------------------------------- export

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from segcli.config import Experiment
 
 # The suite runs tiny tensors, where thread start-up costs more than it saves; a second
 # thread only oversubscribes the 2-core machines this runs on (subprocesses inherit the env).
@@ -61,3 +66,60 @@ def tiny_spec(root: Path | str, **sections: dict) -> dict:
         else:
             raw[key] = value
     return raw
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def write_checkpoint(
+    exp: Experiment, path: Path, seed: int = 0, **extra: Any
+) -> tuple[Path, torch.nn.Module]:
+    """A checkpoint of a freshly initialised ``exp.model`` (plus ``extra`` keys), written the
+    way a hand-made file would be: the dict layer, with only the keys predict needs."""
+    from segcli.io.checkpoint import save_checkpoint
+    from segcli.models import build
+
+    torch.manual_seed(seed)
+    model = build(exp.model).eval()
+    state = {"model": model.state_dict(), "spec": exp.model_dump(mode="json"), "epoch": 0}
+    save_checkpoint(path, {**state, **extra})
+    return path, model
+
+
+@pytest.fixture
+def make_checkpoint() -> Callable[..., tuple[Path, torch.nn.Module]]:
+    return write_checkpoint
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def tiny_run(root: Path, epochs: int = 3, **train: Any) -> Experiment:
+    """A seconds-long training run: 6 synthetic 16×16 cases, a 2-filter dilated CNN, 2
+    iterations of batch 2 per epoch, run folders under ``root/runs`` (``train`` overrides)."""
+    from segcli.config import from_dict
+
+    return from_dict(
+        {
+            "name": "tiny",
+            "seed": 0,
+            "data": {
+                "synthetic": {"dims": 2, "cases": 6, "size": 16, "lesion": 2, "ring_distance": 3},
+                "patch_size": [16, 16],
+            },
+            "model": {"arch": "dilated", "dims": 2, "filters": 2, "dilations": [1, 2]},
+            "train": {
+                "epochs": epochs,
+                "iterations_per_epoch": 2,
+                "batch_size": 2,
+                "workers": 0,
+                **train,
+            },
+            "output": str(root / "runs"),
+        }
+    )
+
+
+@pytest.fixture
+def make_tiny_run() -> Callable[..., Experiment]:
+    return tiny_run

@@ -8,9 +8,9 @@ unions on ``model.arch`` and ``loss.name``.  Spatial tuples are in array axis or
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ARCH_NAMES",
@@ -393,8 +393,9 @@ class PostprocessSpec(_Spec):
 
 
 class InferenceSpec(_Spec):
-    #: defaults to data.patch_size
-    patch_size: list[Annotated[int, Field(gt=0)]] | None = None
+    #: defaults to data.patch_size (null or absent in the spec; filled by Experiment validation,
+    #: so an Experiment's inference.patch_size is always a full list)
+    patch_size: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
     overlap: float = Field(0.5, ge=0, lt=1)
     blend: Literal["gaussian", "constant"] = "gaussian"
     batch_size: int = Field(8, gt=0)
@@ -402,6 +403,11 @@ class InferenceSpec(_Spec):
     pad_mode: PadMode = "minimum"
     pad_value: float = 0.0
     postprocess: PostprocessSpec = PostprocessSpec()
+
+    @field_validator("patch_size", mode="before")
+    @classmethod
+    def _null_patch_size(cls, value: Any) -> Any:
+        return [] if value is None else value
 
 
 class EvaluationSpec(_Spec):
@@ -437,7 +443,7 @@ class Experiment(_Spec):
             raise ValueError(
                 f"data.patch_size has {len(self.data.patch_size)} entries but model.dims is {dims}"
             )
-        if self.inference.patch_size is None:
+        if not self.inference.patch_size:
             inf = self.inference.model_copy(update={"patch_size": list(self.data.patch_size)})
             object.__setattr__(self, "inference", inf)
         elif len(self.inference.patch_size) != dims:

@@ -15,15 +15,13 @@ must see ``lesion + 2·ring_distance`` voxels of context to tell the two apart.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from segcli.atomic import publish
+from segcli.atomic import atomic_open
 
 __all__ = ["SynthCase", "generate", "make_case", "write_dataset"]
 
@@ -36,7 +34,14 @@ class SynthCase:
     malign: bool
 
 
-def _check(dims: int, size: int, lesion: int, ring_distance: int) -> None:
+def _check(
+    dims: int, size: int, lesion: int, ring_distance: int, cases: int = 1, noise: float = 0.0
+) -> None:
+    """Raise ``ValueError`` naming the parameter unless the toy problem can be drawn."""
+    if cases < 1:
+        raise ValueError(f"cases must be at least 1, got {cases}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")
     if lesion < 1 or ring_distance < 1:
@@ -99,8 +104,13 @@ def generate(
     malign_fraction: float = 0.5,
     prefix: str = "ring",
 ) -> list[SynthCase]:
-    """``cases`` toy cases, deterministic in ``seed``; names ``ring_000``, ``ring_001``, ..."""
-    _check(dims, size, lesion, ring_distance)
+    """``cases`` toy cases, deterministic in ``seed``; names ``ring_000``, ``ring_001``, ...
+
+    Raises:
+        ValueError: ``cases`` < 1, ``noise`` < 0, ``dims`` not 2 or 3, or a lesion and ring
+            that do not fit ``size``.
+    """
+    _check(dims, size, lesion, ring_distance, cases, noise)
     rng = np.random.default_rng(seed)
     width = max(3, len(str(cases - 1)))
     out = []
@@ -149,8 +159,6 @@ def write_dataset(
         "file_ending": ".nii.gz",
         "training": training,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".dataset.json.", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_open(out / "dataset.json", "w", what="dataset.json") as handle:
         json.dump(meta, handle, indent=1)
-    publish(tmp, out / "dataset.json")
     return out

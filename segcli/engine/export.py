@@ -30,8 +30,6 @@ import contextlib
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ import torch
 from torch import nn
 
 from segcli import __version__
-from segcli.atomic import publish
+from segcli.atomic import atomic_path
 from segcli.config import Experiment, dump
 from segcli.errors import SegcliError, SpecError
 
@@ -106,7 +104,8 @@ def export_model(
         SegcliError: ONNX requested without the ``onnx`` package, the export failed, or the
             exported file does not reproduce the checkpoint's output.
     """
-    from segcli.engine.predict import load_models, resolve_checkpoints
+    from segcli.inference.ensemble import load_models
+    from segcli.io.checkpoint import resolve_checkpoints
 
     if format not in EXPORT_FORMATS:
         raise SpecError(f"--format: unknown format {format!r}; choose one of torchscript, onnx")
@@ -123,16 +122,21 @@ def export_model(
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegcliError(f"{output.parent}: cannot create the folder ({exc.strerror})") from None
-    with _temp_file(output) as tmp:
-        if format == "torchscript":
-            difference = _export_torchscript(network, inputs, metadata, tmp)
-        else:
-            difference, exporter_notes = _export_onnx(network, inputs, metadata, tmp)
-            notes.extend(exporter_notes)
-        with _temp_file(spec_path) as spec_tmp:
-            spec_tmp.write_text(_resolved_spec(exp, loaded.spacing), encoding="utf-8")
-            publish(tmp, output)
-            publish(spec_tmp, spec_path)
+    # both files are renamed into place only once both are written and the model is checked:
+    # the model first, then its spec
+    with (
+        atomic_path(spec_path, error=SegcliError, what="the spec") as spec_tmp,
+        atomic_path(output, error=SegcliError, what="the model") as tmp,
+    ):
+        try:
+            if format == "torchscript":
+                difference = _export_torchscript(network, inputs, metadata, tmp)
+            else:
+                difference, exporter_notes = _export_onnx(network, inputs, metadata, tmp)
+                notes.extend(exporter_notes)
+        finally:
+            Path(f"{tmp}.data").unlink(missing_ok=True)  # ONNX external weights, if any
+        spec_tmp.write_text(_resolved_spec(exp, loaded.spacing), encoding="utf-8")
     return ExportResult(output, spec_path, format, paths[0], difference, notes)
 
 
@@ -189,7 +193,6 @@ def _check_inputs(exp: Experiment) -> list[torch.Tensor]:
     """Random inputs: one patch, and (when the network takes it) two of a larger size."""
     from segcli.models import check_input_size, size_multiple
 
-    assert exp.inference.patch_size is not None
     patch = list(exp.inference.patch_size)
     generator = torch.Generator().manual_seed(0)
     shape = (1, exp.model.in_channels)
@@ -201,22 +204,6 @@ def _check_inputs(exp: Experiment) -> list[torch.Tensor]:
         return inputs
     inputs.append(torch.randn(2, exp.model.in_channels, *larger, generator=generator))
     return inputs
-
-
-@contextlib.contextmanager
-def _temp_file(target: Path) -> Iterator[Path]:
-    """A fresh temp path beside ``target``, removed afterwards unless it was renamed."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise SegcliError(f"{target.parent}: cannot write here ({exc.strerror})") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.data").unlink(missing_ok=True)  # ONNX external weights, if any
 
 
 @contextlib.contextmanager

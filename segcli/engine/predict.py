@@ -6,21 +6,26 @@
     >>> result.written, result.skipped, result.failed
     (['case_000', 'case_001'], [], {})
 
-Per case: read every channel (``<case>_0000``, ``_0001`` ... grouped by
-:func:`segcli.io.dataset.group_images`), check they share one grid and that their number is
-``model.in_channels``, normalise exactly as training does (``data.normalization``, with the
-dataset statistics stored in the checkpoint for ``ct_auto``), resample to the spacing the
-checkpoint was trained at (``data.spacing``; the checkpoint's ``target_spacing``), run
-:func:`segcli.inference.sliding_window` with the spec's ``inference`` settings, resample the
-probabilities linearly back onto the input grid (several checkpoints: probabilities averaged
-there), take the argmax, apply ``inference.postprocess``, then write ``<case>.nii.gz``
-(channel suffix dropped) with the first channel's size, spacing, origin and direction.  ``probabilities=True`` also
-writes ``<case>_probabilities.npz`` (key ``probabilities``: float16 ``(classes, *spatial)``).
+This module orchestrates; each step has its home:
 
-Labels: softmax models write the argmax class.  Multilabel models (``multilabel: true``,
-sigmoid per label) write one label map where voxel value ``k + 1`` means channel ``k`` has
-probability > 0.5 and, where several do, the highest such ``k`` wins (later labels are drawn
-on top, as in training's validation); the probabilities file keeps every channel.
+- inputs: :func:`segcli.io.dataset.find_inputs` groups ``<case>_0000``, ``_0001`` ... files,
+  :func:`segcli.io.dataset.read_case` checks they share one grid and that their number is
+  ``model.in_channels``;
+- checkpoints: :func:`segcli.io.checkpoint.resolve_checkpoints` picks them,
+  :func:`segcli.inference.ensemble.load_models` loads them after the one spec check
+  (:func:`segcli.io.checkpoint.check_compatible`);
+- probabilities: :func:`segcli.inference.ensemble.ensemble_probabilities` normalises exactly as
+  training does (``data.normalization``, with the dataset statistics stored in the checkpoint
+  for ``ct_auto``), resamples to the spacing the checkpoint was trained at, runs
+  :func:`segcli.inference.sliding_window` with the spec's ``inference`` settings and resamples
+  the probabilities linearly back onto the input grid (several checkpoints: averaged there);
+- labels: :func:`segcli.inference.decode.decode_labels` (argmax; multilabel: value ``k + 1``
+  where channel ``k`` exceeds 0.5, the highest such ``k`` winning, as in training's
+  validation), then ``inference.postprocess`` (:mod:`segcli.postprocess`).
+
+Output: ``<case>.nii.gz`` (channel suffix dropped) with the first channel's size, spacing,
+origin and direction; ``probabilities=True`` also writes ``<case>_probabilities.npz`` (key
+``probabilities``: float16 ``(classes, *spatial)``, every channel).
 
 Every file is written atomically (temp file + rename), the label map last: a case whose label
 map exists is done and is skipped unless ``overwrite``; a case that fails leaves no file of its
@@ -29,42 +34,25 @@ own and is reported in :attr:`PredictResult.failed` while the other cases go on.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from segcli.atomic import atomic_open
 from segcli.config import Experiment
-from segcli.data.preprocessing import normalize
 from segcli.engine import distributed
 from segcli.engine.runtime import check_writable_folder, info, progress_bar, resolve_device
-from segcli.errors import CheckpointError, DataError, SegcliError, SpecError
-from segcli.io.checkpoint import load_checkpoint
-from segcli.io.dataset import group_images, list_image_files
-from segcli.io.images import (
-    IMAGE_SUFFIXES,
-    ImageGeometry,
-    check_same_grid,
-    make_geometry,
-    read_image,
-    strip_suffix,
-    write_image,
-)
+from segcli.errors import DataError, SegcliError, SpecError
+from segcli.inference.decode import decode_labels
+from segcli.inference.ensemble import LoadedModel, ensemble_probabilities, load_models
+from segcli.io.checkpoint import resolve_checkpoints
+from segcli.io.dataset import find_inputs, read_case
+from segcli.io.images import make_geometry, write_image
 
-__all__ = ["LoadedModel", "PredictResult", "find_inputs", "load_models", "predict_cases"]
-
-#: Spec keys a checkpoint must agree on besides ``model``: they change what the weights mean.
-_MEANING_KEYS = ("multilabel", "data.normalization")
-
-_CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
+__all__ = ["PredictResult", "predict_case", "predict_cases"]
 
 
 @dataclass
@@ -98,21 +86,6 @@ class PredictResult:
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
         return f"{'; '.join(parts)} in {self.seconds:.1f} s with {names}"
-
-
-@dataclass
-class LoadedModel:
-    """A network with its weights loaded and the preprocessing it was trained with.
-
-    Attributes:
-        spacing: the target spacing (mm, array axis order) of its training data, None when it
-            was trained on the images' own grids.
-    """
-
-    path: Path
-    network: nn.Module
-    stats: dict[str, list[float]] | None
-    spacing: tuple[float, ...] | None = None
 
 
 # --------------------------------------------------------------------------- entry point
@@ -168,7 +141,7 @@ def _predict_cases(
     from segcli.models import check_input_size
 
     # a window the network cannot process fails here, before any case, naming the key
-    check_input_size(exp.model, exp.inference.patch_size or [], key="inference.patch_size")
+    check_input_size(exp.model, exp.inference.patch_size, key="inference.patch_size")
     cases = find_inputs(input)
     paths, notes = resolve_checkpoints(exp, checkpoints)
     for note in notes:
@@ -251,213 +224,7 @@ def _unsafe_case_name(name: str, output_dir: Path) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def find_inputs(input: str | Path) -> dict[str, tuple[Path, ...]]:
-    """Cases to predict: case name → channel files in channel order.
-
-    A file stands for its case: ``ct_007_0000.nii.gz`` brings along ``ct_007_0001.nii.gz`` ...
-    from the same folder.  A folder is read like ``imagesTs/`` (files grouped by the
-    ``_0000`` channel suffix, or one file per case without it).
-
-    Raises:
-        DataError: the path does not exist, holds no images (with a hint when it is a dataset
-            root with ``imagesTs/``), or the channel files are inconsistent.
-    """
-    path = Path(input)
-    if path.is_file():
-        if not any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
-            raise DataError(
-                f"{path}: not an image file SimpleITK reads ({', '.join(IMAGE_SUFFIXES)})"
-            )
-        files = [path]
-        channel = _CHANNEL.fullmatch(strip_suffix(path.name))
-        if channel is not None:  # bring along the case's other channel files
-            sibling = re.compile(re.escape(channel["case"]) + r"_\d{4}")
-            files = [
-                p for p in list_image_files(path.parent) if sibling.fullmatch(strip_suffix(p.name))
-            ]
-            if path not in files:  # a hidden file is not listed, but was asked for by name
-                files = sorted([*files, path])
-        return group_images(files, path.parent)
-    if not path.is_dir():
-        raise DataError(f"{path}: input not found (give an image file or a folder of images)")
-    files = list_image_files(path)
-    if not files:
-        sub = [d for d in ("imagesTs", "imagesTr") if (path / d).is_dir()]
-        if sub:
-            raise DataError(
-                f"{path}: no images directly in this folder; it looks like a dataset root — "
-                f"point --input at the images folder, e.g. {path / sub[0]}"
-            )
-        raise DataError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    return group_images(files, path)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def resolve_checkpoints(
-    exp: Experiment, checkpoints: list[str | Path] | list[Path] | None
-) -> tuple[list[Path], list[str]]:
-    """The checkpoint files to use and notes about the choice.
-
-    Raises:
-        CheckpointError: a given file does not exist, or the run folder has no checkpoint.
-    """
-    if checkpoints:
-        paths = [Path(p) for p in checkpoints]
-        for p in paths:
-            if not p.is_file():
-                raise CheckpointError(f"{p}: checkpoint not found")
-        return paths, []
-    run = Path(exp.output) / exp.name
-    best, last = run / "checkpoint_best.pt", run / "checkpoint_last.pt"
-    if best.is_file():
-        return [best], []
-    if last.is_file():
-        return [last], [f"{run}: no checkpoint_best.pt (no validation yet?); using {last.name}"]
-    raise CheckpointError(
-        f"{run}: no checkpoint_best.pt or checkpoint_last.pt; train first "
-        f"(segcli train) or pass --checkpoint PATH"
-    )
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
-
-
-def _spec_differences(saved: dict[str, Any], exp: Experiment) -> list[str]:
-    """Dotted keys where the checkpoint's spec and ``exp`` disagree on what the weights mean."""
-    current = exp.model_dump(mode="json")
-    keys = ["model"] + list(_MEANING_KEYS)
-    if current["data"]["normalization"] == "ct":
-        keys.append("data.window")
-    diffs = []
-    for key in keys:
-        ours, theirs = current, saved
-        for part in key.split("."):
-            ours = ours.get(part) if isinstance(ours, dict) else None
-            theirs = theirs.get(part) if isinstance(theirs, dict) else None
-        a, b = _flatten(ours, f"{key}."), _flatten(theirs, f"{key}.")
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                diffs.append(f"{k}: checkpoint {json.dumps(b.get(k))}, spec {json.dumps(a.get(k))}")
-    return diffs
-
-
-def load_models(exp: Experiment, paths: list[Path], device: str) -> list[LoadedModel]:
-    """Build ``exp.model`` once per checkpoint, load the weights, move to ``device``, eval mode.
-
-    Raises:
-        CheckpointError: unreadable file, a checkpoint trained with another architecture,
-            size or output meaning (the message lists the differing spec keys), or weights
-            that do not fit the network.
-    """
-    from segcli.models import build
-
-    models = []
-    for path in paths:
-        state = load_checkpoint(path, map_location="cpu")
-        saved = state.get("spec")
-        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
-            raise CheckpointError(
-                f"{path}: has no experiment spec inside; not written by segcli train"
-            )
-        diffs = _spec_differences(saved, exp)
-        if diffs:
-            raise CheckpointError(
-                f"{path}: trained with a different model than the spec describes: "
-                + "; ".join(diffs)
-                + ". Use the spec the checkpoint was trained with (its run folder's config.yaml)"
-            )
-        network = build(exp.model)
-        try:
-            network.load_state_dict(state["model"])
-        except (RuntimeError, KeyError, TypeError) as exc:
-            first = str(exc).strip().splitlines()
-            raise CheckpointError(
-                f"{path}: the weights do not fit model.arch '{exp.model.arch}': "
-                f"{' '.join(first[:3])}"
-            ) from None
-        stats = state.get("normalization_stats")
-        if exp.data.normalization == "ct_auto" and not stats:
-            raise CheckpointError(
-                f"{path}: data.normalization is ct_auto but the checkpoint holds no "
-                "normalization_stats; retrain with this segcli version"
-            )
-        spacing = _checkpoint_spacing(path, state, saved, exp)
-        models.append(LoadedModel(path, network.to(device).eval(), stats, spacing))
-    return models
-
-
 # --------------------------------------------------------------------------- one case
-
-
-def _checkpoint_spacing(
-    path: Path, state: dict[str, Any], saved: dict[str, Any], exp: Experiment
-) -> tuple[float, ...] | None:
-    """The spacing the checkpoint was trained at, checked against ``exp.data.spacing``.
-
-    Raises:
-        CheckpointError: the spec resamples and the checkpoint did not (or the other way
-            round), the spacings differ, or ``auto`` with no ``target_spacing`` stored.
-    """
-    stored = state.get("target_spacing")
-    if stored is None and isinstance(saved.get("data"), dict):
-        listed = saved["data"].get("spacing")
-        stored = listed if isinstance(listed, list) else None
-    trained = tuple(float(v) for v in stored) if stored is not None else None
-    wanted = exp.data.spacing
-    hint = "use the spec the checkpoint was trained with (its run folder's config.yaml)"
-    if wanted is None:
-        if trained is not None:
-            raise CheckpointError(
-                f"{path}: trained on images resampled to {list(trained)} mm but the spec's "
-                f"data.spacing is null; {hint}"
-            )
-        return None
-    if trained is None:
-        raise CheckpointError(
-            f"{path}: data.spacing is {wanted} but the checkpoint holds no target_spacing "
-            f"(trained on the images' own grids, or by an older segcli); {hint}"
-        )
-    if wanted != "auto" and not np.allclose(wanted, trained, rtol=1e-6, atol=0):
-        raise CheckpointError(
-            f"{path}: trained at spacing {list(trained)} mm but the spec's data.spacing is "
-            f"{list(wanted)}; {hint}"
-        )
-    return trained
-
-
-def read_case(files: tuple[Path, ...], in_channels: int) -> tuple[np.ndarray, ImageGeometry]:
-    """Stack a case's channel files into ``(C, *spatial)`` float32 on the first file's grid.
-
-    Raises:
-        DataError: unreadable file, NaN/inf intensities, channels on different grids, or a
-            channel count other than ``in_channels``.
-    """
-    if len(files) != in_channels:
-        raise DataError(
-            f"{files[0]}: the case has {len(files)} channel file(s) but the model takes "
-            f"model.in_channels = {in_channels} (<case>_0000 ... <case>_{in_channels - 1:04d})"
-        )
-    arrays, geometry = [], None
-    for path in files:
-        array, geo = read_image(path)
-        if geometry is None:
-            geometry = geo
-        else:
-            check_same_grid(geo, geometry, f"{path} vs {files[0].name}")
-        arrays.append(array)
-    assert geometry is not None
-    return np.stack(arrays), geometry
 
 
 def predict_case(
@@ -488,13 +255,8 @@ def predict_case(
     grid = geometry
     if squeezed:  # resampling happens in the plane; the slice's own 2-D grid
         grid = make_geometry(image.shape[1:], geometry.spacing[1:])
-    probs = _ensemble(exp, models, image, device, grid)
-    if exp.multilabel:
-        labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] < 255 else np.uint16)
-        for k in range(probs.shape[0]):  # later labels win where several exceed 0.5
-            labels[probs[k] > 0.5] = k + 1
-    else:
-        labels = probs.argmax(0).astype(np.uint8 if probs.shape[0] <= 256 else np.uint16)
+    probs = ensemble_probabilities(exp, models, image, device, grid)
+    labels = decode_labels(probs, exp.multilabel)
     post = exp.inference.postprocess
     if post.largest_component or post.min_size > 0 or post.fill_holes:
         from segcli.postprocess import postprocess_labels
@@ -515,86 +277,6 @@ def predict_case(
         if prob_path is not None:
             prob_path.unlink(missing_ok=True)
         raise
-
-
-def _ensemble(
-    exp: Experiment,
-    models: list[LoadedModel],
-    image: np.ndarray,
-    device: str,
-    geometry: ImageGeometry | None = None,
-) -> np.ndarray:
-    """Mean probabilities of every model on the input grid, ``(classes, *spatial)`` float32.
-
-    A model trained at a ``spacing`` sees the normalised image resampled to it
-    (``data.resample_order``), and its probabilities are resampled linearly back onto
-    ``geometry`` (the input's grid) before they are averaged.
-    """
-    from segcli.inference import sliding_window
-
-    inf = exp.inference
-    assert inf.patch_size is not None
-    total: torch.Tensor | None = None
-    normalized: dict[str, tuple[torch.Tensor, ImageGeometry | None]] = {}
-    for model in models:
-        key = json.dumps([model.stats, model.spacing], sort_keys=True)
-        if key not in normalized:  # ensemble members usually share the preprocessing
-            array = normalize(image, exp.data.normalization, exp.data.window, model.stats)
-            grid = None
-            if model.spacing is not None:
-                array, grid = _resample_input(exp, array, geometry, model.spacing)
-            normalized[key] = (torch.from_numpy(array), grid)
-        network_input, grid = normalized[key]
-        try:
-            probs = sliding_window(
-                model.network,
-                network_input,
-                patch_size=inf.patch_size,
-                overlap=inf.overlap,
-                blend=inf.blend,
-                batch_size=inf.batch_size,
-                tta=inf.tta,
-                multilabel=exp.multilabel,
-                device=device,
-                pad_mode=inf.pad_mode,
-                pad_value=inf.pad_value,
-            ).cpu()
-        except ValueError as exc:
-            raise SpecError(f"model.arch '{exp.model.arch}': {exc}") from None
-        except torch.cuda.OutOfMemoryError:
-            raise DataError(
-                f"out of GPU memory on an image of size {tuple(image.shape[1:])}; lower "
-                "inference.batch_size or inference.patch_size, or use --device cpu"
-            ) from None
-        if grid is not None and geometry is not None:
-            from segcli.data.resample import resample_image
-
-            probs = torch.from_numpy(resample_image(probs.float().numpy(), grid, geometry, order=1))
-        total = probs if total is None else total.add_(probs)
-    assert total is not None
-    if len(models) > 1:
-        total.div_(len(models))
-    return total.numpy()
-
-
-def _resample_input(
-    exp: Experiment,
-    image: np.ndarray,
-    geometry: ImageGeometry | None,
-    spacing: tuple[float, ...],
-) -> tuple[np.ndarray, ImageGeometry]:
-    """The normalised ``(C, *spatial)`` image on its grid resampled to ``spacing``."""
-    from segcli.data.resample import resample_image, resampled_geometry
-
-    if geometry is None:
-        geometry = make_geometry(image.shape[1:])
-    if len(spacing) != geometry.dims:
-        raise DataError(
-            f"the image has {geometry.dims} axes {geometry.size} but the model was trained at "
-            f"spacing {list(spacing)} ({len(spacing)} axes)"
-        )
-    grid = resampled_geometry(geometry, spacing)
-    return resample_image(image, geometry, grid, exp.data.resample_order), grid
 
 
 def _write_npz(path: Path, probabilities: np.ndarray) -> None:

@@ -6,6 +6,10 @@ runs/<name>/checkpoint_last.pt   every epoch (resumable)
 runs/<name>/checkpoint_best.pt   best mean validation Dice
 runs/<name>/log.csv              epoch,train_loss,val_loss,val_dice,lr,seconds
 runs/<name>/curves.png           loss and Dice per epoch
+runs/<name>/normalization.json   ct_auto's dataset statistics (when used)
+runs/<name>/spacing.json         the resolved data.spacing (when resampling)
+
+Every write into the run folder goes through :class:`RunDir` and is atomic.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segcli.atomic import atomic_open, publish
+from segcli.atomic import atomic_open
+from segcli.engine.runtime import check_writable_folder
 from segcli.errors import SegcliError
+
+if TYPE_CHECKING:
+    from segcli.config import Experiment
+    from segcli.io.checkpoint import Checkpoint
 
 __all__ = ["LOG_COLUMNS", "RunDir", "atomic_write_text", "read_log", "write_log"]
 
@@ -46,6 +53,7 @@ class RunDir:
     log: Path = field(init=False)
     curves: Path = field(init=False)
     stats: Path = field(init=False)
+    spacing: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -56,9 +64,65 @@ class RunDir:
         self.log = self.path / "log.csv"
         self.curves = self.path / "curves.png"
         self.stats = self.path / "normalization.json"
+        self.spacing = self.path / "spacing.json"
+
+    def check_start(self, resume: bool) -> None:
+        """Before loading any data: a new run needs an empty, writable folder; a resumed run
+        needs its checkpoint_last.pt.
+
+        Raises:
+            SegcliError: naming the folder and the fix (--resume, or another --output).
+        """
+        if resume:
+            if not self.last.is_file():
+                raise SegcliError(
+                    f"{self.last}: nothing to resume (no checkpoint_last.pt in {self.path}); "
+                    "start without --resume"
+                )
+        elif self.last.is_file():
+            raise SegcliError(
+                f"{self.path}: already holds a training run (checkpoint_last.pt); use --resume "
+                "to continue it, or --output / --set name=... for a new run"
+            )
+        else:  # an unwritable run folder fails at once
+            check_writable_folder(self.path, "--output (or output / name in the spec)")
 
     def write_split(self, train: list[str], val: list[str]) -> None:
         atomic_write_text(self.split, json.dumps({"train": train, "val": val}, indent=1) + "\n")
+
+    def write_start(
+        self,
+        exp: Experiment,
+        train: list[str],
+        val: list[str],
+        stats: dict[str, Any] | None,
+        spacing: tuple[float, ...] | None,
+    ) -> None:
+        """What a new run writes before its first epoch: config.yaml, split.json and, when
+        used, normalization.json (ct_auto statistics) and spacing.json (resolved spacing)."""
+        from segcli.config import dump
+
+        atomic_write_text(self.config, dump(exp))
+        self.write_split(train, val)
+        if stats is not None:
+            atomic_write_text(self.stats, json.dumps(stats, indent=1) + "\n")
+        if spacing is not None:
+            atomic_write_text(self.spacing, json.dumps({"spacing": list(spacing)}) + "\n")
+
+    def save_checkpoint(self, checkpoint: Checkpoint, best: bool) -> None:
+        """checkpoint_best.pt (if ``best``), then checkpoint_last.pt: a kill between the two
+        keeps best consistent, and resume reads the log rows from checkpoint_last.pt."""
+        if best:
+            checkpoint.save(self.best)
+        checkpoint.save(self.last)
+
+    def write_log(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite log.csv whole (see :func:`write_log`)."""
+        write_log(self.log, rows)
+
+    def plot_curves(self, rows: list[dict[str, Any]], title: str = "") -> None:
+        """Redraw curves.png (see :func:`plot_curves`)."""
+        plot_curves(self.curves, rows, title=title)
 
 
 def _fmt(value: Any) -> str:
@@ -121,11 +185,8 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str = "") -> None
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        publish(tmp, path)
+        with atomic_open(path, "wb", error=SegcliError, what="the curves") as handle:
+            fig.savefig(handle, format="png", dpi=100)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)

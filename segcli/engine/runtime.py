@@ -1,4 +1,4 @@
-"""Run-time services for the engine: device choice, seeding, progress bars, console.
+"""Run-time services for the engine: device choice, seeding and RNG state, progress bars, console.
 
 Progress bars are drawn only on a terminal and never with ``quiet``; library code below the
 engine never prints.
@@ -6,11 +6,13 @@ engine never prints.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
+import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from rich.console import Console
@@ -26,12 +28,15 @@ from rich.progress import (
 from segcli.errors import SegcliError
 
 __all__ = [
+    "EpochProgress",
     "check_writable_folder",
     "console",
     "progress_bar",
     "resolve_device",
+    "rng_state",
     "seed_everything",
     "set_quiet",
+    "set_rng_state",
     "track",
 ]
 
@@ -157,3 +162,68 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy and torch (and CUDA) RNG states, as tensors and plain data only.
+
+    NumPy's key array is stored as an int64 tensor so the result loads with
+    ``torch.load(..., weights_only=True)``; :func:`set_rng_state` restores it.
+    """
+    import torch
+
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where CUDA is available)."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class EpochProgress:
+    """A rich bar per training epoch (iteration, loss, samples/s, ETA); silent off-terminal."""
+
+    def __init__(self, epoch: int, epochs: int, iterations: int) -> None:
+        self.enabled = show_progress()
+        self.progress = Progress(
+            TextColumn(f"[bold]epoch {epoch + 1}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} samples/s"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not self.enabled,
+        )
+        self.task = self.progress.add_task("train", total=iterations, loss=math.nan, rate=0.0)
+        self.start = time.perf_counter()
+        self.samples = 0
+
+    def __enter__(self) -> EpochProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, loss: float, batch: int) -> None:
+        """One optimisation step of ``batch`` samples with ``loss``."""
+        self.samples += batch
+        rate = self.samples / max(time.perf_counter() - self.start, 1e-9)
+        self.progress.update(self.task, advance=1, loss=loss, rate=rate)

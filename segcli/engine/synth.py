@@ -20,17 +20,16 @@ def run_synth(
     ring_distance: int = 5,
     noise: float = 0.1,
 ) -> str:
-    """Generate ``cases`` toy cases into ``out``; returns a one-line summary."""
-    if dims not in (2, 3):
-        raise SegcliError(f"--dims must be 2 or 3, got {dims}")
-    if cases < 1:
-        raise SegcliError(f"--cases must be at least 1, got {cases}")
-    if noise < 0:
-        raise SegcliError(f"--noise must be >= 0, got {noise}")
+    """Generate ``cases`` toy cases into ``out``; returns a one-line summary.
+
+    Raises:
+        SegcliError: parameters :func:`segcli.data.synth.generate` rejects (its message names
+            the parameter), or an output path that is a file or cannot be written.
+    """
     try:
         data = generate(cases, dims, size, lesion, ring_distance, seed=seed, noise=noise)
     except ValueError as exc:
-        raise SegcliError(str(exc)) from None
+        raise SegcliError(f"segcli synth: {exc}") from None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SegcliError(f"{out}: exists and is not a folder")

@@ -1,4 +1,4 @@
-"""Find cases in the nnU-Net / MSD raw layout and pair images with labels.
+"""Find cases in the nnU-Net / MSD raw layout, pair images with labels and predictions with references.
 
 DATASET/imagesTr/<case>_0000.nii.gz   (channel 0; _0001 ... further channels)
 DATASET/imagesTr/<case>.nii.gz         (plain MSD naming: one channel)
@@ -8,6 +8,10 @@ DATASET/dataset.json                   (optional: labels, channel names)
 >>> from segcli.io.dataset import find_cases
 >>> cases = find_cases("data/toy", "Tr")
 >>> cases[0].name, cases[0].images, cases[0].label
+>>> find_inputs("data/toy/imagesTs")             # predict: {case: channel files}
+>>> pair_cases("pred", "data/toy/labelsTs")      # evaluate: {case: (pred, ref)}
+
+The ``_0000`` channel suffix is recognised here and nowhere else (:func:`split_channel`).
 """
 
 from __future__ import annotations
@@ -15,16 +19,53 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segcli.errors import DataError
-from segcli.io.images import IMAGE_SUFFIXES, check_same_grid, read_geometry, strip_suffix
+from segcli.io.images import (
+    IMAGE_SUFFIXES,
+    ImageGeometry,
+    check_same_grid,
+    read_geometry,
+    read_image,
+    strip_suffix,
+)
 
-__all__ = ["Case", "find_cases", "group_images", "list_image_files", "read_dataset_json"]
+__all__ = [
+    "Case",
+    "check_pair_grids",
+    "dataset_labels",
+    "find_cases",
+    "find_inputs",
+    "group_images",
+    "labels_near",
+    "list_image_files",
+    "pair_cases",
+    "pair_images",
+    "read_case",
+    "read_dataset_json",
+    "split_channel",
+]
 
+#: nnU-Net's channel suffix: ``<case>_<four digits>`` (after the image suffix is stripped).
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def split_channel(stem: str) -> tuple[str, int] | None:
+    """``"ct_007_0001"`` → ``("ct_007", 1)``; None when ``stem`` has no four-digit channel suffix."""
+    match = _CHANNEL.match(stem)
+    return (match["case"], int(match["channel"])) if match else None
+
+
+def _unchannelled(stem: str) -> str:
+    """``stem`` without a ``_0000`` suffix (other channels keep theirs)."""
+    split = split_channel(stem)
+    return split[0] if split is not None and split[1] == 0 else stem
 
 
 @dataclass(frozen=True)
@@ -58,17 +99,15 @@ def group_images(files: list[Path], where: str | Path = "") -> dict[str, tuple[P
         DataError: a case misses a channel, or cases have different channel counts.
     """
     stems = [strip_suffix(p.name) for p in files]
-    if stems and all(_CHANNEL.match(s) for s in stems):
+    splits = [split_channel(s) for s in stems]
+    if stems and all(split is not None for split in splits):
         groups: dict[str, dict[int, Path]] = defaultdict(dict)
-        for path, stem in zip(files, stems, strict=True):
-            m = _CHANNEL.match(stem)
-            assert m is not None
-            channel = int(m["channel"])
-            if channel in groups[m["case"]]:
-                raise DataError(
-                    f"{where}: case '{m['case']}' has two files for channel {channel:04d}"
-                )
-            groups[m["case"]][channel] = path
+        for path, split in zip(files, splits, strict=True):
+            assert split is not None  # checked just above
+            case, channel = split
+            if channel in groups[case]:
+                raise DataError(f"{where}: case '{case}' has two files for channel {channel:04d}")
+            groups[case][channel] = path
         out: dict[str, tuple[Path, ...]] = {}
         counts = set()
         for case, channels in sorted(groups.items()):
@@ -124,6 +163,17 @@ def dataset_labels(root: str | Path) -> dict[int, str]:
         elif isinstance(value, int) or str(value).isdigit():  # nnU-Net v2: {"name": value}
             out[int(value)] = str(key)
     return out
+
+
+def labels_near(folder: str | Path) -> dict[int, str]:
+    """Label names of the dataset.json in ``folder`` or, failing that, in its parent (a
+    ``labelsTs/`` folder's dataset root); {} when neither has one."""
+    folder = Path(folder)
+    for candidate in (folder, folder.parent):
+        names = dataset_labels(candidate)
+        if names:
+            return names
+    return {}
 
 
 def find_cases(
@@ -192,3 +242,183 @@ def check_case_geometry(case: Case) -> None:
             reference,
             f"case '{case.name}': label {case.label.name} vs image {case.images[0].name}",
         )
+
+
+# --------------------------------------------------------------------------- predict's inputs
+
+
+def find_inputs(input: str | Path) -> dict[str, tuple[Path, ...]]:
+    """Cases to predict: case name → channel files in channel order.
+
+    A file stands for its case: ``ct_007_0000.nii.gz`` brings along ``ct_007_0001.nii.gz`` ...
+    from the same folder.  A folder is read like ``imagesTs/`` (files grouped by the
+    ``_0000`` channel suffix, or one file per case without it).
+
+    Raises:
+        DataError: the path does not exist, holds no images (with a hint when it is a dataset
+            root with ``imagesTs/``), or the channel files are inconsistent.
+    """
+    path = Path(input)
+    if path.is_file():
+        if not any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+            raise DataError(
+                f"{path}: not an image file SimpleITK reads ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        files = [path]
+        channel = split_channel(strip_suffix(path.name))
+        if channel is not None:  # bring along the case's other channel files
+            files = [
+                p
+                for p in list_image_files(path.parent)
+                if (split_channel(strip_suffix(p.name)) or ("",))[0] == channel[0]
+            ]
+            if path not in files:  # a hidden file is not listed, but was asked for by name
+                files = sorted([*files, path])
+        return group_images(files, path.parent)
+    if not path.is_dir():
+        raise DataError(f"{path}: input not found (give an image file or a folder of images)")
+    files = list_image_files(path)
+    if not files:
+        sub = [d for d in ("imagesTs", "imagesTr") if (path / d).is_dir()]
+        if sub:
+            raise DataError(
+                f"{path}: no images directly in this folder; it looks like a dataset root — "
+                f"point --input at the images folder, e.g. {path / sub[0]}"
+            )
+        raise DataError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    return group_images(files, path)
+
+
+def read_case(files: tuple[Path, ...], in_channels: int) -> tuple[np.ndarray, ImageGeometry]:
+    """Stack a case's channel files into ``(C, *spatial)`` float32 on the first file's grid.
+
+    Raises:
+        DataError: unreadable file, NaN/inf intensities, channels on different grids, or a
+            channel count other than ``in_channels``.
+    """
+    if len(files) != in_channels:
+        raise DataError(
+            f"{files[0]}: the case has {len(files)} channel file(s) but the model takes "
+            f"model.in_channels = {in_channels} (<case>_0000 ... <case>_{in_channels - 1:04d})"
+        )
+    arrays, geometry = [], None
+    for path in files:
+        array, geo = read_image(path)
+        if geometry is None:
+            geometry = geo
+        else:
+            check_same_grid(geo, geometry, f"{path} vs {files[0].name}")
+        arrays.append(array)
+    assert geometry is not None  # files is not empty: in_channels >= 1
+    return np.stack(arrays), geometry
+
+
+# --------------------------------------------------------------------------- evaluate's pairs
+
+
+def _case_files(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: {what} folder not found")
+    files = list_image_files(folder)
+    if not files:
+        raise DataError(f"{folder}: no {what} label maps found ({', '.join(IMAGE_SUFFIXES)})")
+    out: dict[str, Path] = {}
+    for path in files:
+        stem = strip_suffix(path.name)
+        if stem in out:
+            raise DataError(
+                f"{folder}: two {what} files for case '{stem}' ({out[stem].name}, {path.name})"
+            )
+        out[stem] = path
+    return out
+
+
+def pair_cases(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, tuple[Path, Path]]:
+    """Pair prediction and reference files by case name: ``{case: (pred, ref)}``, sorted.
+
+    File names are compared without their image suffix; a name that only matches once a
+    ``_0000`` channel suffix is removed (on either side) is paired too, and the case takes the
+    name without it.
+
+    Raises:
+        DataError: a folder is missing or empty, or a file has no partner (names the case).
+    """
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    preds = _case_files(pred_dir, "prediction")
+    refs = _case_files(ref_dir, "reference")
+    pairs: dict[str, tuple[Path, Path]] = {
+        stem: (preds[stem], refs[stem]) for stem in preds.keys() & refs.keys()
+    }
+    loose_preds = {_unchannelled(s): p for s, p in preds.items() if s not in refs}
+    loose_refs = {_unchannelled(s): p for s, p in refs.items() if s not in preds}
+    for case in sorted(loose_preds.keys() & loose_refs.keys()):
+        if case in pairs:
+            raise DataError(
+                f"case '{case}': more than one file pairs with it "
+                f"({pred_dir}: {loose_preds[case].name}, {ref_dir}: {loose_refs[case].name})"
+            )
+        pairs[case] = (loose_preds.pop(case), loose_refs.pop(case))
+    for missing, where, other in (
+        (loose_preds, ref_dir, "prediction"),
+        (loose_refs, pred_dir, "reference"),
+    ):
+        if missing:
+            names = sorted(missing)
+            partner = "reference" if other == "prediction" else "prediction"
+            more = ""
+            if len(names) > 1:
+                shown = ", ".join(names[1:4]) + (", ..." if len(names) > 4 else "")
+                more = f" (and {len(names) - 1} more: {shown})"
+            raise DataError(
+                f"case '{names[0]}': {other} {missing[names[0]].name} has no {partner} in "
+                f"{where}{more}; every prediction needs a reference with the same case name"
+            )
+    return dict(sorted(pairs.items()))
+
+
+def pair_images(images_dir: Path, cases: Sequence[str]) -> dict[str, Path]:
+    """The first channel file of each of ``cases`` in ``images_dir`` (``_0000`` or plain name).
+
+    Raises:
+        DataError: the folder is missing or a case has no image (names the case).
+    """
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir}: images folder not found")
+    grouped = group_images(list_image_files(images_dir), images_dir)
+    by_name = {**{_unchannelled(k): v for k, v in grouped.items()}, **grouped}
+    missing = [case for case in cases if case not in by_name]
+    if missing:
+        raise DataError(
+            f"case '{missing[0]}': no image in {images_dir} for the overlay "
+            f"(expected {missing[0]}_0000.nii.gz or {missing[0]}.nii.gz)"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    return {case: by_name[case][0] for case in cases}
+
+
+def check_pair_grids(
+    pairs: dict[str, tuple[Path, Path]], images: dict[str, Path] | None = None
+) -> None:
+    """Every (prediction, reference) pair (and image) on one grid, from the headers only.
+
+    Raises:
+        DataError: an unreadable header (naming the case).
+        GeometryError: the first pair whose size, spacing, origin or direction differ.
+    """
+    for case, (pred, ref) in pairs.items():
+        try:
+            pred_geometry, ref_geometry = read_geometry(pred), read_geometry(ref)
+            image_geometry = read_geometry(images[case]) if images else None
+        except DataError as exc:
+            raise DataError(f"case '{case}': {exc}") from None
+        check_same_grid(
+            pred_geometry,
+            ref_geometry,
+            f"case '{case}': prediction {pred.name} vs reference {ref.name}",
+        )
+        if image_geometry is not None and images is not None:
+            check_same_grid(
+                image_geometry,
+                ref_geometry,
+                f"case '{case}': image {images[case].name} vs reference {ref.name}",
+            )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from segcli.atomic import publish
+from segcli.atomic import atomic_path
 from segcli.errors import DataError, GeometryError
 
 __all__ = [
@@ -330,20 +329,12 @@ def write_image(
     array = _compact_dtype(array)
     image = to_sitk(array, geometry)
     suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), path.suffix)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    except OSError as exc:
-        raise DataError(f"{path.parent}: cannot write here ({exc.strerror})") from None
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, compress)
-        publish(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, RuntimeError | OSError):
+    # SimpleITK picks the format from the name: the temp name keeps the image suffix
+    with atomic_path(path, f".tmp{suffix}", DataError, "the image") as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), compress)
+        except RuntimeError as exc:
             raise DataError(f"{path}: cannot write the image ({exc})") from None
-        raise
     return path
 
 

@@ -29,7 +29,7 @@ from segcli.models import fcn as _fcn  # noqa: F401
 from segcli.models import patch_cnn as _patch_cnn  # noqa: F401
 from segcli.models import unet as _unet  # noqa: F401
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph, SizeError
+from segcli.models.graph import Graph, SizeError
 
 __all__ = [
     "ARCHITECTURES",

@@ -6,7 +6,7 @@
 
 Builders are registered with ``@ARCHITECTURES.register("name")`` in their own module and take
 the typed model spec.  Networks subclass :class:`SegmentationNetwork` and describe their
-forward pass as a :class:`~segcli.receptive_field.graph.Graph` for sizes and receptive fields.
+forward pass as a :class:`~segcli.models.graph.Graph` for sizes and receptive fields.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from segcli.receptive_field.graph import Graph
+from segcli.models.graph import Graph
 from segcli.registry import Registry
 
 __all__ = ["ARCHITECTURES", "SegmentationNetwork"]

@@ -25,7 +25,7 @@ from torch import nn
 from segcli.config.schema import CNNSpec, DilatedSpec
 from segcli.models import layers
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph
+from segcli.models.graph import Graph
 
 __all__ = ["ConvNet", "build_cnn", "build_dilated"]
 
@@ -41,7 +41,7 @@ class ConvNet(SegmentationNetwork):
         dilations: one dilation rate per hidden layer (all 1 for the plain CNN).
         kernel_size: k of every hidden layer.
         padding: ``same`` | ``front`` | ``valid`` (see the module docstring).
-        pad_mode: ``zeros`` | ``reflect`` | ``replicate``.
+        padding_mode: ``zeros`` | ``reflect`` | ``replicate``.
         activation, norm: as in :mod:`segcli.models.layers`.
 
     Shapes: ``(B, C, *spatial)`` → ``(B, num_classes, *out)``, ``out = spatial`` unless
@@ -58,18 +58,18 @@ class ConvNet(SegmentationNetwork):
         dilations: Sequence[int],
         kernel_size: int = 3,
         padding: str = "same",
-        pad_mode: str = "zeros",
+        padding_mode: str = "zeros",
         activation: str = "relu",
         norm: str = "none",
     ) -> None:
         super().__init__()
         self.dims, self.in_channels, self.num_classes = dims, in_channels, num_classes
-        self.kernel_size, self.padding_kind, self.pad_mode = kernel_size, padding, pad_mode
+        self.kernel_size, self.padding_kind, self.padding_mode = kernel_size, padding, padding_mode
         self.dilations = tuple(dilations)
         total = sum(d * (kernel_size - 1) for d in self.dilations)
         before = total // 2 if padding == "front" else 0
         after = total - before if padding == "front" else 0
-        self.pad = layers.Pad(dims, before, after, mode=pad_mode)
+        self.pad = layers.Pad(dims, before, after, mode=padding_mode)
         blocks = []
         channels = in_channels
         for d in self.dilations:
@@ -82,7 +82,7 @@ class ConvNet(SegmentationNetwork):
                         kernel_size,
                         dilation=d,
                         padding="same" if padding == "same" else 0,
-                        pad_mode=pad_mode,
+                        padding_mode=padding_mode,
                     ),
                     layers.norm(norm, dims, filters),
                     layers.activation(activation),
@@ -102,7 +102,9 @@ class ConvNet(SegmentationNetwork):
         g = Graph(self.dims, self.in_channels)
         x = g.input
         if self.pad.before or self.pad.after:
-            x = g.pad(x, "pad", self.pad.before, self.pad.after, reflect=self.pad_mode == "reflect")
+            x = g.pad(
+                x, "pad", self.pad.before, self.pad.after, reflect=self.padding_mode == "reflect"
+            )
         for i, (d, block) in enumerate(zip(self.dilations, self.blocks, strict=True)):
             same = self.padding_kind == "same"
             x = g.conv(
@@ -113,7 +115,7 @@ class ConvNet(SegmentationNetwork):
                 dilation=d,
                 pad="same" if same else "valid",
                 params=layers.count_parameters(block),
-                reflect=same and self.pad_mode == "reflect",
+                reflect=same and self.padding_mode == "reflect",
                 type="conv" if d == 1 else f"conv (dilation {d})",
             )
         g.set_output(
@@ -139,7 +141,7 @@ def build_cnn(spec: CNNSpec) -> ConvNet:
         dilations=[1] * spec.layers,
         kernel_size=spec.kernel_size,
         padding=spec.padding,
-        pad_mode=spec.pad_mode,
+        padding_mode=spec.pad_mode,
         activation=spec.activation,
         norm=spec.norm,
     )
@@ -156,7 +158,7 @@ def build_dilated(spec: DilatedSpec) -> ConvNet:
         dilations=spec.dilations,
         kernel_size=spec.kernel_size,
         padding=spec.padding,
-        pad_mode=spec.pad_mode,
+        padding_mode=spec.pad_mode,
         activation=spec.activation,
         norm=spec.norm,
     )

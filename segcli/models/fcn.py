@@ -26,7 +26,7 @@ from segcli.config.schema import FCNSpec
 from segcli.errors import SpecError
 from segcli.models import layers
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph
+from segcli.models.graph import Graph
 
 __all__ = ["FCN", "bilinear_kernel", "build_fcn"]
 

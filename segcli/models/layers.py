@@ -7,7 +7,10 @@
     MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)
 
 Every factory takes ``dims`` (2 or 3) first; the spec's closed choices (``norm``,
-``activation``, ``pad_mode``) map to modules here and nowhere else.
+``activation``, ``pad_mode``) map to modules here and nowhere else.  The model spec's
+``pad_mode`` (what a convolution pads with) is called ``padding_mode`` in the code, torch's
+name, so that ``pad_mode`` in code always means how an *image* is padded to a window
+(``inference.pad_mode``, :mod:`segcli.padding`).
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def conv(
     stride: Size = 1,
     dilation: Size = 1,
     padding: Size | str = 0,
-    pad_mode: str = "zeros",
+    padding_mode: str = "zeros",
     bias: bool = True,
 ) -> nn.Module:
     """``nn.Conv2d`` / ``nn.Conv3d``; ``padding`` is an int per side, ``"same"`` or ``"valid"``.
@@ -96,7 +99,7 @@ def conv(
         stride=_compact(stride, dims),
         dilation=_compact(dilation, dims),
         padding=padding if isinstance(padding, str) else _compact(padding, dims),
-        padding_mode=pad_mode,
+        padding_mode=padding_mode,
         bias=bias,
     )
 

@@ -40,7 +40,7 @@ from segcli.config.schema import PatchCNNSpec
 from segcli.errors import SpecError
 from segcli.models import layers
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph
+from segcli.models.graph import Graph
 
 __all__ = ["PatchCNN", "build_patch_cnn", "window_extent"]
 
@@ -88,7 +88,7 @@ class PatchCNN(SegmentationNetwork):
         hidden: int = 200,
         mode: str = "dense",
         padding: str = "same",
-        pad_mode: str = "zeros",
+        padding_mode: str = "zeros",
         activation: str = "relu",
     ) -> None:
         super().__init__()
@@ -98,8 +98,8 @@ class PatchCNN(SegmentationNetwork):
         dense = mode == "dense"
         before = (self.window - 1) // 2 if dense and padding == "same" else 0
         after = self.window - 1 - before if dense and padding == "same" else 0
-        self.pad = layers.Pad(dims, before, after, mode=pad_mode)
-        self.pad_mode = pad_mode
+        self.pad = layers.Pad(dims, before, after, mode=padding_mode)
+        self.padding_mode = padding_mode
         self.convs = nn.ModuleList()
         self.acts = nn.ModuleList()
         self.pools = nn.ModuleList()
@@ -130,7 +130,9 @@ class PatchCNN(SegmentationNetwork):
         dense = self.mode == "dense"
         x = g.input
         if self.pad.before or self.pad.after:
-            x = g.pad(x, "pad", self.pad.before, self.pad.after, reflect=self.pad_mode == "reflect")
+            x = g.pad(
+                x, "pad", self.pad.before, self.pad.after, reflect=self.padding_mode == "reflect"
+            )
         jump = 1
         for i, (conv, act, k) in enumerate(
             zip(self.convs, self.acts, self.kernel_sizes, strict=True)
@@ -193,6 +195,6 @@ def build_patch_cnn(spec: PatchCNNSpec) -> PatchCNN:
         hidden=spec.hidden,
         mode=spec.mode,
         padding=spec.padding,
-        pad_mode=spec.pad_mode,
+        padding_mode=spec.pad_mode,
         activation=spec.activation,
     )

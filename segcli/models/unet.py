@@ -46,7 +46,7 @@ from segcli.config.schema import UNetSpec
 from segcli.errors import SpecError
 from segcli.models import layers
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
-from segcli.receptive_field.graph import Graph, Node
+from segcli.models.graph import Graph, Node
 
 __all__ = ["ConvBlock", "UNet", "build_unet"]
 

@@ -10,7 +10,7 @@ Definitions (SPEC.md, "Receptive field"): the jump of a layer is the distance in
 between neighbouring output units (product of strides; upsampling divides it); its receptive
 field grows as ``r_out = r_in + (k_eff − 1)·jump_in`` with ``k_eff = d·(k − 1) + 1``, pooling
 like convolution.  Instead of the closed formula this module composes the exact per-axis index
-maps of :mod:`segcli.receptive_field.graph` — output index → interval of input indices — which
+maps of :mod:`segcli.models.graph` — output index → interval of input indices — which
 gives the same numbers for chains of convolutions and poolings and stays exact where the
 formula needs care: after upsampling the field depends on where a unit sits relative to the
 coarser grids, and with skip connections on the path taken.  The field reported is the hull
@@ -23,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segcli.receptive_field.graph import Graph, Node
+if TYPE_CHECKING:  # the graph is each network's description of itself (segcli.models)
+    from segcli.models.graph import Graph, Node
+
 
 __all__ = ["FieldReport", "LayerField", "analyse", "node_field"]
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from segcli.models import layers
 from segcli.models.base import SegmentationNetwork
+from segcli.models.graph import Graph
 from segcli.receptive_field.analytic import node_field
-from segcli.receptive_field.graph import Graph
 
 __all__ = ["empirical_receptive_field", "make_probe"]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segcli.engine.evaluate import evaluate_folders, overlay_slices, pair_cases
+from segcli.engine.evaluate import evaluate_folders, overlay_slices
 from segcli.errors import DataError, GeometryError, SpecError
+from segcli.io.dataset import pair_cases
 from segcli.io.images import make_geometry, write_image
 from segcli.metrics import evaluate_case
 
@@ -151,10 +152,10 @@ def test_missing_partner_names_the_case(tmp_path: Path) -> None:
 def test_geometry_mismatch_checked_before_computing(
     tmp_path: Path, geometry, what, monkeypatch
 ) -> None:
-    import segcli.engine.evaluate as engine
+    import segcli.engine.evaluate_cases as engine
 
     monkeypatch.setattr(
-        engine, "_evaluate_one", lambda task: pytest.fail("computed before checking")
+        engine, "evaluate_one", lambda task: pytest.fail("computed before checking")
     )
     array = np.zeros((4, 4), np.uint8)
     _write(tmp_path / "pred", "a.nii.gz", array, (1, 1))

@@ -11,12 +11,12 @@ import torch
 
 from segcli.config import Experiment, from_dict
 from segcli.data.preprocessing import normalize
-from segcli.engine.predict import find_inputs, predict_cases
+from segcli.engine.predict import predict_cases
 from segcli.errors import CheckpointError, DataError
 from segcli.inference import sliding_window
 from segcli.io.checkpoint import save_checkpoint
+from segcli.io.dataset import find_inputs
 from segcli.io.images import make_geometry, read_geometry, read_image, read_label, write_image
-from segcli.models import build
 
 
 def spec(tmp_path: Path, dims: int = 3, **sections: Any) -> Experiment:
@@ -32,16 +32,6 @@ def spec(tmp_path: Path, dims: int = 3, **sections: Any) -> Experiment:
         merge = isinstance(raw.get(key), dict) and "arch" not in value
         raw[key] = {**raw[key], **value} if merge else value
     return from_dict(raw)
-
-
-def checkpoint(
-    exp: Experiment, path: Path, seed: int = 0, **extra: Any
-) -> tuple[Path, torch.nn.Module]:
-    torch.manual_seed(seed)
-    model = build(exp.model).eval()
-    state = {"model": model.state_dict(), "spec": exp.model_dump(mode="json"), "epoch": 0}
-    save_checkpoint(path, {**state, **extra})
-    return path, model
 
 
 def rotated(shape: tuple[int, ...]):
@@ -77,9 +67,11 @@ def expected_labels(
 # --------------------------------------------------------------------------- end to end
 
 
-def test_3d_cases_keep_exact_geometry_and_drop_the_channel_suffix(tmp_path: Path) -> None:
+def test_3d_cases_keep_exact_geometry_and_drop_the_channel_suffix(
+    tmp_path: Path, make_checkpoint
+) -> None:
     exp = spec(tmp_path)
-    ckpt, model = checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
+    ckpt, model = make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
     images = tmp_path / "imagesTs"
     a, geo_a = write_case(images, "case_a", (11, 9, 7), seed=1)
     b, _ = write_case(images, "case_b", (5, 12, 10), seed=2)  # axis 0 smaller than the patch
@@ -106,9 +98,11 @@ def test_3d_cases_keep_exact_geometry_and_drop_the_channel_suffix(tmp_path: Path
     assert "predicted 2 case(s)" in result.summary()
 
 
-def test_two_channels_are_stacked_and_a_single_file_brings_its_siblings(tmp_path: Path) -> None:
+def test_two_channels_are_stacked_and_a_single_file_brings_its_siblings(
+    tmp_path: Path, make_checkpoint
+) -> None:
     exp = spec(tmp_path, dims=2, model={"in_channels": 2})
-    _, model = checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
+    _, model = make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
     images = tmp_path / "images"
     image, _ = write_case(images, "ct_007", (13, 10), channels=2)
     write_case(images, "ct_008", (9, 9), channels=2)
@@ -119,9 +113,9 @@ def test_two_channels_are_stacked_and_a_single_file_brings_its_siblings(tmp_path
     np.testing.assert_array_equal(label, expected_labels(exp, [model], image))
 
 
-def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path) -> None:
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path, make_checkpoint) -> None:
     exp = spec(tmp_path, dims=2)
-    checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
+    make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
     images = tmp_path / "images"
     write_case(images, "a", (10, 10))
     write_case(images, "b", (10, 10))
@@ -138,10 +132,10 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path) -> None:
     assert (read_label(out / "a.nii.gz")[0] < 3).all()
 
 
-def test_probabilities_file_and_ensemble_average(tmp_path: Path) -> None:
+def test_probabilities_file_and_ensemble_average(tmp_path: Path, make_checkpoint) -> None:
     exp = spec(tmp_path, dims=2)
-    first, m1 = checkpoint(exp, tmp_path / "one.pt", seed=1)
-    second, m2 = checkpoint(exp, tmp_path / "two.pt", seed=2)
+    first, m1 = make_checkpoint(exp, tmp_path / "one.pt", seed=1)
+    second, m2 = make_checkpoint(exp, tmp_path / "two.pt", seed=2)
     images = tmp_path / "images"
     image, _ = write_case(images, "a", (14, 11))
     singles = []
@@ -164,9 +158,9 @@ def test_probabilities_file_and_ensemble_average(tmp_path: Path) -> None:
     np.testing.assert_array_equal(label, expected_labels(exp, [m1, m2], image))
 
 
-def test_multilabel_writes_the_highest_label_above_half(tmp_path: Path) -> None:
+def test_multilabel_writes_the_highest_label_above_half(tmp_path: Path, make_checkpoint) -> None:
     exp = spec(tmp_path, dims=2, multilabel=True, loss={"name": "bce"})
-    checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
+    make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
     images = tmp_path / "images"
     write_case(images, "a", (16, 12))
     predict_cases(exp, images, tmp_path / "pred", device="cpu", probabilities=True)
@@ -180,9 +174,9 @@ def test_multilabel_writes_the_highest_label_above_half(tmp_path: Path) -> None:
     np.testing.assert_array_equal(label[~border], expected[~border])
 
 
-def test_2d_model_accepts_single_slice_volumes(tmp_path: Path) -> None:
+def test_2d_model_accepts_single_slice_volumes(tmp_path: Path, make_checkpoint) -> None:
     exp = spec(tmp_path, dims=2)
-    _, model = checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
+    _, model = make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
     images = tmp_path / "images"
     image, geometry = write_case(images, "slice", (1, 12, 9))
     predict_cases(exp, images, tmp_path / "pred", device="cpu")
@@ -194,9 +188,11 @@ def test_2d_model_accepts_single_slice_volumes(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- failures
 
 
-def test_a_broken_case_leaves_no_file_and_the_others_finish(tmp_path: Path) -> None:
+def test_a_broken_case_leaves_no_file_and_the_others_finish(
+    tmp_path: Path, make_checkpoint
+) -> None:
     exp = spec(tmp_path, dims=2)
-    checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
+    make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
     images = tmp_path / "images"
     write_case(images, "a", (10, 10))
     (images / "b_0000.nii.gz").write_bytes(b"not a nifti at all")
@@ -217,19 +213,23 @@ def test_a_broken_case_leaves_no_file_and_the_others_finish(tmp_path: Path) -> N
     assert "3 failed" in result.summary()
 
 
-def test_wrong_channel_count_names_the_file_and_the_expected_count(tmp_path: Path) -> None:
+def test_wrong_channel_count_names_the_file_and_the_expected_count(
+    tmp_path: Path, make_checkpoint
+) -> None:
     exp = spec(tmp_path, dims=2, model={"in_channels": 2})
-    checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
+    make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_best.pt")
     write_case(tmp_path / "images", "a", (10, 10), channels=1)
     result = predict_cases(exp, tmp_path / "images", tmp_path / "pred", device="cpu")
     assert "a_0000.nii.gz" in result.failed["a"] and "in_channels = 2" in result.failed["a"]
     assert not (tmp_path / "pred" / "a.nii.gz").exists()
 
 
-def test_checkpoint_of_another_model_is_refused_with_the_differing_keys(tmp_path: Path) -> None:
+def test_checkpoint_of_another_model_is_refused_with_the_differing_keys(
+    tmp_path: Path, make_checkpoint
+) -> None:
     exp = spec(tmp_path, dims=2)
     other = spec(tmp_path, dims=2, model={"arch": "dilated", "dims": 2, "filters": 5, "classes": 3})
-    ckpt, _ = checkpoint(other, tmp_path / "other.pt")
+    ckpt, _ = make_checkpoint(other, tmp_path / "other.pt")
     write_case(tmp_path / "images", "a", (10, 10))
     with pytest.raises(CheckpointError) as info:
         predict_cases(exp, tmp_path / "images", tmp_path / "pred", checkpoints=[ckpt], device="cpu")
@@ -251,12 +251,14 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         predict_cases(exp, tmp_path / "images", tmp_path / "pred", checkpoints=[path], device="cpu")
 
 
-def test_default_checkpoint_falls_back_to_last_then_fails_clearly(tmp_path: Path) -> None:
+def test_default_checkpoint_falls_back_to_last_then_fails_clearly(
+    tmp_path: Path, make_checkpoint
+) -> None:
     exp = spec(tmp_path, dims=2)
     write_case(tmp_path / "images", "a", (10, 10))
     with pytest.raises(CheckpointError, match="no checkpoint_best.pt or checkpoint_last.pt"):
         predict_cases(exp, tmp_path / "images", tmp_path / "pred", device="cpu")
-    last, _ = checkpoint(exp, Path(exp.run_dir) / "checkpoint_last.pt")
+    last, _ = make_checkpoint(exp, Path(exp.run_dir) / "checkpoint_last.pt")
     result = predict_cases(exp, tmp_path / "images", tmp_path / "pred", device="cpu")
     assert result.checkpoints == [last] and "checkpoint_last.pt" in result.notes[0]
 
@@ -269,22 +271,24 @@ def test_dataset_root_as_input_points_at_the_images_folder(tmp_path: Path) -> No
         find_inputs(tmp_path / "nowhere")
 
 
-def test_resampling_spec_needs_a_checkpoint_trained_at_that_spacing(tmp_path: Path) -> None:
+def test_resampling_spec_needs_a_checkpoint_trained_at_that_spacing(
+    tmp_path: Path, make_checkpoint
+) -> None:
     exp = spec(tmp_path, dims=2, data={"spacing": [1.0, 1.0]})
-    ckpt, _ = checkpoint(spec(tmp_path, dims=2), tmp_path / "native.pt")  # no target_spacing
+    ckpt, _ = make_checkpoint(spec(tmp_path, dims=2), tmp_path / "native.pt")  # no target_spacing
     write_case(tmp_path / "images", "a", (10, 10))
     with pytest.raises(CheckpointError, match="data.spacing.*no target_spacing"):
         predict_cases(exp, tmp_path / "images", tmp_path / "pred", [ckpt], device="cpu")
 
 
-def test_ct_auto_needs_statistics_in_the_checkpoint(tmp_path: Path) -> None:
+def test_ct_auto_needs_statistics_in_the_checkpoint(tmp_path: Path, make_checkpoint) -> None:
     exp = spec(tmp_path, dims=2, data={"normalization": "ct_auto"})
-    ckpt, _ = checkpoint(exp, tmp_path / "c.pt")
+    ckpt, _ = make_checkpoint(exp, tmp_path / "c.pt")
     write_case(tmp_path / "images", "a", (10, 10))
     with pytest.raises(CheckpointError, match="normalization_stats"):
         predict_cases(exp, tmp_path / "images", tmp_path / "pred", checkpoints=[ckpt], device="cpu")
     stats = {"low": [50.0], "high": [150.0], "mean": [100.0], "std": [20.0]}
-    ckpt, _ = checkpoint(exp, tmp_path / "c.pt", normalization_stats=stats)
+    ckpt, _ = make_checkpoint(exp, tmp_path / "c.pt", normalization_stats=stats)
     result = predict_cases(
         exp, tmp_path / "images", tmp_path / "pred", checkpoints=[ckpt], device="cpu"
     )

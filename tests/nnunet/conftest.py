@@ -8,12 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from segcli.config import Experiment, from_dict
-from segcli.io.checkpoint import save_checkpoint
 from segcli.io.images import ImageGeometry, make_geometry, write_image
-from segcli.models import build
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -72,19 +69,3 @@ def experiment(tmp_path: Path, dims: int = 3, **sections: Any) -> Experiment:
 @pytest.fixture
 def make_experiment() -> Callable[..., Experiment]:
     return experiment
-
-
-def write_checkpoint(
-    exp: Experiment, path: Path, seed: int = 0, **extra: Any
-) -> tuple[Path, torch.nn.Module]:
-    """A checkpoint of a freshly initialised ``exp.model`` (plus ``extra`` keys)."""
-    torch.manual_seed(seed)
-    model = build(exp.model).eval()
-    state = {"model": model.state_dict(), "spec": exp.model_dump(mode="json"), "epoch": 0}
-    save_checkpoint(path, {**state, **extra})
-    return path, model
-
-
-@pytest.fixture
-def make_checkpoint() -> Callable[..., tuple[Path, torch.nn.Module]]:
-    return write_checkpoint

@@ -11,13 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from segcli.cli import app
-from segcli.engine.evaluate import evaluate_command, pair_cases
-from segcli.engine.postprocessing import (
-    POSTPROCESSING_COLUMNS,
-    compare_postprocessing,
-    postprocessing_steps,
-)
+from segcli.engine.evaluate import evaluate_command, evaluate_folders
+from segcli.engine.metrics_output import POSTPROCESSING_COLUMNS
+from segcli.io.dataset import pair_cases
 from segcli.io.images import make_geometry, write_image
+from segcli.metrics.postprocessing_gain import compare_postprocessing, postprocessing_steps
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,7 +86,13 @@ def test_evaluate_writes_the_csv_beside_the_metrics(tmp_path: Path, make_experim
     exp = make_experiment(tmp_path, dims=2, inference={"postprocess": {"min_size": 3}})
     output = tmp_path / "out" / "metrics.csv"
     evaluate_command(
-        exp, tmp_path / "pred", tmp_path / "ref", output, workers=1, compare_postprocessing=True
+        tmp_path / "pred",
+        tmp_path / "ref",
+        output,
+        exp.evaluation,
+        workers=1,
+        compare_postprocessing=True,
+        postprocess_min_size=exp.inference.postprocess.min_size,
     )
     with (tmp_path / "out" / "metrics_postprocessing.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -104,7 +108,7 @@ def test_evaluate_writes_the_csv_beside_the_metrics(tmp_path: Path, make_experim
         assert float(r["delta"]) == pytest.approx(float(r["dice_after"]) - float(r["dice_before"]))
     # without a spec there is no min_size to try
     evaluate_command(
-        None, tmp_path / "pred", tmp_path / "ref", output, workers=1, compare_postprocessing=True
+        tmp_path / "pred", tmp_path / "ref", output, workers=1, compare_postprocessing=True
     )
     with (tmp_path / "out" / "metrics_postprocessing.csv").open() as handle:
         assert {r["step"] for r in csv.DictReader(handle)} == {"largest_component", "fill_holes"}
@@ -122,3 +126,26 @@ def test_cli_flag_prints_the_table_and_writes_the_csv(tmp_path: Path) -> None:
     assert (tmp_path / "m_postprocessing.csv").is_file()
     plain = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "n.csv"), "--workers", "1"])
     assert plain.exit_code == 0 and not (tmp_path / "n_postprocessing.csv").exists()
+
+
+@pytest.mark.parametrize("labels", [None, [2]])
+def test_the_worker_pool_compares_as_the_single_process_reference(
+    tmp_path: Path, labels: list[int] | None
+) -> None:
+    """evaluate runs the comparison in its workers, on the maps it read for the metrics; it
+    must give the rows of compare_postprocessing, which reads every pair again in one process."""
+    crafted(tmp_path)
+    steps = postprocessing_steps(min_size=3)
+    result = evaluate_folders(
+        tmp_path / "pred",
+        tmp_path / "ref",
+        tmp_path / "m.csv",
+        ["dice"],
+        labels=labels,
+        workers=2,
+        postprocessing=steps,
+    )
+    reference = compare_postprocessing(
+        pair_cases(tmp_path / "pred", tmp_path / "ref"), labels or [1, 2], steps
+    )
+    assert list(result.postprocessing) == reference

@@ -21,7 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from segcli.cli import app
-from segcli.config import from_dict
+from segcli.engine import run_dir as run_dir_module
 from segcli.engine import train as train_module
 from segcli.engine.train import fit
 from segcli.errors import Interrupted
@@ -179,22 +179,6 @@ def test_sigint_saves_a_resumable_run_and_prints_the_command_that_resumes_it(
 # --------------------------------------------------------------------------- in process
 
 
-def tiny(root: Path, epochs: int = 3) -> Any:
-    return from_dict(
-        {
-            "name": "tiny",
-            "seed": 0,
-            "data": {
-                "synthetic": {"dims": 2, "cases": 6, "size": 16, "lesion": 2, "ring_distance": 3},
-                "patch_size": [16, 16],
-            },
-            "model": {"arch": "dilated", "dims": 2, "filters": 2, "dilations": [1, 2]},
-            "train": {"epochs": epochs, "iterations_per_epoch": 2, "batch_size": 2, "workers": 0},
-            "output": str(root / "runs"),
-        }
-    )
-
-
 @pytest.fixture(autouse=True)
 def one_thread() -> Any:
     """In-process runs on one thread too (restored afterwards), as fast as on a busy machine."""
@@ -209,26 +193,26 @@ class _Killed(BaseException):
 
 
 def test_a_kill_between_checkpoint_and_log_still_logs_every_epoch_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_tiny_run
 ) -> None:
     """Regression: the resumed log lost the epoch whose checkpoint was saved but not logged."""
-    exp = tiny(tmp_path)
+    exp = make_tiny_run(tmp_path)
     fit(exp, run_dir=tmp_path / "reference", device="cpu")
 
-    real_write_log = train_module.write_log
+    real_write_log = run_dir_module.write_log
 
     def dies_at_second_epoch(path: Path, rows: list[dict[str, Any]]) -> None:
         if len(rows) == 2:  # checkpoint_last.pt of epoch 1 is on disk, its log row is not
             raise _Killed
         real_write_log(path, rows)
 
-    monkeypatch.setattr(train_module, "write_log", dies_at_second_epoch)
+    monkeypatch.setattr(run_dir_module, "write_log", dies_at_second_epoch)
     with pytest.raises(_Killed):
         fit(exp, run_dir=tmp_path / "run", device="cpu")
     assert int(load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"]) == 1
     assert [r["epoch"] for r in read_rows(tmp_path / "run" / "log.csv")] == ["0"]  # lagging
 
-    monkeypatch.setattr(train_module, "write_log", real_write_log)
+    monkeypatch.setattr(run_dir_module, "write_log", real_write_log)
     fit(exp, run_dir=tmp_path / "run", device="cpu", resume=True)
     assert compared(tmp_path / "run" / "log.csv") == compared(tmp_path / "reference" / "log.csv")
     assert same_weights(
@@ -251,10 +235,10 @@ def _interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
 
 
 def test_ctrl_c_in_the_first_epoch_says_start_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_error
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_error, make_tiny_run
 ) -> None:
     spec = tmp_path / "exp.yaml"
-    spec.write_text(yaml.safe_dump(tiny(tmp_path).model_dump(mode="json")))
+    spec.write_text(yaml.safe_dump(make_tiny_run(tmp_path).model_dump(mode="json")))
     _interrupt_at_step(monkeypatch, 1)
     result = runner.invoke(app, ["train", str(spec), "--device", "cpu"])
     user_error(
@@ -268,10 +252,10 @@ def test_ctrl_c_in_the_first_epoch_says_start_again(
 
 
 def test_ctrl_c_later_names_the_saved_epochs_and_the_resume_command_works(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_error
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_error, make_tiny_run
 ) -> None:
     spec = tmp_path / "exp.yaml"
-    spec.write_text(yaml.safe_dump(tiny(tmp_path, epochs=2).model_dump(mode="json")))
+    spec.write_text(yaml.safe_dump(make_tiny_run(tmp_path, epochs=2).model_dump(mode="json")))
     run_dir = tmp_path / "elsewhere"
     args = ["train", str(spec), "--output", str(run_dir), "--set", "train.epochs=3"]
     _interrupt_at_step(monkeypatch, 3)  # epoch 2 (1-based) of 3, after 2 steps per epoch
@@ -291,24 +275,24 @@ def test_ctrl_c_later_names_the_saved_epochs_and_the_resume_command_works(
 
 
 def test_fit_raises_interrupted_which_is_still_a_keyboard_interrupt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_tiny_run
 ) -> None:
     """Python API callers that catch KeyboardInterrupt keep working."""
     _interrupt_at_step(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt) as caught:
-        fit(tiny(tmp_path), run_dir=tmp_path / "run", device="cpu")
+        fit(make_tiny_run(tmp_path), run_dir=tmp_path / "run", device="cpu")
     assert isinstance(caught.value, Interrupted) and caught.value.resumable
     assert str(caught.value).startswith("interrupted at epoch 2/3")
     assert os.path.isfile(tmp_path / "run" / "checkpoint_last.pt")
 
 
 def test_ctrl_c_after_the_checkpoint_of_an_epoch_counts_that_epoch_as_saved(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_tiny_run
 ) -> None:
     def interrupted_plot(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt  # arrives while curves.png is drawn, after checkpoint_last.pt
 
-    monkeypatch.setattr(train_module, "plot_curves", interrupted_plot)
+    monkeypatch.setattr(run_dir_module, "plot_curves", interrupted_plot)
     with pytest.raises(Interrupted, match=r"interrupted after epoch 1/3; .* keeps the 1 complete"):
-        fit(tiny(tmp_path), run_dir=tmp_path / "run", device="cpu")
+        fit(make_tiny_run(tmp_path), run_dir=tmp_path / "run", device="cpu")
     assert int(load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"]) == 0

@@ -6,7 +6,7 @@ axis, (a) the output size for an input size and (b) which input indices an outpu
 reads — an interval, since every operation is separable and local.  From that
 :mod:`segcli.receptive_field.analytic` derives sizes, jumps and receptive fields exactly.
 
-    >>> from segcli.receptive_field.graph import Graph
+    >>> from segcli.models.graph import Graph
     >>> g = Graph(dims=2, in_channels=1)
     >>> x = g.conv(g.input, "conv1", channels=8, kernel=3, pad=(1, 1), params=80)
     >>> g.set_output(g.conv(x, "head", channels=2, kernel=1, params=18))

@@ -1,0 +1,145 @@
+"""``segcli evaluate``'s per-case work: one task per case, run in worker processes and ranks.
+
+    >>> from segcli.engine.evaluate_cases import CaseTask, run_shared
+    >>> results = run_shared([CaseTask("a", pred, ref, None, None, ("dice",), 1.0)], workers=2)
+
+A task reads its pair once and computes everything asked of it: the metrics, the overlay PNG and
+the postprocessing comparison (:func:`segcli.metrics.postprocessing_gain.case_step_dice`).
+Worker processes are spawned (never forked from a threaded parent); under torchrun each rank
+runs its share of the tasks and every rank gets all results.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segcli.engine import distributed
+from segcli.engine.overlays import render_overlay
+from segcli.engine.runtime import progress_bar
+from segcli.errors import DataError, SegcliError
+from segcli.io.images import check_same_grid, read_image, read_label
+from segcli.metrics import LabelResult, evaluate_labels
+from segcli.metrics.postprocessing_gain import CaseStepDice, case_step_dice
+
+__all__ = ["CaseResult", "CaseTask", "absent_result", "evaluate_one", "run_shared"]
+
+#: Metrics computed for every case when overlays are drawn (their titles show them).
+_OVERLAY_METRICS = ("dice", "hd95")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The per-label results of one case (labels ascending).
+
+    Attributes:
+        postprocessing: Dice before / after each postprocessing step, when asked for.
+    """
+
+    case: str
+    labels: tuple[LabelResult, ...]
+    postprocessing: CaseStepDice | None = None
+
+
+@dataclass(frozen=True)
+class CaseTask:
+    """What to compute for one case (picklable: it crosses into a worker process)."""
+
+    case: str
+    pred: Path
+    ref: Path
+    image: Path | None
+    labels: tuple[int, ...] | None
+    metrics: tuple[str, ...]
+    nsd_tolerance: float
+    overlay: Path | None = None
+    #: postprocessing steps to compare (name → postprocess_labels keywords), or None
+    steps: dict[str, dict[str, Any]] | None = None
+
+
+def evaluate_one(task: CaseTask) -> CaseResult:
+    """Read one pair, score it, draw its overlay, compare postprocessing (in a worker)."""
+    try:
+        pred, pred_geometry = read_label(task.pred)
+        ref, ref_geometry = read_label(task.ref)
+    except DataError as exc:
+        raise DataError(f"case '{task.case}': {exc}") from None
+    check_same_grid(
+        pred_geometry,
+        ref_geometry,
+        f"case '{task.case}': prediction {task.pred.name} vs reference {task.ref.name}",
+    )
+    names = task.metrics
+    if task.overlay is not None:
+        names = tuple(dict.fromkeys(task.metrics + _OVERLAY_METRICS))
+    results = evaluate_labels(
+        pred, ref, ref_geometry.spacing, task.labels, names, task.nsd_tolerance
+    )
+    if task.overlay is not None:
+        image = None
+        if task.image is not None:
+            try:
+                image = read_image(task.image)[0]
+            except DataError as exc:
+                raise DataError(f"case '{task.case}': {exc}") from None
+        render_overlay(task.overlay, task.case, pred, ref, ref_geometry.spacing, results, image)
+    trimmed = tuple(
+        LabelResult(r.label, {m: r.values[m] for m in task.metrics}, r.ref_voxels, r.pred_voxels)
+        for r in results
+    )
+    post = None
+    if task.steps is not None:
+        post = case_step_dice(pred, ref, ref_geometry.spacing, task.labels, task.steps)
+    return CaseResult(task.case, trimmed, post)
+
+
+def absent_result(label: int, metrics: tuple[str, ...], ndim: int) -> LabelResult:
+    """The result of a label present in neither mask (scored by the same code path)."""
+    empty = np.zeros((1,) * ndim, dtype=np.uint8)
+    return evaluate_labels(empty, empty, (1.0,) * ndim, [label], metrics)[0]
+
+
+def run_shared(tasks: list[CaseTask], workers: int) -> list[CaseResult]:
+    """:func:`run` on this rank's share of ``tasks``; every rank gets all results.
+
+    A user error on any rank is raised on every rank (after the gather), so no rank waits
+    for the others forever.  One process: just :func:`run`.
+    """
+    mine: list[CaseResult] = []
+    error: SegcliError | None = None
+    try:
+        mine = run(distributed.shard(tasks), workers)
+    except SegcliError as exc:
+        error = exc
+    parts = distributed.all_gather_object((mine, error))
+    distributed.raise_first([part[1] for part in parts])
+    return [result for part in parts for result in part[0]]
+
+
+def run(tasks: list[CaseTask], workers: int) -> list[CaseResult]:
+    """Every task, in ``workers`` spawned processes (1: in this one), with a progress bar."""
+    results: list[CaseResult] = []
+    with progress_bar() as bar:
+        job = bar.add_task("evaluating", total=len(tasks), status="")
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                results.append(evaluate_one(task))
+                bar.update(job, advance=1, status=task.case)
+            return results
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context)
+        try:
+            futures = {pool.submit(evaluate_one, task): task for task in tasks}
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update(job, advance=1, status=futures[future].case)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return results

@@ -1,0 +1,214 @@
+"""What ``segcli evaluate`` writes and prints: the metric CSVs, the postprocessing CSV, the tables.
+
+    >>> from segcli.engine.metrics_output import print_summary, write_metric_csvs
+    >>> write_metric_csvs(Path("metrics.csv"), Path("metrics_summary.csv"), cases, metrics, summary)
+    >>> print_summary(result)
+
+Files (SPEC.md): ``FILE.csv`` has one row per case and label (``case,label,<metrics>``),
+``FILE_summary.csv`` one row per label and metric (:data:`SUMMARY_COLUMNS`),
+``FILE_postprocessing.csv`` one row per step and label (:data:`POSTPROCESSING_COLUMNS`).  NaN
+values are written as empty cells, integers without a decimal point, other floats with
+``repr`` (all digits).  Every file is written whole or not at all
+(:func:`segcli.atomic.atomic_open`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from segcli.atomic import atomic_open
+from segcli.engine.runtime import console, info
+from segcli.errors import DataError
+from segcli.metrics import METRICS, LabelResult
+from segcli.metrics.postprocessing_gain import StepComparison
+from segcli.metrics.summary import SUMMARY_COLUMNS, SummaryRow
+
+if TYPE_CHECKING:
+    from segcli.engine.evaluate import EvaluationResult
+
+__all__ = [
+    "POSTPROCESSING_COLUMNS",
+    "postprocessing_csv_path",
+    "print_comparison",
+    "print_summary",
+    "write_comparison_csv",
+    "write_metric_csvs",
+]
+
+POSTPROCESSING_COLUMNS = ("step", "label", "dice_before", "dice_after", "delta", "keep", "n")
+
+_REASONS = {
+    "missed": "missed (reference present, prediction empty)",
+    "false_alarm": "false alarm (prediction present, reference empty)",
+}
+
+
+def _cell(value: float) -> str:
+    if math.isnan(value):
+        return ""
+    return (
+        str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
+    )
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_metric_csvs(
+    output_csv: Path,
+    summary_csv: Path,
+    cases: dict[str, dict[int, LabelResult]],
+    metrics: tuple[str, ...],
+    summary: list[SummaryRow],
+) -> None:
+    """Write the per-case and the summary CSV; both are renamed into place only once both
+    are complete.
+
+    Raises:
+        DataError: the folder cannot be created or a file cannot be written (naming it).
+    """
+    try:
+        output_csv.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"{output_csv.parent}: cannot create the output folder ({exc.strerror})"
+        ) from None
+    per_case = (
+        [case, label, *(_cell(result.values[m]) for m in metrics)]
+        for case, per_label in cases.items()
+        for label, result in per_label.items()
+    )
+    per_label = (
+        [row.label, row.metric, *(_cell(v) for v in row.as_tuple()[2:7]), row.n, row.n_nan]
+        for row in summary
+    )
+    # both are written before either is renamed; leaving the stack renames the per-case CSV
+    # (entered last), then the summary
+    with ExitStack() as stack:
+        for target, header, rows in (
+            (summary_csv, SUMMARY_COLUMNS, per_label),
+            (output_csv, ("case", "label", *metrics), per_case),
+        ):
+            handle = stack.enter_context(atomic_open(target, "w", what="the metric CSVs"))
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+def postprocessing_csv_path(output_csv: str | Path) -> Path:
+    """``metrics.csv`` → ``metrics_postprocessing.csv``."""
+    output_csv = Path(output_csv)
+    return output_csv.with_name(f"{output_csv.stem}_postprocessing{output_csv.suffix or '.csv'}")
+
+
+def write_comparison_csv(path: str | Path, rows: Sequence[StepComparison]) -> Path:
+    """Write the rows (columns :data:`POSTPROCESSING_COLUMNS`) atomically; returns the path."""
+    path = Path(path)
+    with atomic_open(path, "w", what="the comparison") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(POSTPROCESSING_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                [
+                    row.step,
+                    row.label,
+                    repr(row.dice_before),
+                    repr(row.dice_after),
+                    repr(row.delta),
+                    str(row.keep).lower(),
+                    row.n,
+                ]
+            )
+    return path
+
+
+# --------------------------------------------------------------------------- console
+
+
+def print_summary(result: EvaluationResult) -> None:
+    """Per label mean / median of each metric, and which cases the NaN-aware means left out."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"{len(result.cases)} cases: mean / median per label",
+        caption="NaN values are left out of the mean and median (n = values used); see below",
+    )
+    table.add_column("metric")
+    for label in result.labels:
+        name = result.label_names.get(label)
+        table.add_column(escape(f"label {label}" + (f" ({name})" if name else "")), justify="right")
+    rows = {(row.label, row.metric): row for row in result.summary}
+    for metric in result.metrics:
+        unit = METRICS.get(metric).unit
+        cells = []
+        for label in result.labels:
+            row = rows[(label, metric)]
+            n = f" (n={row.n})" if row.n_nan else ""
+            cells.append(f"{_fmt(row.mean, 3)} / {_fmt(row.median, 3)}{n}")
+        table.add_row(escape(metric + (f" [{unit}]" if unit else "")), *cells)
+    console.print(table)
+    for label in result.labels:
+        statuses = result.statuses(label)
+        left_out = [
+            f"{m} ({rows[(label, m)].n_nan})" for m in result.metrics if rows[(label, m)].n_nan
+        ]
+        if left_out:
+            why = " and ".join(
+                f"{statuses[k]} {_REASONS[k]}" for k in ("missed", "false_alarm") if statuses[k]
+            )
+            console.print(
+                escape(
+                    f"label {label}: {why} in {len(result.cases)} cases; their NaN values are "
+                    f"left out of the means of {', '.join(left_out)}"
+                )
+            )
+        if statuses["absent"]:
+            console.print(
+                f"label {label}: {statuses['absent']} case(s) have it in neither mask "
+                "(scored as a perfect match: dice 1, distances 0)"
+            )
+    info(escape(f"wrote {result.output_csv} and {result.summary_csv}"))
+    if result.overlays:
+        info(escape(f"wrote {len(result.overlays)} overlay(s) to {result.overlays[0].parent}"))
+
+
+def print_comparison(rows: Sequence[StepComparison], label_names: dict[int, str]) -> None:
+    """A rich table: step, label, mean Dice before → after, and nnU-Net's verdict."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    n = rows[0].n if rows else 0
+    table = Table(
+        title=f"postprocessing on {n} cases: mean Dice per label",
+        caption="nnU-Net keeps a step for a label only if it raises the mean Dice",
+    )
+    for column, justify in (
+        ("step", "left"),
+        ("label", "left"),
+        ("before", "right"),
+        ("after", "right"),
+        ("change", "right"),
+        ("keep", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        name = label_names.get(row.label)
+        table.add_row(
+            escape(row.step),
+            escape(f"{row.label}" + (f" ({name})" if name else "")),
+            f"{row.dice_before:.4f}",
+            f"{row.dice_after:.4f}",
+            f"{row.delta:+.4f}",
+            "[green]yes[/]" if row.keep else "no",
+        )
+    console.print(table)
