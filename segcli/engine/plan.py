@@ -217,9 +217,9 @@ def measure_spec(
 
     from segcli.config import from_dict
     from segcli.data.loaders import PatchDataset, build_loader, load_cases
-    from segcli.engine.train import compute_loss
     from segcli.inference import sliding_window
     from segcli.losses import build_loss
+    from segcli.losses.deep_supervision import compute_loss
     from segcli.models import build
 
     exp = from_dict(spec, source="<candidate plan>")
