@@ -530,7 +530,8 @@ def extract_fingerprint(
         for c in cases
         if c.label is not None
     ]
-    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if workers is None:  # a worker process costs an interpreter start: ≥ 8 cases per worker
+        workers = max(1, min(os.cpu_count() or 1, 8, len(jobs) // 8))
     records: list[CaseFingerprint] = []
     pooled: list[list[npt.NDArray[np.float32]]] = [[] for _ in range(num_channels)]
     integer = [True] * num_channels
