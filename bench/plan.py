@@ -59,6 +59,20 @@ NNUNET_TASK04 = {
 }
 
 
+def load_note(start: float) -> str:
+    """Whether other work shared the CPUs while this ran (1-minute load averages)."""
+    end = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    worst = max(start, end)
+    if worst <= cores * 0.75:
+        return f"The machine was otherwise idle (load average {start:.1f} → {end:.1f} on {cores} cores)."
+    return (
+        f"**Contended run**: other jobs shared the CPUs (load average {start:.1f} at the start, "
+        f"{end:.1f} at the end, on {cores} cores), so every time here is slower than on a quiet "
+        "machine and the budget-fitted plan is smaller than it would be there."
+    )
+
+
 def sh(cmd: list[str], log: Path | None = None) -> float:
     print("$", " ".join(cmd), file=sys.stderr)
     start = time.perf_counter()
@@ -195,6 +209,7 @@ def hippocampus_vs_nnunet(plan: dict) -> str:
 
 def docs() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()[0]
     sections: list[str] = []
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -294,6 +309,8 @@ def docs() -> None:
         "they follow from the rules alone and do not depend on the machine's speed.  The "
         "Hippocampus budget run (`make plan-hippocampus`) writes its own section at the end.",
         "",
+        load_note(load_start),
+        "",
         "Every row is a decision `segcli plan` prints (and writes as a comment above the key in "
         "the spec), with the rule and the numbers that produced it.",
         "",
@@ -354,6 +371,7 @@ def train_and_score(spec: Path, name: str, sets: list[str], val: list[str]) -> d
 
 def hippocampus(budget: float) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()[0]
     spec = WORK / "hippocampus-planned.yaml"
     started = time.perf_counter()
     plan = plan_json(HIPPO, spec, "--budget-minutes", f"{budget:g}", "--name", "plan-hippocampus")
@@ -387,6 +405,8 @@ def hippocampus(budget: float) -> None:
         "",
         f"Written by `make plan-hippocampus` (`.venv/bin/python bench/plan.py hippocampus "
         f"--budget-minutes {budget:g}`) on {now}; machine: {machine()}.",
+        "",
+        load_note(load_start),
         "",
         f"1. `segcli plan {rel(HIPPO)} -o {rel(spec)} --budget-minutes {budget:g}` "
         f"({plan_seconds:.0f} s, fingerprint and step timing included): "
