@@ -59,7 +59,7 @@ NNUNET_TASK04 = {
 }
 
 
-def load_note(start: float) -> str:
+def load_note(start: float, budget: bool = False) -> str:
     """Whether other work shared the CPUs while this ran (1-minute load averages)."""
     end = os.getloadavg()[0]
     cores = os.cpu_count() or 1
@@ -69,7 +69,8 @@ def load_note(start: float) -> str:
     return (
         f"**Contended run**: other jobs shared the CPUs (load average {start:.1f} at the start, "
         f"{end:.1f} at the end, on {cores} cores), so every time here is slower than on a quiet "
-        "machine and the budget-fitted plan is smaller than it would be there."
+        "machine"
+        + (" and the budget-fitted plan is smaller than it would be there." if budget else ".")
     )
 
 
@@ -406,7 +407,7 @@ def hippocampus(budget: float) -> None:
         f"Written by `make plan-hippocampus` (`.venv/bin/python bench/plan.py hippocampus "
         f"--budget-minutes {budget:g}`) on {now}; machine: {machine()}.",
         "",
-        load_note(load_start),
+        load_note(load_start, budget=True),
         "",
         f"1. `segcli plan {rel(HIPPO)} -o {rel(spec)} --budget-minutes {budget:g}` "
         f"({plan_seconds:.0f} s, fingerprint and step timing included): "
