@@ -11,6 +11,7 @@ and the loading of a few cases on the chosen device); this module decides.  The 
 * plan for :data:`SAFETY` (90 %) of the budget: the rest absorbs checkpoint writing, curves
   and timing noise;
 * fixed costs first: process start-up plus loading every case (read, normalise, resample);
+  then the bookkeeping of every epoch (checkpoints, log, curves);
 * validation: :data:`VALIDATIONS` passes over the validation cases (enough to pick the best
   epoch), at most :data:`VALIDATION_SHARE` of the budget — beyond that only the first
   ``val_max_cases`` cases are validated;
@@ -63,12 +64,14 @@ class Measurement:
         val_case_seconds: sliding-window validation of one median-sized case.
         load_case_seconds: reading, normalising and resampling one case at start-up.
         startup_seconds: process start, imports, model build (fixed).
+        epoch_seconds: bookkeeping after each epoch (checkpoints, log, curves.png).
     """
 
     step_seconds: float
     val_case_seconds: float
     load_case_seconds: float
     startup_seconds: float
+    epoch_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,15 @@ def size_schedule(
         val_used = max(1, min(cases, val_cases))
         per_validation = val_used * m.val_case_seconds
     total = 0
-    for _ in range(3):  # the validation count depends on the epochs: settle it
-        planned_validations = VALIDATIONS if total == 0 else validation_count(*_ev(total))
-        train_s = usable - fixed - planned_validations * per_validation
+    for _ in range(4):  # validations and epoch bookkeeping depend on the epochs: settle them
+        if total == 0:
+            planned_validations, planned_epochs = VALIDATIONS, 30
+        else:
+            planned_epochs, val_every = _ev(total)
+            planned_validations = validation_count(planned_epochs, val_every)
+        train_s = (
+            usable - fixed - planned_validations * per_validation - planned_epochs * m.epoch_seconds
+        )
         total = max(0, int(train_s / max(m.step_seconds, 1e-9)))
     epochs, per_epoch, val_every = schedule_for_iterations(max(total, 1))
     if total < 1:
@@ -140,7 +149,7 @@ def size_schedule(
         iterations_per_epoch=per_epoch,
         val_every=val_every,
         val_max_cases=val_used if val_used is not None and val_used < val_cases else None,
-        predicted_seconds=fixed + train_s + val_s,
+        predicted_seconds=fixed + train_s + val_s + epochs * m.epoch_seconds,
         train_seconds=train_s,
         validation_seconds=val_s,
         fixed_seconds=fixed,
