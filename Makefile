@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean plan-docs plan-hippocampus
+.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: bench-precision time-to-dice
+.PHONY: bench-report report-screenshot
+.PHONY: plan-docs plan-hippocampus
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +26,8 @@ demo: install
 	$(BIN)/segcli train experiments/toy-dilated.yaml --set data.root=$(DEMO)/train --set output=$(DEMO)/runs --set train.epochs=10
 	$(BIN)/segcli predict experiments/toy-dilated.yaml --set output=$(DEMO)/runs --input $(DEMO)/test/imagesTr --output $(DEMO)/pred
 	$(BIN)/segcli evaluate experiments/toy-dilated.yaml --pred $(DEMO)/pred --ref $(DEMO)/test/labelsTr --output $(DEMO)/metrics.csv --overlays $(DEMO)/overlays --images $(DEMO)/test/imagesTr
+	$(BIN)/segcli report $(DEMO)/metrics.csv -o $(DEMO)/report.html
+	@echo "demo done: open $(DEMO)/report.html in a browser to look at the results"
 
 ## lint, format check and the test suite (the CI command)
 test: install
@@ -45,7 +50,7 @@ $(VENV)/.bench-stamp: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-bench: bench-metrics bench-inference bench-train
+bench: bench-metrics bench-inference bench-train bench-precision
 
 bench-metrics: $(VENV)/.bench-stamp
 	$(BIN)/python bench/metrics.py
@@ -55,6 +60,14 @@ bench-inference: $(VENV)/.bench-stamp
 
 bench-train: $(VENV)/.bench-stamp
 	$(BIN)/python bench/train.py
+
+## segcli report: 52 3D cases with overlays (size, time) and 1,000 cases in Chromium (load, sort)
+bench-report: install
+	$(BIN)/python bench/report.py
+
+## the README's report screenshot (docs/img/report.png), from the tour's own steps
+report-screenshot: install
+	$(BIN)/python bench/report_screenshot.py
 
 ## the lecture's experiments (docs/lecture.md) and the real-data result (docs/results.md)
 lecture: install
@@ -69,3 +82,11 @@ plan-docs: install
 
 plan-hippocampus: install
 	$(BIN)/python bench/plan.py hippocampus --budget-minutes $(or $(PLAN_BUDGET_MINUTES),10)
+
+## precision × layout step times and CT-sized inference (docs/benchmarks.md; ~30 min quiet)
+bench-precision: $(VENV)/.bench-stamp
+	$(BIN)/python bench/precision.py
+
+## Hippocampus time-to-Dice, segcli (fp32, bf16) vs MONAI, bf16 accuracy (docs/results.md; ~45 min)
+time-to-dice: $(VENV)/.bench-stamp
+	$(BIN)/python bench/time_to_dice.py

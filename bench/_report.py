@@ -36,10 +36,10 @@ def machine() -> str:
     )
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between the markers for ``name``."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else HEADER
+def write_section(name: str, body: str, doc: Path = DOC) -> None:
+    """Replace (or append) the section between the markers for ``name`` in ``doc``."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else (HEADER if doc == DOC else "")
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -48,7 +48,24 @@ def write_section(name: str, body: str) -> None:
         if pattern.search(text)
         else text.rstrip() + "\n\n" + block + "\n"
     )
-    tmp = DOC.with_suffix(".md.tmp")
+    tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text)
-    os.replace(tmp, DOC)
-    print(f"wrote section '{name}' of {DOC}", file=sys.stderr)
+    os.replace(tmp, doc)
+    print(f"wrote section '{name}' of {doc}", file=sys.stderr)
+
+
+def marked_sections(path: Path) -> str:
+    """Every ``<!-- bench:NAME -->`` … ``<!-- /bench:NAME -->`` block of ``path`` ('' if none).
+
+    A script that rewrites a whole document appends these, so that the sections other
+    scripts own in it survive.
+    """
+    if not path.exists():
+        return ""
+    blocks = re.findall(r"<!-- bench:([\w-]+) -->.*?<!-- /bench:\1 -->", path.read_text(), re.S)
+    text = path.read_text()
+    out = []
+    for name in blocks:
+        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        out.append(text[text.index(start) : text.index(end) + len(end)])
+    return "\n\n".join(out)

@@ -4,9 +4,11 @@
 
 1. `segcli train experiments/hippocampus.yaml` (the CPU budget: ≤ 10 minutes, validation
    included); the train/validation split is written to the run folder (split.json).
-2. `segcli predict` + `segcli evaluate` on the held-back validation cases, with overlays.
+2. `segcli predict` + `segcli evaluate` on the held-back validation cases, with overlays and
+   the HTML report (copied to docs/reports/hippocampus.html).
 3. bench/hippocampus_monai.py with the same split and the same wall-clock budget, scored by the
-   same `segcli evaluate`.
+   same `segcli evaluate`; `segcli report` compares the two runs case by case
+   (docs/reports/hippocampus-vs-monai.html).
 4. `segcli predict` on imagesTs/ (one unlabelled case) and a geometry check.
 5. `segcli receptive-field experiments/hippocampus.yaml`.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine  # noqa: E402
+from _report import machine, marked_sections  # noqa: E402
 
 SEGCLI = [sys.executable, "-m", "segcli"]
 DOC = REPO / "docs" / "results.md"
@@ -109,6 +111,8 @@ def main() -> None:
             str(overlays),
             "--images",
             str(val_images),
+            "--report",
+            str(run / "report.html"),
         ],
         run / "evaluate.log",
     )
@@ -174,6 +178,18 @@ def main() -> None:
                 str(monai_csv),
                 "--metrics",
                 metrics,
+            ]
+        )
+        sh(
+            [
+                *SEGCLI,
+                "report",
+                str(csv_path),
+                str(monai_csv),
+                "-o",
+                str(run / "compare-monai.html"),
+                "--names",
+                "segcli,MONAI",
             ]
         )
         monai = (
@@ -259,6 +275,46 @@ def main() -> None:
             lines.append(row(ours, label).replace("| ", "| segcli | ", 1))
             lines.append(row(table, label).replace("| ", "| MONAI | ", 1))
         lines.append("")
+    reports = REPO / "docs" / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "report.html", reports / "hippocampus.html")
+    lines += [
+        "## The report",
+        "",
+        f"`segcli evaluate ... --report` wrote the validation report: [docs/reports/hippocampus.html]"
+        f"(reports/hippocampus.html) ({(reports / 'hippocampus.html').stat().st_size / 1e6:.1f} MB, "
+        "one self-contained file: summary with bootstrap intervals, box plots, overlays of the "
+        "percentile and worst cases, the pitfalls found, every case).",
+        "",
+    ]
+    if monai is not None:
+        shutil.copy(run / "compare-monai.html", reports / "hippocampus-vs-monai.html")
+        from segcli.report import load_run
+        from segcli.report.stats import paired
+
+        ours_run = load_run(csv_path, name="segcli")
+        monai_run = load_run(monai_dir / "val_metrics.csv", name="MONAI")
+        lines += [
+            "`segcli report val_metrics.csv monai/val_metrics.csv --names segcli,MONAI` compares the "
+            "two on the same validation cases: [docs/reports/hippocampus-vs-monai.html]"
+            "(reports/hippocampus-vs-monai.html).  Paired by case (difference = MONAI − segcli; "
+            "95% bootstrap interval; Wilcoxon signed-rank p):",
+            "",
+            "| label | metric | segcli mean | MONAI mean | difference | 95% CI | Wilcoxon p | MONAI wins / ties / losses | verdict |",
+            "|---|---|---:|---:|---:|---|---:|---|---|",
+        ]
+        for label in ours_run.labels:
+            for metric, better_high in (("dice", True), ("hd95", False), ("nsd", True)):
+                p = paired(
+                    ours_run.column(label, metric), monai_run.column(label, metric), better_high
+                )
+                verdict = p.verdict.replace("B ", "MONAI ")
+                lines.append(
+                    f"| {label} ({names[str(label)]}) | {metric} | {p.mean_a:.3f} | {p.mean_b:.3f} | "
+                    f"{p.mean_diff:+.3f} | {p.ci_low:+.3f} … {p.ci_high:+.3f} | {p.p:.3g} | "
+                    f"{p.wins} / {p.ties} / {p.losses} | {verdict} |"
+                )
+        lines.append("")
     lines += [
         "## The three worst validation cases",
         "",
@@ -273,7 +329,8 @@ def main() -> None:
             f"   ![{name}](img/hippocampus_worst_{i}_{name}.png)",
             "",
         ]
-    DOC.write_text("\n".join(lines) + "\n")
+    kept = marked_sections(DOC)  # sections other scripts write (bench/time_to_dice.py)
+    DOC.write_text("\n".join(lines) + "\n" + (f"\n{kept}\n" if kept else ""))
     print(f"wrote {DOC}", file=sys.stderr)
 
 

@@ -62,6 +62,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--val-every",
+        type=int,
+        default=0,
+        help="every N iterations: mean validation Dice with a timestamp into --val-log "
+        "(0: never; bench/time_to_dice.py uses 320, segcli's 4 epochs × 80 iterations)",
+    )
+    parser.add_argument("--val-log", type=Path, default=None, help="JSON lines, one per validation")
+    parser.add_argument("--val-max-cases", type=int, default=None)
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -128,6 +137,36 @@ def main() -> None:
     iterations = 0
     losses: list[float] = []
     deadline = start + args.budget_seconds
+    val_names = split["val"][: args.val_max_cases]
+    val_data = [case(n) for n in val_names] if args.val_every else []
+
+    def validate() -> float:
+        """Mean foreground Dice over the validation cases (segcli's validation Dice)."""
+        from segcli.metrics import evaluate_case
+
+        model.eval()
+        dices = []
+        with torch.no_grad():
+            for item in val_data:
+                probs = sliding_window_inference(
+                    torch.from_numpy(item["image"])[None],
+                    roi_size=patch,
+                    sw_batch_size=4,
+                    predictor=lambda t: torch.softmax(model(t), 1),
+                    overlap=0.5,
+                    mode="gaussian",
+                    padding_mode="constant",
+                    cval=item["min"],
+                )
+                pred = probs.argmax(1)[0].numpy()
+                spacing = (1.0,) * pred.ndim  # Dice does not depend on it
+                scores = evaluate_case(
+                    pred, item["label"][0], spacing, labels=[1, 2], metrics=["dice"]
+                )
+                dices.append(float(np.mean([scores[k]["dice"] for k in (1, 2)])))
+        model.train()
+        return float(np.mean(dices))
+
     model.train()
     while time.perf_counter() < deadline:
         for batch in loader:
@@ -138,6 +177,15 @@ def main() -> None:
             optimizer.step()
             iterations += 1
             losses.append(float(loss))
+            if args.val_every and iterations % args.val_every == 0 and args.val_log:
+                dice = validate()
+                with args.val_log.open("a") as handle:
+                    record = {
+                        "seconds": time.perf_counter() - start,
+                        "iteration": iterations,
+                        "val_dice": dice,
+                    }
+                    handle.write(json.dumps(record) + "\n")
             if time.perf_counter() >= deadline:
                 break
     train_seconds = time.perf_counter() - start

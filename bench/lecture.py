@@ -221,6 +221,10 @@ def main() -> None:
         "along every axis.",
         "",
     ]
+    from lecture_windows import END, START
+    from lecture_windows import sections as window_sections
+
+    out += [START, *window_sections(work, train2d), END, ""]  # issue 15, items 4-8 and 10
     DOC.parent.mkdir(parents=True, exist_ok=True)
     tmp = DOC.with_suffix(".md.tmp")
     tmp.write_text("\n".join(out))

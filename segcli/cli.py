@@ -279,6 +279,10 @@ def evaluate(
             "fill holes) raises mean Dice per label; writes FILE_postprocessing.csv.",
         ),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write the run's one-file HTML report here."),
+    ] = None,
     overrides: SetOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -301,6 +305,8 @@ def evaluate(
         images=images,
         compare_postprocessing=compare_postprocessing,
         postprocess_min_size=exp.inference.postprocess.min_size if exp is not None else 0,
+        report=report,
+        spec_name=exp.name if exp is not None else None,
     )
 
 
@@ -482,6 +488,48 @@ def plan(
         gpu_memory=gpu_memory,
         as_json=as_json,
     )
+
+
+# --------------------------------------------------------------------------- report
+
+
+@app.command()
+@_user_errors
+def report(
+    csvs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Evaluate CSV(s): one for a run's report, several to compare runs on the same cases.",
+            metavar="METRICS.CSV",
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    names: Annotated[
+        str | None, typer.Option("--names", help="Comma-separated run names, one per CSV.")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Images under the overlays (default: recorded).")
+    ] = None,
+    pred: Annotated[
+        str | None,
+        typer.Option(
+            "--pred", help="Prediction folder(s), comma-separated, one per CSV (default: recorded)."
+        ),
+    ] = None,
+    ref: Annotated[
+        Path | None, typer.Option("--ref", help="Reference folder (default: recorded).")
+    ] = None,
+    worst: Annotated[
+        int, typer.Option("--worst", help="Worst cases per label shown with an overlay.")
+    ] = 5,
+    quiet: QuietOption = False,
+) -> None:
+    """One self-contained HTML report of an evaluation, or a comparison of several runs."""
+    from segcli.engine.report import report_command
+
+    report_command(csvs, output, names=names, images=images, pred=pred, ref=ref, worst=worst)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "TrainSpec",
     "UNetSpec",
     "WeightedCESpec",
+    "legacy_amp_precision",
 ]
 
 MetricName = Literal[
@@ -376,14 +377,67 @@ class TrainSpec(_Spec):
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     warmup_epochs: int = Field(0, ge=0)
     grad_clip: float | None = Field(12.0, gt=0)
-    amp: bool = True
-    amp_dtype: Literal["bf16", "fp16"] = "bf16"
+    #: network precision (segcli.precision): ``auto`` = bf16 on CPUs with bf16 instructions
+    #: and on Ampere+ GPUs, fp16 with a gradient scaler on older GPUs, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: retired spellings of ``precision`` (CUDA-only autocast); still read, never written back
+    amp: bool | None = Field(None, exclude=True)
+    amp_dtype: Literal["bf16", "fp16"] | None = Field(None, exclude=True)
     compile: bool = False
     workers: int = Field(2, ge=0)
     #: validate every N epochs (the last epoch is always validated)
     val_every: int = Field(1, gt=0)
     #: validate on at most this many cases (null: all)
     val_max_cases: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _legacy_amp(self) -> TrainSpec:
+        legacy = legacy_amp_precision(self.amp, self.amp_dtype)
+        if legacy is not None and "precision" not in self.model_fields_set:
+            object.__setattr__(self, "precision", legacy[0])
+        return self
+
+    @property
+    def legacy_note(self) -> str | None:
+        """What the retired ``amp`` / ``amp_dtype`` keys of this spec now mean (None: absent)."""
+        legacy = legacy_amp_precision(self.amp, self.amp_dtype)
+        if legacy is None:
+            return None
+        if "precision" in self.model_fields_set:
+            return (
+                f"train.amp / train.amp_dtype are ignored: train.precision: {self.precision} "
+                "is set and supersedes them; delete the old keys"
+            )
+        return legacy[1]
+
+
+def legacy_amp_precision(amp: bool | None, amp_dtype: str | None) -> tuple[str, str] | None:
+    """What the retired ``train.amp`` / ``train.amp_dtype`` keys mean as ``train.precision``.
+
+    Returns:
+        ``(precision, message)``, or None when neither key was given.  ``amp: false`` is
+        ``fp32``; ``amp_dtype: bf16|fp16`` (with ``amp`` true or absent) is that precision
+        on every device; ``amp: true`` alone is ``auto``.
+    """
+    if amp is None and amp_dtype is None:
+        return None
+    if amp is False:
+        precision = "fp32"
+    elif amp_dtype is not None:
+        precision = amp_dtype
+    else:
+        precision = "auto"
+    given = ", ".join(
+        f"train.{key}: {str(value).lower()}"
+        for key, value in (("amp", amp), ("amp_dtype", amp_dtype))
+        if value is not None
+    )
+    message = (
+        f"{given} is the old spelling (CUDA-only mixed precision); it now means "
+        f"train.precision: {precision} (applies on CPU too: auto picks bf16 or fp16 per device "
+        f"and fp32 where reduced precision does not pay). Write train.precision instead."
+    )
+    return precision, message
 
 
 class PostprocessSpec(_Spec):
@@ -403,6 +457,8 @@ class InferenceSpec(_Spec):
     pad_mode: PadMode = "minimum"
     pad_value: float = 0.0
     postprocess: PostprocessSpec = PostprocessSpec()
+    #: network precision for predict (segcli.precision; ``auto`` as for train.precision)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     @field_validator("patch_size", mode="before")
     @classmethod

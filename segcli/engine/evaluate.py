@@ -118,6 +118,7 @@ def evaluate_folders(
     overlays_dir: str | Path | None = None,
     images_dir: str | Path | None = None,
     postprocessing: dict[str, dict[str, Any]] | None = None,
+    spec_name: str | None = None,
 ) -> EvaluationResult:
     """Score every prediction in ``pred_dir`` against its reference in ``ref_dir``.
 
@@ -137,6 +138,8 @@ def evaluate_folders(
             :func:`segcli.postprocess.postprocess_labels`, e.g.
             :func:`segcli.metrics.postprocessing_gain.postprocessing_steps`), on the label maps
             read for the metrics.
+        spec_name: the experiment's name, recorded in ``<stem>_meta.json`` beside the CSV
+            (with the folders, so ``segcli report`` finds the label maps).
 
     Returns:
         The :class:`EvaluationResult`.
@@ -153,7 +156,7 @@ def evaluate_folders(
     the whole result.
     """
     with distributed.session("cpu"):
-        return _evaluate_folders(
+        result = _evaluate_folders(
             pred_dir,
             ref_dir,
             output_csv,
@@ -165,6 +168,39 @@ def evaluate_folders(
             images_dir,
             postprocessing,
         )
+        if distributed.is_main():  # the CSV's sidecar: where its label maps are (segcli report)
+            _write_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
+        return result
+
+
+def _write_meta(
+    result: EvaluationResult,
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    images_dir: str | Path | None,
+    nsd_tolerance: float,
+    spec_name: str | None,
+) -> None:
+    """Write ``<stem>_meta.json`` beside the CSV (:func:`segcli.report.write_meta`)."""
+    from segcli.report.data import write_meta
+
+    first_ref = next(iter(pair_cases(pred_dir, ref_dir).values()))[1]
+    write_meta(
+        result.output_csv,
+        pred_dir=pred_dir,
+        ref_dir=ref_dir,
+        images_dir=images_dir,
+        metrics=result.metrics,
+        labels=result.labels,
+        label_names=result.label_names,
+        nsd_tolerance=float(nsd_tolerance),
+        voxels={
+            case: {label: (r.ref_voxels, r.pred_voxels) for label, r in per.items()}
+            for case, per in result.cases.items()
+        },
+        spec_name=spec_name,
+        ndim=len(read_geometry(first_ref).size),
+    )
 
 
 def _evaluate_folders(
@@ -305,6 +341,8 @@ def evaluate_command(
     images: Path | None = None,
     compare_postprocessing: bool = False,
     postprocess_min_size: int = 0,
+    report: Path | None = None,
+    spec_name: str | None = None,
 ) -> EvaluationResult:
     """The ``segcli evaluate`` command: evaluate, print the tables, write the comparison.
 
@@ -316,8 +354,17 @@ def evaluate_command(
             (:mod:`segcli.metrics.postprocessing_gain`) and write ``<stem>_postprocessing.csv``.
         postprocess_min_size: the ``min_size`` step compared (the spec's
             ``inference.postprocess.min_size``; 0: not compared).
+        report: also write the HTML report of the run here (:mod:`segcli.report`); ``images``
+            are then drawn under its overlays even without ``overlays``.
+        spec_name: the experiment's name, recorded beside the CSV for the report.
     """
     evaluation = evaluation if evaluation is not None else EvaluationSpec()
+    if images is not None and overlays is None and report is None:
+        raise SpecError(
+            "--images only sets what the overlays and the report draw on; "
+            "add --overlays DIR or --report FILE.html"
+        )
+    report_images, images = images, (images if overlays is not None else None)
     steps = postprocessing_steps(postprocess_min_size) if compare_postprocessing else None
     with distributed.session("cpu") as ctx:  # torchrun: the cases split across the ranks
         result = evaluate_folders(
@@ -331,9 +378,16 @@ def evaluate_command(
             overlays_dir=overlays,
             images_dir=images,
             postprocessing=steps,
+            spec_name=spec_name,
         )
     if not is_quiet():
         print_summary(result)
+    if report is not None and ctx.is_main:
+        from segcli.engine.report import report_command
+
+        if report_images is not None and images is None:  # record them for `segcli report`
+            _write_meta(result, pred, ref, report_images, evaluation.nsd_tolerance, spec_name)
+        report_command([result.output_csv], report, images=report_images)
     if compare_postprocessing and ctx.is_main:  # rank 0 alone writes
         csv_path = write_comparison_csv(postprocessing_csv_path(output), result.postprocessing)
         if not is_quiet():

@@ -221,6 +221,7 @@ def measure_spec(
     from segcli.losses import build_loss
     from segcli.losses.deep_supervision import compute_loss
     from segcli.models import build
+    from segcli.precision import float32_output, memory_format, resolve_precision
 
     exp = from_dict(spec, source="<candidate plan>")
     names = _measure_cases(fp, min(MEASURE_CASES, len(fp.cases)))
@@ -246,12 +247,11 @@ def measure_spec(
         load_seconds *= 2  # training reads the training cases once more for the statistics
     torch.manual_seed(0)
     model = build(exp.model).to(device)
-    fmt = (
-        torch.contiguous_format
-        if not device.startswith("cpu")
-        else (torch.channels_last if exp.model.dims == 2 else torch.channels_last_3d)
-    )
+    # the precision and activation layout segcli train will use on this device
+    precision = resolve_precision(exp.train.precision, device)
+    fmt = memory_format(exp.model.dims, device)
     model.to(memory_format=fmt)
+    scaler = precision.grad_scaler()
     loss_fn = build_loss(exp.loss, exp.model.num_classes, exp.multilabel).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=exp.train.lr)
     total = WARMUP_STEPS + max(steps, 1) * 4  # upper bound; the loop stops on time
@@ -270,7 +270,6 @@ def measure_spec(
         pin_memory=device.startswith("cuda"),
     )  # fmt: skip
     dataset.set_epoch(0)
-    use_amp = exp.train.amp and device.startswith("cuda")
     timed, t0 = 0, 0.0
     model.train()
     for i, (image, label) in enumerate(loader):
@@ -279,11 +278,13 @@ def measure_spec(
             t0 = time.perf_counter()
         image = image.to(device).contiguous(memory_format=fmt)
         label = label.to(device)
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=use_amp):
-            loss = compute_loss(loss_fn, model(image), label, exp.multilabel)
+        with precision.autocast():  # the network only; the loss sees float32 logits
+            output = model(image)
+        loss = compute_loss(loss_fn, float32_output(output), label, exp.multilabel)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if i >= WARMUP_STEPS:
             timed += 1
             _sync(device)
@@ -304,6 +305,7 @@ def measure_spec(
         batch_size=exp.inference.batch_size,
         device=device,
         pad_mode=exp.inference.pad_mode,
+        precision=precision.name,  # validation runs in the training precision
     )
     _sync(device)
     val_seconds = time.perf_counter() - started

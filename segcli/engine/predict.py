@@ -17,7 +17,8 @@ This module orchestrates; each step has its home:
 - probabilities: :func:`segcli.inference.ensemble.ensemble_probabilities` normalises exactly as
   training does (``data.normalization``, with the dataset statistics stored in the checkpoint
   for ``ct_auto``), resamples to the spacing the checkpoint was trained at, runs
-  :func:`segcli.inference.sliding_window` with the spec's ``inference`` settings and resamples
+  :func:`segcli.inference.from_spec.window_probabilities` (sliding windows, or overlap-tile for
+  valid-padding networks) with the spec's ``inference`` settings and resamples
   the probabilities linearly back onto the input grid (several checkpoints: averaged there);
 - labels: :func:`segcli.inference.decode.decode_labels` (argmax; multilabel: value ``k + 1``
   where channel ``k`` exceeds 0.5, the highest such ``k`` winning, as in training's
@@ -148,6 +149,9 @@ def _predict_cases(
         info(note)
     device = resolve_device(device)
     models = load_models(exp, paths, device)
+    from segcli.precision import resolve_precision
+
+    info(f"precision {resolve_precision(exp.inference.precision, device).describe()}")
     output_dir = Path(output_dir)
     check_writable_folder(output_dir, "--output")
     try:

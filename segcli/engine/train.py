@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from segcli.engine.validation import check_validation_size, validate
 from segcli.errors import Interrupted, SegcliError
 from segcli.io.checkpoint import Checkpoint, check_compatible
 from segcli.losses.deep_supervision import compute_loss, loss_target
+from segcli.precision import PrecisionChoice, float32_output, memory_format, resolve_precision
 
 __all__ = ["TrainResult", "fit", "lr_factor"]
 
@@ -63,6 +63,8 @@ class TrainResult:
     data_seconds: float = 0.0
     compute_seconds: float = 0.0
     iterations: int = 0
+    #: the precision the network trained in (fp32, bf16 or fp16; segcli.precision)
+    precision: str = "fp32"
 
 
 @dataclass
@@ -73,6 +75,7 @@ class _Execution:
     memory_format: torch.memory_format
     autocast: Callable[[], AbstractContextManager[Any]]
     scaler: torch.amp.GradScaler
+    precision: PrecisionChoice
 
 
 @dataclass
@@ -188,7 +191,10 @@ def _fit(
         f"{f' × {world} processes' if world > 1 else ''}, "
         f"run folder {run.path}"
     )
+    _announce_precision(run, execution, spec.legacy_note, main)
     result = TrainResult(run.path, 0, best_dice, best_epoch, rows)
+    result.precision = execution.precision.name
+    drawn = -math.inf  # when curves.png was last drawn
     model.train()
     for epoch in range(start_epoch, spec.epochs):
         position.epoch = epoch
@@ -202,7 +208,9 @@ def _fit(
         val_loss, val_dice = math.nan, math.nan
         last_epoch = epoch == spec.epochs - 1
         if data.val_cases and ((epoch + 1) % spec.val_every == 0 or last_epoch):
-            val_loss, val_dice = validate(model, data.val_cases, exp, loss_fn, device)
+            val_loss, val_dice = validate(
+                model, data.val_cases, exp, loss_fn, device, precision=execution.precision.name
+            )
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -237,7 +245,10 @@ def _fit(
         position.saved = epoch + 1
         if main:
             run.write_log(rows)
-            run.plot_curves(rows, title=exp.name)
+            # a redraw costs ~0.2 s (bench/train.py): after validations, at the end, else every 30 s
+            if not math.isnan(val_dice) or last_epoch or time.perf_counter() - drawn >= 30:
+                run.plot_curves(rows, title=exp.name)
+                drawn = time.perf_counter()
         _epoch_line(row, spec.epochs, best_dice)
         if on_epoch_end is not None:
             on_epoch_end(row)
@@ -277,9 +288,9 @@ def _train_epoch(
             image = image.contiguous(memory_format=execution.memory_format)
             label = label.to(device, non_blocking=True)
             target = loss_target(label, exp.model.num_classes, exp.multilabel)
-            with execution.autocast():
+            with execution.autocast():  # the network only; the loss sees float32 logits
                 output = execution.model(image)
-                loss = compute_loss(loss_fn, output, target, exp.multilabel)
+            loss = compute_loss(loss_fn, float32_output(output), target, exp.multilabel)
             if not torch.isfinite(loss):
                 raise SegcliError(
                     f"training diverged at epoch {epoch}: loss is {float(loss)}; lower train.lr "
@@ -307,22 +318,40 @@ def _train_epoch(
 def _prepare_model(model: nn.Module, exp: Experiment, device: str) -> _Execution:
     """Mixed precision, memory format, DistributedDataParallel and torch.compile, in one place.
 
-    AMP (``train.amp``, ``train.amp_dtype``) runs on CUDA only, with a gradient scaler for
-    fp16; channels-last activations are measurably faster for CPU convolutions
-    (bench/inference.py); under torchrun DistributedDataParallel averages the ranks' gradients.
+    ``train.precision`` is resolved for ``device`` (:func:`segcli.precision.resolve_precision`:
+    autocast in bf16/fp16 or none, a gradient scaler enabled for fp16 only); the activation
+    layout follows the rule measured by bench/precision.py
+    (:func:`segcli.precision.memory_format`); under torchrun DistributedDataParallel averages
+    the ranks' gradients.
     """
     spec = exp.train
-    use_amp = spec.amp and device.startswith("cuda")
-    amp_dtype = torch.bfloat16 if spec.amp_dtype == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    autocast = partial(torch.autocast, device.split(":")[0], dtype=amp_dtype, enabled=use_amp)
-    memory_format = torch.contiguous_format
-    if device.startswith("cpu"):
-        memory_format = torch.channels_last if exp.model.dims == 2 else torch.channels_last_3d
-    model.to(memory_format=memory_format)
+    precision = resolve_precision(spec.precision, device)
+    layout = memory_format(exp.model.dims, device)
+    model.to(memory_format=layout)
     train_model = distributed.wrap_model(model, device)
     train_model = torch.compile(train_model) if spec.compile else train_model
-    return _Execution(train_model, memory_format, autocast, scaler)
+    return _Execution(train_model, layout, precision.autocast, precision.grad_scaler(), precision)
+
+
+def _announce_precision(
+    run: RunDir, execution: _Execution, legacy_note: str | None, main: bool
+) -> None:
+    """Say on the console and in the run folder's ``precision.json`` what runs and why."""
+    import json
+
+    from segcli.engine.run_dir import atomic_write_text
+
+    if legacy_note:
+        info(f"warning: {legacy_note}")
+    choice = execution.precision
+    channels_last = execution.memory_format in (torch.channels_last, torch.channels_last_3d)
+    info(
+        f"precision {choice.describe()}; "
+        f"{'channels-last' if channels_last else 'contiguous'} activations"
+    )
+    if main:
+        record = {**choice.as_dict(), "channels_last": channels_last}
+        atomic_write_text(run.path / "precision.json", json.dumps(record, indent=1) + "\n")
 
 
 def _build_loss(exp: Experiment, data: TrainData) -> nn.Module:

@@ -33,6 +33,7 @@ def validate(
     exp: Experiment,
     loss_fn: nn.Module,
     device: str,
+    precision: str | None = None,
 ) -> tuple[float, float]:
     """Sliding-window inference on the validation cases → (mean loss, mean foreground Dice).
 
@@ -40,8 +41,12 @@ def validate(
     (:func:`segcli.engine.distributed.shard`), and the sums and counts are all-reduced, so every
     rank returns the same means over all cases.  ``model`` is the plain network, not the
     DistributedDataParallel wrapper.
+
+    ``precision`` is the network's precision in the windows (None: ``inference.precision``;
+    training passes its resolved ``train.precision``); probabilities, loss and Dice are
+    float32 whatever it is.
     """
-    sums = _validation_sums(model, distributed.shard(cases), exp, loss_fn, device)
+    sums = _validation_sums(model, distributed.shard(cases), exp, loss_fn, device, precision)
     loss_sum, dice_sum, count = distributed.all_reduce_sum(sums)
     return loss_sum / count, dice_sum / count
 
@@ -52,6 +57,7 @@ def _validation_sums(
     exp: Experiment,
     loss_fn: nn.Module,
     device: str,
+    precision: str | None = None,
 ) -> tuple[float, float, int]:
     """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
     from segcli.inference.from_spec import window_probabilities
@@ -64,7 +70,7 @@ def _validation_sums(
     for case in cases:
         image = torch.from_numpy(case.image)
         probs = window_probabilities(
-            model, image, exp.inference, exp.multilabel, device, tta=False
+            model, image, exp.inference, exp.multilabel, device, tta=False, precision=precision
         ).float()
         label = torch.from_numpy(case.label.astype(np.int64))
         with torch.no_grad():
@@ -84,20 +90,31 @@ def _validation_sums(
 
 
 def check_validation_size(exp: Experiment) -> None:
-    """Validation runs sliding windows of ``inference.patch_size``: check them before training.
+    """Validation runs ``inference.patch_size`` windows (or overlap tiles): check them first.
 
     Raises:
-        SpecError: the network maps a window to a smaller output (valid padding, window mode).
+        SpecError: the network cannot process the patch size, or maps it to a smaller output
+            that overlap-tile cannot tile (a strided window classifier, a tile smaller than
+            one stride).
     """
-    from segcli.models import check_input_size
+    import torch
+
+    from segcli.inference.overlap_tile import tile_geometry
+    from segcli.models import build, check_input_size
 
     patch = tuple(exp.inference.patch_size)
     out = tuple(check_input_size(exp.model, patch, key="inference.patch_size"))
-    if out != patch:
+    if out == patch:
+        return
+    with torch.device("meta"):  # the geometry needs the network's description only
+        network = build(exp.model)
+    try:
+        tile_geometry(network, patch)
+    except ValueError as exc:
         window = getattr(exp.model, "mode", None) == "window"
-        fix = "model.mode: dense" if window else "same padding (model.padding: same)"
+        fix = "model.mode: dense" if window else "a larger inference.patch_size"
         raise SpecError(
-            f"model.arch '{exp.model.arch}' maps inference.patch_size {list(patch)} to a smaller "
-            f"output {list(out)}, but validation and predict need outputs of the input's size; "
-            f"use {fix} or train without validation (data.val_fraction: 0)"
-        )
+            f"model.arch '{exp.model.arch}' maps inference.patch_size {list(patch)} to "
+            f"{list(out)}, which validation and predict cannot tile ({exc}); use {fix} or "
+            "train without validation (data.val_fraction: 0)"
+        ) from None

@@ -10,7 +10,7 @@
 How (SPEC.md, "Inference"): the image is padded to at least the patch with the same rule
 training uses (:func:`segcli.padding.pad_to_shape`); windows are placed by
 :func:`~segcli.inference.windows.window_starts` and run ``batch_size`` at a time under
-``torch.inference_mode()`` (and autocast on CUDA); each window's softmax (or sigmoid) is
+``torch.inference_mode()`` (autocast in ``precision``); each window's softmax (or sigmoid) is
 multiplied by the blend weight and added in place into one preallocated ``(classes, *spatial)``
 accumulator.  Because the windows form a Cartesian grid and the blend weight is a product of
 per-axis profiles, the total weight at every voxel is the product of per-axis 1-D sums: the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 
 from segcli.inference.windows import BLEND_MODES, blend_profiles, blend_weights, window_starts
 from segcli.padding import PAD_MODES, pad_to_shape
+from segcli.precision import inference_autocast
 
 __all__ = ["accumulator_device", "mirror_axes", "sliding_window"]
 
@@ -51,6 +52,7 @@ def sliding_window(
     pad_mode: str = "minimum",
     pad_value: float = 0.0,
     channels_last: bool | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Stitched class probabilities of ``model`` over ``image``, window by window.
 
@@ -72,9 +74,14 @@ def sliding_window(
             ``constant`` — the rule training pads its crops with.
         pad_value: the constant for ``pad_mode="constant"``.
         channels_last: run the windows (and, for the duration of the call, the model's 4-D/5-D
-            weights) in channels-last memory layout — same float32 arithmetic, 1.3–3.7× faster
-            convolutions on CPU (oneDNN; see docs/benchmarks.md).  ``None`` (default): on CPU
-            only.  The weights' layout is restored before returning; values never change.
+            weights) in channels-last memory layout — the same arithmetic, in oneDNN's faster
+            layout for 3-D convolutions on CPU (docs/benchmarks.md).  ``None`` (default): the
+            measured rule of :func:`segcli.precision.memory_format` (3-D networks on CPU).  The weights' layout is restored before returning; values never change.
+        precision: the network's precision, ``auto``, ``fp32``, ``bf16`` or ``fp16``
+            (:func:`segcli.precision.resolve_precision` for ``device``; ``inference.precision``
+            in a spec).  ``None`` (default): autocast's default (fp16) on CUDA, float32
+            elsewhere.  Only the forward passes run in it: the logits are cast to float32
+            before the softmax, and the blend weights and the accumulator are float32.
 
     Returns:
         float32 ``(classes, *spatial)`` probabilities with ``spatial`` = the image's size
@@ -98,7 +105,7 @@ def sliding_window(
     profiles = blend_profiles(patch, blend)
     weights = blend_weights(patch, blend).to(device)
     flips = mirror_axes(len(patch)) if tta else [()]
-    amp = torch.autocast("cuda") if device.type == "cuda" else nullcontext()
+    amp = inference_autocast(device, precision)
     layout = _layout(len(patch), device, channels_last)
 
     acc: torch.Tensor | None = None
@@ -184,8 +191,10 @@ def _check_arguments(
 
 
 def _layout(dims: int, device: torch.device, channels_last: bool | None) -> torch.memory_format:
-    if channels_last is None:
-        channels_last = device.type == "cpu"
+    if channels_last is None:  # the measured rule (bench/precision.py)
+        from segcli.precision import memory_format
+
+        return memory_format(dims, device)
     if not channels_last or dims not in (2, 3):
         return torch.contiguous_format
     return torch.channels_last if dims == 2 else torch.channels_last_3d

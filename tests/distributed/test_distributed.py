@@ -24,9 +24,9 @@ from segcli.config.schema import (
 )
 from segcli.data.loaders import CaseData, EpochSampler, PatchDataset, build_loader
 from segcli.engine import distributed, runtime
-from segcli.engine.train import compute_loss
 from segcli.errors import SegcliError
 from segcli.losses import build_loss
+from segcli.losses.deep_supervision import compute_loss
 from segcli.models import ARCHITECTURES, build
 
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")

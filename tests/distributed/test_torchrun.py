@@ -69,7 +69,8 @@ def write_spec(
 
     The loss (Dice + CE, per-sample Dice) is a mean over the samples of the batch and the
     network has no batch statistics, so one step on two ranks with batches a and b equals one
-    step in one process on a and b together; plain SGD keeps that a float-rounding identity.
+    step in one process on a and b together; plain SGD in fp32 keeps that a float-rounding
+    identity.
     """
     raw = {
         "name": "dist",
@@ -91,9 +92,11 @@ def write_spec(
             "optimizer": "sgd",
             "lr": 0.1,
             "momentum": 0.0,
+            # the identity is one of float32 rounding (auto would be bf16 on a bf16 CPU)
+            "precision": "fp32",
             **train,
         },
-        "inference": {"batch_size": 4},
+        "inference": {"batch_size": 4, "precision": "fp32"},
     }
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -180,6 +183,7 @@ def test_distributed_training_resumes_like_one_process_and_logs_every_epoch_once
         "config.yaml",
         "curves.png",
         "log.csv",
+        "precision.json",
         "split.json",
     ]
     # the same in one process with both ranks' batch, stopped and resumed the same way

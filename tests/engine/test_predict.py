@@ -59,7 +59,17 @@ def expected_labels(
 ) -> np.ndarray:
     x = torch.from_numpy(normalize(image, exp.data.normalization))
     probs = torch.stack(
-        [sliding_window(m, x, exp.inference.patch_size, overlap=0.5, batch_size=3) for m in models]
+        [
+            sliding_window(
+                m,
+                x,
+                exp.inference.patch_size,
+                overlap=0.5,
+                batch_size=3,
+                precision=exp.inference.precision,  # predict runs the spec's precision
+            )
+            for m in models
+        ]
     ).mean(0)
     return probs.argmax(0).numpy()
 

@@ -73,17 +73,22 @@ def test_labels_outside_the_model_classes_are_refused_naming_the_case(
         check_label_range([Case()], exp)
 
 
-def test_prepare_model_on_cpu_uses_channels_last_and_no_mixed_precision(
-    tmp_path: Path, make_tiny_run
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)]
+)
+def test_prepare_model_follows_train_precision_and_the_layout_rule(
+    tmp_path: Path, make_tiny_run, precision: str, dtype: torch.dtype
 ) -> None:
-    exp = make_tiny_run(tmp_path, epochs=2, amp=True)
+    exp = make_tiny_run(tmp_path, epochs=2, precision=precision)
     model = build(exp.model)
     execution = _prepare_model(model, exp, "cpu")
-    assert execution.memory_format == torch.channels_last
-    assert not execution.scaler.is_enabled()  # AMP is CUDA-only
+    assert execution.precision.name == precision
+    assert execution.memory_format == torch.contiguous_format  # 2D on CPU (bench/precision.py)
+    assert not execution.scaler.is_enabled()  # a gradient scaler for fp16 only
     with execution.autocast():
         out = execution.model(torch.randn(1, 1, 16, 16))
-    assert out.dtype == torch.float32
+    assert out.dtype == dtype
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 # --------------------------------------------------------------------------- the loop

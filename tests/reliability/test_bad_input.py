@@ -337,10 +337,15 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         ["inference.patch_size [18, 18]", "nearby sizes that work: 16 or 20"],
     ),
-    # regression: validation of a valid-padding network crashed after the first epoch
-    "train-valid-padding-with-validation": lambda w: (
-        train(w, model={"arch": "cnn", "dims": 2, "filters": 2, "layers": 2, "padding": "valid"}),
-        ["smaller output [12, 12]", "model.padding: same", "data.val_fraction: 0"],
+    # regression: validation of a shrinking network crashed after the first epoch; valid
+    # padding now validates by overlap-tile, a strided window classifier is refused up front
+    "train-window-classifier-with-validation": lambda w: (
+        train(
+            w,
+            model={"arch": "patch_cnn", "dims": 2, "filters": 2, "hidden": 3, "mode": "window"},
+            data={"patch_size": [111, 111]},
+        ),
+        ["maps inference.patch_size [111, 111] to [2, 2]", "model.mode: dense", "val_fraction: 0"],
     ),
     # regression: data.synthetic too small for its lesion and ring raised a bare ValueError
     "train-synthetic-too-small": lambda w: (

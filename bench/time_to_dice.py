@@ -1,0 +1,285 @@
+"""Time-to-Dice on MSD Task04 Hippocampus: segcli (fp32 and bf16) against a plain MONAI script.
+
+    make time-to-dice          # or: .venv/bin/python bench/time_to_dice.py   (~45 min quiet)
+    .venv/bin/python bench/time_to_dice.py --quick --no-write    # a smoke run (~5 min)
+
+1. `segcli train experiments/hippocampus.yaml` twice, `train.precision` fp32 and bf16 (same
+   seed, same split), each in its own process; every validation (mean foreground Dice over
+   the validation cases, every 4 epochs) is timestamped from the start of the process's work
+   (data loading included) by the loop's ``on_epoch_end`` hook.
+2. bench/hippocampus_monai.py on the same split (split.json of the fp32 run) for the same
+   10-minute budget, validating every 320 iterations (segcli's 4 epochs × 80 iterations, same
+   batch size) with the same Dice, timestamped the same way; its validation time counts in its
+   clock as segcli's does.
+3. `segcli predict` of the fp32 run's best checkpoint on the validation images with
+   `inference.precision` fp32 and bf16: argmax agreement per voxel.
+
+Reported (docs/results.md, section ``time-to-dice``): wall clock to first reach mean validation
+Dice 0.85 and 0.86, the Dice at the 10-minute mark (the last validation at or before it), the
+best Dice; bf16 vs fp32 Dice; predict's bf16/fp32 agreement.  Targets (issue 18): segcli
+reaches 0.85 and 0.86 in at most half of MONAI's time, its 10-minute Dice beats MONAI's; bf16
+Dice within 0.005 of fp32; agreement ≥ 99.5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, write_section  # noqa: E402
+
+SPEC = "experiments/hippocampus.yaml"
+THRESHOLDS = (0.85, 0.86)
+DOC = REPO / "docs" / "results.md"
+
+
+def segcli_child(precision: str, out: Path, overrides: list[str]) -> None:
+    """Train in this process; print the timestamped validations as JSON (last line)."""
+    start = time.perf_counter()
+    from segcli.config import load
+    from segcli.engine.runtime import set_quiet
+    from segcli.engine.train import fit
+
+    set_quiet(True)
+    exp = load(
+        REPO / SPEC,
+        [f"train.precision={precision}", f"output={out}", f"name={precision}", *overrides],
+    )
+    records: list[dict[str, Any]] = []
+
+    def on_epoch_end(row: dict[str, Any]) -> None:
+        if not math.isnan(row["val_dice"]):
+            records.append(
+                {
+                    "seconds": time.perf_counter() - start,
+                    "epoch": int(row["epoch"]) + 1,
+                    "val_dice": float(row["val_dice"]),
+                }
+            )
+
+    result = fit(exp, device="cpu", on_epoch_end=on_epoch_end)
+    summary = {
+        "precision": result.precision,
+        "validations": records,
+        "train_seconds": time.perf_counter() - start,
+        "iterations": exp.train.epochs * exp.train.iterations_per_epoch,
+    }
+    print(json.dumps(summary))
+
+
+def run(cmd: list[str], log: Path) -> str:
+    print("$", " ".join(cmd), file=sys.stderr)
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    log.write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise SystemExit(f"command failed ({out.returncode}), see {log}:\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def first_reach(validations: list[dict[str, Any]], threshold: float) -> float | None:
+    """Seconds at the first validation with Dice ≥ ``threshold`` (None: never)."""
+    return next((v["seconds"] for v in validations if v["val_dice"] >= threshold), None)
+
+
+def dice_at(validations: list[dict[str, Any]], seconds: float) -> float:
+    """The last validation Dice at or before ``seconds`` (NaN: none yet)."""
+    done = [v["val_dice"] for v in validations if v["seconds"] <= seconds]
+    return done[-1] if done else math.nan
+
+
+def link_val(root: Path, names: list[str], dest: Path) -> Path:
+    images = dest / "images"
+    shutil.rmtree(images, ignore_errors=True)
+    images.mkdir(parents=True)
+    for name in names:
+        os.symlink((root / "imagesTr" / f"{name}.nii.gz").resolve(), images / f"{name}.nii.gz")
+    return images
+
+
+def agreement(a: Path, b: Path) -> float:
+    """Voxel share (percent) where two folders of label maps agree, pooled over cases."""
+    import numpy as np
+
+    from segcli.io.images import read_image
+
+    same = total = 0
+    for path in sorted(a.glob("*.nii.gz")):
+        x = np.asarray(read_image(path)[0])
+        y = np.asarray(read_image(b / path.name)[0])
+        same += int((x == y).sum())
+        total += x.size
+    return 100.0 * same / max(total, 1)
+
+
+def val_every(args: argparse.Namespace) -> int:
+    """MONAI's validation interval in iterations: segcli's (val_every × iterations_per_epoch)."""
+    return 6 if args.quick else 320
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny schedule (smoke test)")
+    parser.add_argument("--budget-seconds", type=float, default=600.0)
+    parser.add_argument("--output", type=Path, default=REPO / "runs" / "time-to-dice")
+    parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    quick = ["train.epochs=2", "train.iterations_per_epoch=6", "train.val_every=1"]
+    quick += ["train.val_max_cases=4"]
+    overrides = [*(quick if args.quick else []), *args.overrides]
+    if args.child:
+        segcli_child(args.child, args.output, overrides)
+        return
+    if args.quick:
+        args.budget_seconds = min(args.budget_seconds, 60.0)
+
+    from segcli.config import load
+
+    exp = load(REPO / SPEC)
+    root = (REPO / exp.data.root).resolve()
+    shutil.rmtree(args.output, ignore_errors=True)
+    args.output.mkdir(parents=True)
+    results: dict[str, dict[str, Any]] = {}
+    for precision in ("fp32", "bf16"):
+        cmd = [sys.executable, __file__, "--child", precision, "--output", str(args.output)]
+        cmd += [part for o in overrides for part in ("--set", o)]
+        out = run(cmd, args.output / f"segcli-{precision}.log")
+        results[precision] = json.loads(out.strip().splitlines()[-1])
+        print(precision, results[precision], file=sys.stderr)
+
+    split = json.loads((args.output / "fp32" / "split.json").read_text())
+    monai: dict[str, Any] | None = None
+    if not args.skip_monai:
+        monai_dir = args.output / "monai"
+        val_log = args.output / "monai-validations.jsonl"
+        cmd = [
+            sys.executable,
+            "bench/hippocampus_monai.py",
+            "--split",
+            str(args.output / "fp32" / "split.json"),
+            "--budget-seconds",
+            f"{args.budget_seconds:.0f}",
+            "--output",
+            str(monai_dir),
+            "--val-every",
+            str(val_every(args)),
+            "--val-log",
+            str(val_log),
+        ]
+        if args.quick:
+            cmd += ["--val-max-cases", "4"]
+        run(cmd, args.output / "monai.log")
+        summary = json.loads((monai_dir / "summary.json").read_text())
+        validations = [json.loads(line) for line in val_log.read_text().splitlines() if line]
+        monai = {**summary, "validations": validations}
+
+    # predict's agreement: the fp32 run's checkpoint, inference in fp32 and in bf16
+    val_names = split["val"][:4] if args.quick else split["val"]
+    images = link_val(root, val_names, args.output / "val")
+    preds = {}
+    for precision in ("fp32", "bf16"):
+        preds[precision] = args.output / f"pred-{precision}"
+        cmd = [sys.executable, "-m", "segcli", "predict", SPEC, "-i", str(images)]
+        cmd += ["-o", str(preds[precision]), "--overwrite", "--device", "cpu"]
+        for o in (f"output={args.output}", "name=fp32", f"inference.precision={precision}"):
+            cmd += ["--set", o]
+        run(cmd, args.output / f"predict-{precision}.log")
+    agree = agreement(preds["bf16"], preds["fp32"])
+
+    body = report(args, results, monai, agree, len(split["train"]), len(val_names))
+    print(body)
+    if not args.no_write:
+        write_section("time-to-dice", body, doc=DOC)
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[str, Any]],
+    monai: dict[str, Any] | None,
+    agree: float,
+    n_train: int,
+    n_val: int,
+) -> str:
+    budget = args.budget_seconds
+    fmt = lambda s: "not reached" if s is None else f"{s / 60:.1f} min"  # noqa: E731
+    runs = [(f"segcli {p}", results[p]["validations"]) for p in ("fp32", "bf16")]
+    if monai is not None:
+        runs.append(("MONAI script (fp32)", monai["validations"]))
+    lines = [
+        "## Time to Dice: segcli against a plain MONAI script",
+        "",
+        f"Written by `make time-to-dice` (`.venv/bin/python bench/time_to_dice.py"
+        f"{' --quick' if args.quick else ''}`), {time.strftime('%Y-%m-%d')}.  ",
+        f"Machine: {machine()}.",
+        "",
+        f"Same split ({n_train} training / {n_val} validation cases, the fp32 run's split.json), "
+        f"one run each.  segcli: `{SPEC}` (validation every 4 epochs) with `train.precision` "
+        f"fp32 and bf16; MONAI: bench/hippocampus_monai.py for {budget / 60:g} min, "
+        f"validating every {val_every(args)} iterations (the same interval in samples).  "
+        "Clock: from the start "
+        "of each process's work (data loading and validation included) to the end of the "
+        "validation; Dice: mean over labels 1 and 2 and over the validation cases "
+        "(`segcli.metrics`).",
+        "",
+        f"| run | first Dice ≥ {THRESHOLDS[0]} | first Dice ≥ {THRESHOLDS[1]} | Dice at "
+        f"{budget / 60:.0f} min | best Dice | validations |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, vals in runs:
+        best = max((v["val_dice"] for v in vals), default=math.nan)
+        lines.append(
+            f"| {name} | {fmt(first_reach(vals, THRESHOLDS[0]))} | "
+            f"{fmt(first_reach(vals, THRESHOLDS[1]))} | {dice_at(vals, budget):.4f} | "
+            f"{best:.4f} | {len(vals)} |"
+        )
+    lines += ["", "Every validation (minutes: Dice):", ""]
+    for name, vals in runs:
+        points = ", ".join(f"{v['seconds'] / 60:.1f}: {v['val_dice']:.3f}" for v in vals)
+        lines.append(f"- {name}: {points}")
+    fp32 = max(v["val_dice"] for v in results["fp32"]["validations"])
+    bf16 = max(v["val_dice"] for v in results["bf16"]["validations"])
+    ok = lambda c: "met" if c else "**NOT met**"  # noqa: E731
+    lines += [
+        "",
+        "Targets (issue 18):",
+        "",
+    ]
+    if monai is not None:
+        ours = runs[1][1] if results["bf16"]["precision"] == "bf16" else runs[0][1]
+        for t in THRESHOLDS:
+            a, b = first_reach(ours, t), first_reach(monai["validations"], t)
+            met = a is not None and (b is None or a <= 0.5 * b)
+            lines.append(
+                f"- Dice {t}: segcli bf16 in {fmt(a)} vs MONAI {fmt(b)}, at most half — {ok(met)}"
+            )
+        d_ours, d_monai = dice_at(ours, budget), dice_at(monai["validations"], budget)
+        lines.append(
+            f"- Dice at {budget / 60:.0f} min: segcli bf16 {d_ours:.4f} vs MONAI {d_monai:.4f} — "
+            f"{ok(d_ours > d_monai)}"
+        )
+    lines += [
+        f"- bf16 training: best validation Dice {bf16:.4f} vs fp32 {fp32:.4f} "
+        f"(difference {bf16 - fp32:+.4f}), within 0.005 — {ok(abs(bf16 - fp32) <= 0.005)}",
+        f"- `segcli predict` of the fp32 checkpoint, `inference.precision` bf16 vs fp32: "
+        f"argmax agreement {agree:.3f} % over the {n_val} validation cases, ≥ 99.5 % — "
+        f"{ok(agree >= 99.5)}",
+    ]
+    if args.quick:
+        lines += ["", "**Quick setting (a few iterations, 4 validation cases): a smoke test.**"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
