@@ -138,22 +138,32 @@ def size_schedule(
             usable - fixed - planned_validations * per_validation - planned_epochs * m.epoch_seconds
         )
         total = max(0, int(train_s / max(m.step_seconds, 1e-9)))
-    epochs, per_epoch, val_every = schedule_for_iterations(max(total, 1))
-    if total < 1:
-        epochs, per_epoch, val_every = 1, 1, 1
-    validations = validation_count(epochs, val_every) if val_cases else 0
-    train_s = epochs * per_epoch * m.step_seconds
-    val_s = validations * per_validation
-    return Schedule(
-        epochs=epochs,
-        iterations_per_epoch=per_epoch,
-        val_every=val_every,
-        val_max_cases=val_used if val_used is not None and val_used < val_cases else None,
-        predicted_seconds=fixed + train_s + val_s + epochs * m.epoch_seconds,
-        train_seconds=train_s,
-        validation_seconds=val_s,
-        fixed_seconds=fixed,
-    )
+    val_max = val_used if val_used is not None and val_used < val_cases else None
+
+    def build(steps: int) -> Schedule:
+        epochs, per_epoch, val_every = schedule_for_iterations(max(steps, 1))
+        if steps < 1:
+            epochs, per_epoch, val_every = 1, 1, 1
+        validations = validation_count(epochs, val_every) if val_cases else 0
+        train_s = epochs * per_epoch * m.step_seconds
+        val_s = validations * per_validation
+        return Schedule(
+            epochs=epochs,
+            iterations_per_epoch=per_epoch,
+            val_every=val_every,
+            val_max_cases=val_max,
+            predicted_seconds=fixed + train_s + val_s + epochs * m.epoch_seconds,
+            train_seconds=train_s,
+            validation_seconds=val_s,
+            fixed_seconds=fixed,
+        )
+
+    schedule = build(total)
+    # the epoch count can tip over by one validation: step down until the schedule fits
+    while schedule.predicted_seconds > usable and total > 1:
+        total -= max(1, total // 100)
+        schedule = build(total)
+    return schedule
 
 
 def _ev(total: int) -> tuple[int, int]:
