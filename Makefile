@@ -9,6 +9,7 @@ DEMO   := demo-output
 .PHONY: bench-precision time-to-dice
 .PHONY: bench-resampling readme
 .PHONY: bench-report report-screenshot
+.PHONY: plan-docs plan-hippocampus
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,6 +85,13 @@ lecture: install
 
 hippocampus: $(VENV)/.bench-stamp
 	$(BIN)/python bench/hippocampus.py
+
+## segcli plan: the plans of five datasets (docs/plan.md) and the Hippocampus budget run
+plan-docs: install
+	$(BIN)/python bench/plan.py docs
+
+plan-hippocampus: install
+	$(BIN)/python bench/plan.py hippocampus --budget-minutes $(or $(PLAN_BUDGET_MINUTES),10)
 
 ## label resampling round trip over the shared hippocampus cases → docs/nnunet.md
 bench-resampling: install

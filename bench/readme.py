@@ -75,6 +75,7 @@ STEPS: tuple[Step, ...] = (
             "segcli synth data/toy2d-test --cases 60 --seed 1",
         ),
     ),
+    Step("plan", ("segcli plan data/toy2d -o toy2d.yaml",)),
     Step("receptive-field", ("segcli receptive-field experiments/toy-dilated.yaml",)),
     Step(
         "train",

@@ -454,6 +454,51 @@ def receptive_field(
     receptive_field_command(exp, input_size=input_size, empirical=empirical, as_json=as_json)
 
 
+# --------------------------------------------------------------------------- plan
+
+
+@app.command()
+@_user_errors
+def plan(
+    data_root: Annotated[Path, typer.Argument(help="Dataset folder (nnU-Net/MSD layout).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Spec (YAML) to write.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Experiment name (default: the folder name).")
+    ] = None,
+    dims: Annotated[
+        str, typer.Option("--dims", help="auto (as the images), 2 (per slice) or 3.")
+    ] = "auto",
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-minutes",
+            help="Wall clock for `segcli train`, validation included: the plan times training "
+            "steps here and sizes network and schedule to fit.",
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    gpu_memory: Annotated[
+        float | None,
+        typer.Option("--gpu-memory", help="GPU memory target in GB for patch and batch (8)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Plan a spec for a dataset (nnU-Net's rules, explained and checked, fitted to a budget)."""
+    from segcli.engine.plan import plan_command
+
+    plan_command(
+        data_root,
+        output,
+        name=name,
+        dims=dims,
+        budget_minutes=budget_minutes,
+        device=device,
+        gpu_memory=gpu_memory,
+        as_json=as_json,
+    )
+
+
 # --------------------------------------------------------------------------- report
 
 

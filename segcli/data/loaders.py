@@ -453,8 +453,10 @@ class PatchDataset(Dataset):
             foreground=self.foreground[k],
         )
         image, label = self.augment(image, label, rng)
-        image_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        label_t = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+        # np.array(copy=True), not ascontiguousarray: a flipped axis of length 1 (a one-slice
+        # patch) keeps its negative stride through ascontiguousarray, which torch refuses
+        image_t = torch.from_numpy(np.array(image, dtype=np.float32, copy=True))
+        label_t = torch.from_numpy(np.array(label, dtype=np.int64, copy=True))
         return image_t, label_t
 
 

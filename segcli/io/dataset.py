@@ -121,9 +121,13 @@ def group_images(files: list[Path], where: str | Path = "") -> dict[str, tuple[P
             out[case] = tuple(channels[c] for c in expected)
             counts.add(len(channels))
         if len(counts) > 1:
+            most = max(counts)
+            short = next(case for case, files in out.items() if len(files) < most)
+            missing = ", ".join(f"{short}_{c:04d}" for c in range(len(out[short]), most))
             raise DataError(
-                f"{where}: cases have different numbers of channels ({sorted(counts)}); "
-                "every case needs the same _0000, _0001, ... files"
+                f"{where}: cases have different numbers of channels ({sorted(counts)}): case "
+                f"'{short}' has {len(out[short])}, missing {missing}; every case needs the same "
+                "_0000, _0001, ... files"
             )
         return out
     out = {}

@@ -1,0 +1,356 @@
+"""``segcli plan``: fingerprint the dataset, time candidate networks, write the spec.
+
+    >>> from segcli.engine.plan import plan_command
+    >>> result = plan_command("data/hippo", "hippo.yaml", budget_minutes=10, device="cpu")
+    >>> result.plan.spec["model"]["filters"], result.spec_path
+
+The orchestration: :func:`segcli.plan.fingerprint.extract_fingerprint` in worker processes
+with a progress bar (or the cached ``EXP.fingerprint.json`` when it is newer than every file of
+the dataset), :func:`segcli.plan.planner.make_plan` with :func:`measure_spec` timing real
+training steps, then the spec and the fingerprint written atomically — only after the whole
+plan succeeded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segcli.engine.runtime import check_writable_folder, console, info, is_quiet, track
+from segcli.errors import SegcliError
+from segcli.plan.budget import Measurement
+from segcli.plan.fingerprint import (
+    Fingerprint,
+    extract_fingerprint,
+    fingerprint_is_fresh,
+    load_fingerprint,
+    save_fingerprint,
+)
+from segcli.plan.planner import Plan, PlanOptions, make_plan
+
+__all__ = ["PlanResult", "fingerprint_path", "measure_spec", "plan_command"]
+
+#: timed training steps per candidate (after warm-up); more while under MIN_MEASURE_SECONDS
+MEASURE_STEPS = 3
+WARMUP_STEPS = 2
+MIN_MEASURE_SECONDS = 1.5
+#: cases loaded to time loading and to draw patches from
+MEASURE_CASES = 4
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    fingerprint: Fingerprint
+    spec_path: Path
+    fingerprint_path: Path
+    fingerprint_reused: bool
+    text: str
+
+
+def fingerprint_path(spec_path: str | Path) -> Path:
+    """``exp.yaml`` → ``exp.fingerprint.json`` (beside the spec)."""
+    path = Path(spec_path)
+    return path.with_name(path.stem + ".fingerprint.json")
+
+
+def _progress(items: Any, total: int) -> Any:
+    return track(items, "fingerprint", total=total)
+
+
+def _same_root(fp: Fingerprint, root: Path) -> bool:
+    try:
+        return Path(fp.root).resolve() == root.resolve()
+    except OSError:
+        return False
+
+
+def plan_command(
+    root: str | Path,
+    output: str | Path,
+    name: str | None = None,
+    dims: str = "auto",
+    budget_minutes: float | None = None,
+    device: str = "auto",
+    gpu_memory: float | None = None,
+    as_json: bool = False,
+    workers: int | None = None,
+    measure_steps: int = MEASURE_STEPS,
+) -> PlanResult:
+    """Plan ``root`` into the spec ``output`` (and ``output``'s fingerprint beside it).
+
+    Raises:
+        SegcliError: bad options, not a dataset, inconsistent data, or a budget too small.
+    """
+    from segcli.engine.runtime import resolve_device
+
+    root, output = Path(root), Path(output)
+    if output.suffix.lower() not in (".yaml", ".yml"):
+        raise SegcliError(f"-o {output}: the spec must be a .yaml file")
+    if budget_minutes is not None and not (budget_minutes > 0 and math.isfinite(budget_minutes)):
+        raise SegcliError(f"--budget-minutes {budget_minutes:g}: must be a positive number")
+    if gpu_memory is not None and not (gpu_memory > 0 and math.isfinite(gpu_memory)):
+        raise SegcliError(f"--gpu-memory {gpu_memory:g}: must be a positive number of GB")
+    if dims not in ("auto", "2", "3"):
+        raise SegcliError(f"--dims {dims}: choose auto, 2 or 3")
+    check_writable_folder(output.parent, "-o")
+    resolved = resolve_device(device)
+    fp_path = fingerprint_path(output)
+
+    reused = False
+    fp: Fingerprint | None = None
+    if fingerprint_is_fresh(fp_path, root):
+        try:
+            cached = load_fingerprint(fp_path)
+        except SegcliError:
+            cached = None
+        if cached is not None and _same_root(cached, root):
+            fp, reused = cached, True
+    if fp is None:
+        fp = extract_fingerprint(root, workers=workers, progress=None if as_json else _progress)
+    if not is_quiet() and not as_json:
+        how = "reused" if reused else f"extracted in {fp.seconds:.1f} s"
+        info(f"fingerprint of {len(fp.cases)} cases {how} ({fp_path})")
+
+    options = PlanOptions(
+        root=str(root),
+        name=name,
+        dims=dims,
+        budget_minutes=budget_minutes,
+        device=resolved,
+        gpu_memory_gb=gpu_memory,
+        cpu_count=os.cpu_count() or 1,
+    )
+    startup: list[float] = []
+
+    def measure(spec: dict[str, Any]) -> Measurement:
+        if not startup:
+            startup.append(_startup_seconds())
+        return measure_spec(spec, fp, resolved, startup[0], steps=measure_steps)
+
+    plan = make_plan(fp, options, measure=measure if budget_minutes is not None else None)
+    from segcli.plan.writer import render_json, write_spec
+
+    if not reused:
+        save_fingerprint(fp, fp_path)
+    text = write_spec(plan, output)
+    if as_json:
+        console.print(
+            render_json(plan, str(output), str(fp_path)), markup=False, highlight=False,
+            soft_wrap=True,
+        )  # fmt: skip
+    else:
+        _print_table(plan, output, fp_path)
+    return PlanResult(plan, fp, output, fp_path, reused, text)
+
+
+def _print_table(plan: Plan, output: Path, fp_path: Path) -> None:
+    from rich.table import Table
+
+    if is_quiet():
+        return
+    table = Table(title=f"plan → {output}", show_lines=False, expand=False)
+    table.add_column("decision", style="bold", no_wrap=True)
+    table.add_column("value")
+    table.add_column("rule and numbers")
+    for d in plan.decisions:
+        table.add_row(d.name, d.value, d.rule)
+    console.print(table)
+    colours = {"ok": "green", "note": "cyan", "warning": "yellow"}
+    for c in plan.checks:
+        console.print(f"[{colours[c.level]}]{c.level}[/] {c.name}: {c.message}")
+    info(f"wrote {output} and {fp_path}; train with: segcli train {output}")
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _startup_seconds() -> float:
+    """Wall clock of a fresh interpreter importing segcli's training engine (torch included)."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "import segcli.engine.train, segcli.models, segcli.losses"],
+        check=False,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def _measure_cases(fp: Fingerprint, k: int) -> list[str]:
+    """``k`` cases closest to the median size (what a typical patch is drawn from)."""
+    sizes = np.asarray([c.voxels for c in fp.cases], dtype=np.float64)
+    order = np.argsort(np.abs(sizes - np.median(sizes)), kind="stable")
+    return [fp.cases[i].name for i in order[:k]]
+
+
+def _ct_stats(fp: Fingerprint) -> dict[str, list[float]]:
+    return {
+        "low": [c.percentile_00_5 for c in fp.intensities],
+        "high": [c.percentile_99_5 for c in fp.intensities],
+        "mean": [c.mean for c in fp.intensities],
+        "std": [max(c.std, 1e-8) for c in fp.intensities],
+    }
+
+
+def measure_spec(
+    spec: dict[str, Any],
+    fp: Fingerprint,
+    device: str,
+    startup_seconds: float,
+    steps: int = MEASURE_STEPS,
+) -> Measurement:
+    """Time a candidate spec on ``device``: loading, training steps, one validation case.
+
+    The steps are real: patches drawn by :class:`segcli.data.loaders.PatchDataset` through
+    the spec's DataLoader workers, forward and backward of the planned U-Net with its
+    deep-supervision loss, AdamW update — the loop of ``segcli train``.
+    """
+    import torch
+
+    from segcli.config import from_dict
+    from segcli.data.loaders import PatchDataset, build_loader, load_cases
+    from segcli.inference import sliding_window
+    from segcli.losses import build_loss
+    from segcli.losses.deep_supervision import compute_loss
+    from segcli.models import build
+    from segcli.precision import float32_output, memory_format, resolve_precision
+
+    exp = from_dict(spec, source="<candidate plan>")
+    names = _measure_cases(fp, min(MEASURE_CASES, len(fp.cases)))
+    stats = _ct_stats(fp) if exp.data.normalization == "ct_auto" else None
+    # loading = discovery (reads every header once) + a cost per case; time both directly,
+    # after a warm-up (imports, file cache)
+    from segcli.io.dataset import find_cases
+
+    load_cases(exp.data, names[:1], exp.seed, stats=stats)
+    started = time.perf_counter()
+    find_cases(fp.root, "Tr")
+    load_fixed = time.perf_counter() - started
+    started = time.perf_counter()
+    cases = load_cases(exp.data, names, exp.seed, stats=stats)
+    several = time.perf_counter() - started
+    load_seconds = max(several - load_fixed, 0.0) / len(names)
+    # a noisy machine can make the difference vanish: the fingerprint timed reading every case
+    # (and more), a measured upper bound
+    read_seconds = float(np.median([c.seconds for c in fp.cases]))
+    if load_seconds < 0.5 * read_seconds:
+        load_seconds = read_seconds
+    if exp.data.normalization == "ct_auto":
+        load_seconds *= 2  # training reads the training cases once more for the statistics
+    torch.manual_seed(0)
+    model = build(exp.model).to(device)
+    # the precision and activation layout segcli train will use on this device
+    precision = resolve_precision(exp.train.precision, device)
+    fmt = memory_format(exp.model.dims, device)
+    model.to(memory_format=fmt)
+    scaler = precision.grad_scaler()
+    loss_fn = build_loss(exp.loss, exp.model.num_classes, exp.multilabel).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=exp.train.lr)
+    total = WARMUP_STEPS + max(steps, 1) * 4  # upper bound; the loop stops on time
+    dataset = PatchDataset(
+        cases,
+        patch_size=exp.data.patch_size,
+        foreground_fraction=exp.data.foreground_fraction,
+        augment=exp.data.augment,
+        pad_mode=exp.inference.pad_mode,
+        pad_value=exp.inference.pad_value,
+        length=total * exp.train.batch_size,
+        seed=exp.seed,
+    )
+    loader = build_loader(
+        dataset, exp.train.batch_size, exp.train.workers, exp.seed,
+        pin_memory=device.startswith("cuda"),
+    )  # fmt: skip
+    dataset.set_epoch(0)
+    timed, t0 = 0, 0.0
+    model.train()
+    for i, (image, label) in enumerate(loader):
+        if i == WARMUP_STEPS:
+            _sync(device)
+            t0 = time.perf_counter()
+        image = image.to(device).contiguous(memory_format=fmt)
+        label = label.to(device)
+        with precision.autocast():  # the network only; the loss sees float32 logits
+            output = model(image)
+        loss = compute_loss(loss_fn, float32_output(output), label, exp.multilabel)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if i >= WARMUP_STEPS:
+            timed += 1
+            _sync(device)
+            if timed >= steps and time.perf_counter() - t0 >= MIN_MEASURE_SECONDS:
+                break
+    _sync(device)
+    step_seconds = (time.perf_counter() - t0) / max(timed, 1)
+    del loader
+    case = cases[0]
+    model.eval()
+    started = time.perf_counter()
+    sliding_window(
+        model,
+        torch.from_numpy(case.image),
+        patch_size=exp.inference.patch_size,
+        overlap=exp.inference.overlap,
+        blend=exp.inference.blend,
+        batch_size=exp.inference.batch_size,
+        device=device,
+        pad_mode=exp.inference.pad_mode,
+        precision=precision.name,  # validation runs in the training precision
+    )
+    _sync(device)
+    val_seconds = time.perf_counter() - started
+    # the sliding window's cost scales with the image: rescale to the median case
+    target = exp.data.spacing
+    median_voxels = float(
+        np.median(
+            [
+                c.voxels * float(np.prod(c.spacing)) / float(np.prod(target or c.spacing))
+                for c in fp.cases
+            ]
+        )
+    )
+    val_seconds *= max(median_voxels / max(case.image[0].size, 1), 1e-3)
+    epoch_seconds = _epoch_bookkeeping_seconds(model)
+    return Measurement(
+        step_seconds, val_seconds, load_seconds, startup_seconds + load_fixed, epoch_seconds
+    )
+
+
+def _epoch_bookkeeping_seconds(model: Any) -> float:
+    """What ``segcli train`` does after every epoch besides validating: two checkpoints of the
+    model (and its optimiser state, about twice the weights) and the curves PNG."""
+    import tempfile
+
+    import torch
+
+    from segcli.engine.run_dir import plot_curves
+
+    rows = [
+        {"epoch": i, "train_loss": 1.0 / (i + 1), "val_loss": 1.0, "val_dice": 0.5, "lr": 1e-3,
+         "seconds": 1.0}
+        for i in range(10)
+    ]  # fmt: skip
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        for name in ("best.pt", "last.pt"):
+            torch.save({"model": state, "optimizer": [state, state]}, Path(tmp) / name)
+        plot_curves(Path(tmp) / "curves.png", rows, title="timing")
+        return time.perf_counter() - started
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()

@@ -1,0 +1,90 @@
+"""make_plan as a pure function of a fingerprint and (mocked) measurements."""
+
+from __future__ import annotations
+
+import pytest
+
+from segcli.config import from_dict, load
+from segcli.errors import SegcliError
+from segcli.plan.budget import Measurement
+from segcli.plan.fingerprint import CaseFingerprint, ChannelIntensity, Fingerprint, LabelCase
+from segcli.plan.planner import PlanOptions, make_plan
+
+from ..conftest import EXPERIMENTS
+
+
+def hippocampus_like(cases: int = 208) -> Fingerprint:
+    """208 cases of 36×50×35 at 1 mm with two ~2,000-voxel labels (the shared Task04 data)."""
+    label = LabelCase(2000, 1, (20, 25, 25), (20.0, 25.0, 25.0), 2000, 2000.0)
+    records = tuple(
+        CaseFingerprint(
+            f"hippocampus_{i:03d}",
+            (1.0, 1.0, 1.0),
+            (36, 50, 35),
+            (36, 50, 35),
+            {1: label, 2: label},
+        )  # fmt: skip
+        for i in range(cases)
+    )
+    mri = ChannelIntensity("MRI", 100.0, 20.0, 100.0, 10.0, 200.0, 40.0, 180.0, False, 0.0, 1000)
+    return Fingerprint("data/hippo", ("MRI",), {0: "background", 1: "Anterior", 2: "Posterior"},
+                       records, (mri,), labels_declared=True)  # fmt: skip
+
+
+def quiet_two_cores(spec: dict) -> Measurement:
+    # docs/results.md: the 8-filter network ran 2,400 steps in 8.5 minutes on 2 quiet cores
+    return Measurement(0.19 * (spec["model"]["filters"] / 8) ** 1.5, 0.15, 0.03, 6.0)
+
+
+def test_quiet_cpu_budget_reproduces_the_hand_tuned_spec() -> None:
+    options = PlanOptions(root="data/hippo", budget_minutes=10, device="cpu")
+    plan = make_plan(hippocampus_like(), options, quiet_two_cores)
+    exp = from_dict(plan.spec)
+    hand = load(EXPERIMENTS / "hippocampus.yaml")
+    assert exp.data.patch_size == hand.data.patch_size == [40, 56, 40]
+    assert (exp.model.filters, exp.model.depth) == (hand.model.filters, hand.model.depth)
+    assert exp.model.deep_supervision and exp.loss.name == hand.loss.name
+    assert exp.train.batch_size == hand.train.batch_size
+    assert (exp.train.optimizer, exp.train.lr) == (hand.train.optimizer, hand.train.lr)
+    assert exp.train.epochs == hand.train.epochs and exp.train.val_every == hand.train.val_every
+    assert abs(exp.train.iterations_per_epoch - hand.train.iterations_per_epoch) <= 5
+    assert plan.schedule is not None and plan.schedule.predicted_seconds <= 600
+
+
+def test_a_fast_device_gets_the_nnunet_width() -> None:
+    options = PlanOptions(root="data/hippo", budget_minutes=60, device="cuda")
+    plan = make_plan(hippocampus_like(), options, lambda spec: Measurement(0.05, 0.05, 0.01, 8))
+    assert plan.spec["model"]["filters"] == 32
+    # nnU-Net's batch rule: 5 % of 208 × 36·50·35 voxels / 40·56·40 = 7
+    assert plan.spec["train"]["batch_size"] == 7
+
+
+def test_a_slow_machine_narrows_then_shrinks_the_patch() -> None:
+    options = PlanOptions(root="data/hippo", budget_minutes=10, device="cpu")
+
+    def slow(spec: dict) -> Measurement:
+        voxels = 1
+        for p in spec["data"]["patch_size"]:
+            voxels *= p
+        return Measurement(1.5 * voxels / 89_600, 0.3, 0.03, 6.0)
+
+    plan = make_plan(hippocampus_like(), options, slow)
+    assert plan.spec["model"]["filters"] == 8
+    assert plan.spec["data"]["patch_size"] != [40, 56, 40]
+    assert any(c.name == "compromise: budget" for c in plan.checks)
+    assert "shrunk" in next(d.rule for d in plan.decisions if d.name == "patch size")
+
+
+def test_hopeless_budget_is_refused() -> None:
+    options = PlanOptions(root="data/hippo", budget_minutes=0.5, device="cpu")
+    with pytest.raises(SegcliError, match="too small to train"):
+        make_plan(hippocampus_like(), options, lambda spec: Measurement(2.0, 1.0, 0.1, 10.0))
+
+
+def test_every_decision_has_a_rule_and_sets_known_keys() -> None:
+    plan = make_plan(hippocampus_like(), PlanOptions(root="data/hippo"))
+    for d in plan.decisions:
+        assert d.rule and d.value
+    assert {d.name for d in plan.decisions} >= {"target spacing", "patch size", "pooling",
+                                                 "kernels", "filters", "batch size",
+                                                 "normalization", "schedule"}  # fmt: skip
