@@ -37,6 +37,7 @@ from segcli.engine.metrics_output import (
     print_comparison,
     print_summary,
     write_comparison_csv,
+    write_evaluation_meta,
     write_metric_csvs,
 )
 from segcli.engine.overlays import overlay_slices
@@ -169,38 +170,8 @@ def evaluate_folders(
             postprocessing,
         )
         if distributed.is_main():  # the CSV's sidecar: where its label maps are (segcli report)
-            _write_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
+            write_evaluation_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
         return result
-
-
-def _write_meta(
-    result: EvaluationResult,
-    pred_dir: str | Path,
-    ref_dir: str | Path,
-    images_dir: str | Path | None,
-    nsd_tolerance: float,
-    spec_name: str | None,
-) -> None:
-    """Write ``<stem>_meta.json`` beside the CSV (:func:`segcli.report.write_meta`)."""
-    from segcli.report.data import write_meta
-
-    first_ref = next(iter(pair_cases(pred_dir, ref_dir).values()))[1]
-    write_meta(
-        result.output_csv,
-        pred_dir=pred_dir,
-        ref_dir=ref_dir,
-        images_dir=images_dir,
-        metrics=result.metrics,
-        labels=result.labels,
-        label_names=result.label_names,
-        nsd_tolerance=float(nsd_tolerance),
-        voxels={
-            case: {label: (r.ref_voxels, r.pred_voxels) for label, r in per.items()}
-            for case, per in result.cases.items()
-        },
-        spec_name=spec_name,
-        ndim=len(read_geometry(first_ref).size),
-    )
 
 
 def _evaluate_folders(
@@ -386,7 +357,9 @@ def evaluate_command(
         from segcli.engine.report import report_command
 
         if report_images is not None and images is None:  # record them for `segcli report`
-            _write_meta(result, pred, ref, report_images, evaluation.nsd_tolerance, spec_name)
+            write_evaluation_meta(
+                result, pred, ref, report_images, evaluation.nsd_tolerance, spec_name
+            )
         report_command([result.output_csv], report, images=report_images)
     if compare_postprocessing and ctx.is_main:  # rank 0 alone writes
         csv_path = write_comparison_csv(postprocessing_csv_path(output), result.postprocessing)

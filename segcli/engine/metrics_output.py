@@ -37,6 +37,7 @@ __all__ = [
     "print_comparison",
     "print_summary",
     "write_comparison_csv",
+    "write_evaluation_meta",
     "write_metric_csvs",
 ]
 
@@ -129,6 +130,39 @@ def write_comparison_csv(path: str | Path, rows: Sequence[StepComparison]) -> Pa
                 ]
             )
     return path
+
+
+def write_evaluation_meta(
+    result: EvaluationResult,
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    images_dir: str | Path | None,
+    nsd_tolerance: float,
+    spec_name: str | None,
+) -> None:
+    """Write ``<stem>_meta.json`` beside the CSV (:func:`segcli.report.data.write_meta`): where
+    the label maps are, so ``segcli report`` finds them."""
+    from segcli.io.dataset import pair_cases
+    from segcli.io.images import read_geometry
+    from segcli.report.data import write_meta
+
+    first_ref = next(iter(pair_cases(pred_dir, ref_dir).values()))[1]
+    write_meta(
+        result.output_csv,
+        pred_dir=pred_dir,
+        ref_dir=ref_dir,
+        images_dir=images_dir,
+        metrics=result.metrics,
+        labels=result.labels,
+        label_names=result.label_names,
+        nsd_tolerance=float(nsd_tolerance),
+        voxels={
+            case: {label: (r.ref_voxels, r.pred_voxels) for label, r in per.items()}
+            for case, per in result.cases.items()
+        },
+        spec_name=spec_name,
+        ndim=len(read_geometry(first_ref).size),
+    )
 
 
 # --------------------------------------------------------------------------- console
