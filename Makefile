@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-output
 
-.PHONY: install demo test lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
+.PHONY: install demo test test-slow lint format bench bench-metrics bench-inference bench-train lecture hippocampus clean
 .PHONY: bench-precision time-to-dice
+.PHONY: bench-resampling readme
 .PHONY: bench-report report-screenshot
 
 $(STAMP): pyproject.toml
@@ -28,11 +29,20 @@ demo: install
 	$(BIN)/segcli report $(DEMO)/metrics.csv -o $(DEMO)/report.html
 	@echo "demo done: open $(DEMO)/report.html in a browser to look at the results"
 
-## lint, format check and the test suite (the CI command)
-test: install
+## lint, format check and the test suite without `slow` tests (the CI command); the ONNX
+## export test needs the `export` extra (CPU wheels of onnx, onnxruntime, onnxscript)
+$(VENV)/.test-stamp: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	@touch $@
+
+test: $(VENV)/.test-stamp
 	$(BIN)/ruff check segcli tests bench
 	$(BIN)/ruff format --check segcli tests bench
 	$(BIN)/python -m pytest -q
+
+## the long real-training tests (marked slow) that `make test` leaves out
+test-slow: $(VENV)/.test-stamp
+	$(BIN)/python -m pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check segcli tests bench
@@ -74,6 +84,14 @@ lecture: install
 
 hippocampus: $(VENV)/.bench-stamp
 	$(BIN)/python bench/hippocampus.py
+
+## label resampling round trip over the shared hippocampus cases → docs/nnunet.md
+bench-resampling: install
+	$(BIN)/python bench/resampling.py
+
+## rerun the README tour's commands and write their real output (and figures) into README.md
+readme: install
+	$(BIN)/python bench/readme.py
 
 ## precision × layout step times and CT-sized inference (docs/benchmarks.md; ~30 min quiet)
 bench-precision: $(VENV)/.bench-stamp

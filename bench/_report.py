@@ -30,9 +30,13 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    try:
+        load = f", 1-min load average {os.getloadavg()[0]:.1f} when the run began"
+    except OSError:
+        load = ""
     return (
         f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, torch threads {torch.get_num_threads()}"
+        f"torch {torch.__version__}, torch threads {torch.get_num_threads()}{load}"
     )
 
 

@@ -297,8 +297,10 @@ NOTES = {
     ("monai", "masd"): "mean of MONAI's two directed `symmetric=False` averages (not timed)",
     ("medpy", "dice"): SAME,
     ("medpy", "hd"): SAME,
-    ("medpy", "hd95"): "**differs**: one 95th percentile of the pooled distances, compared with "
-    "the pooled P95 of segcli's distances (segcli's hd95 is the larger directed P95)",
+    ("medpy", "hd95"): "**differs**: MedPy takes one 95th percentile of both directions' "
+    "distances pooled; *agrees* compares it with that pooled P95 recomputed from segcli's own "
+    "distance arrays (`hd95_pooled`), not with segcli's reported hd95 (the larger of the two "
+    "directed P95s), which is shown beside it",
     ("medpy", "assd"): "MedPy 0.5: " + POOLED_MEAN + " (MedPy ≤ 0.4 averaged the two directed "
     "means, i.e. segcli masd)",
 }
@@ -316,8 +318,11 @@ def agreement_rows(results: dict) -> tuple[list[str], bool]:
                 diff = abs(mine - theirs)
                 agree = diff <= AGREEMENT * max(1.0, abs(theirs))
                 ok &= agree
+                shown = f"{mine:.6f} ({key})"
+                if key != metric:  # a recomputed value: show what segcli itself reports too
+                    shown += f"; segcli's {metric}: {ours[str(label)][metric]:.6f}"
                 lines.append(
-                    f"| {tool} | {label} | {metric} | {mine:.6f} ({key}) | {theirs:.6f} | {diff:.1e} | "
+                    f"| {tool} | {label} | {metric} | {shown} | {theirs:.6f} | {diff:.1e} | "
                     f"{'yes' if agree else '**no**'} | {NOTES[(tool, metric)]} |"
                 )
     return lines, ok
@@ -423,8 +428,8 @@ def report(results: dict, methods: list[dict], args: argparse.Namespace, volume:
         )
     out += [
         "",
-        "These figures come from a machine shared with other busy jobs, so they are noisy (best of "
-        "N damps that); the lead reruns `make bench-metrics` on an idle machine before quoting them.",
+        "Times are best of N; the machine line above gives the load average when the run began "
+        "(a load above the core count means other jobs shared the cores and the times are high).",
     ]
     return "\n".join(out)
 

@@ -16,6 +16,7 @@ bf16, by wrapping the loop's own functions with timers (no change to the loop).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import resource
 import subprocess
@@ -244,7 +245,8 @@ def main() -> None:
     lines = [
         "## Training loop (`bench/train.py`)",
         "",
-        f"Command: `.venv/bin/python bench/train.py --iterations {args.iterations}` "
+        f"Command: `.venv/bin/python bench/train.py --iterations {args.iterations}`, "
+        f"{datetime.date.today().isoformat()} "
         f"(experiments/toy3d-unet.yaml: 3D U-Net, 8 filters, depth 3, patch 32³, batch 4, "
         "2 epochs, no validation, CPU).",
         "",

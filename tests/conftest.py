@@ -24,6 +24,26 @@ EXPERIMENTS = REPO / "experiments"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def _shared(name: str) -> Path:
+    """``../shared/data/<name>``, or skip the test when the shared data are absent (CI)."""
+    root = SHARED_DATA / name
+    if not root.is_dir():
+        pytest.skip(f"shared data set {name} not present at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def hippocampus() -> Path:
+    """The shared MSD Task04 hippocampus data set (skips the test when absent)."""
+    return _shared("msd_task04_hippocampus")
+
+
+@pytest.fixture(scope="session")
+def totalseg() -> Path:
+    """The shared TotalSegmentator example CT (skips the test when absent)."""
+    return _shared("totalsegmentator_example_ct")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -158,3 +158,28 @@ def test_negative_labels(data: Path) -> None:
 def test_unknown_metric_and_bad_labels(data: Path) -> None:
     _assert_failed(_evaluate(data, "--metrics", "dice,hd59"), "did you mean 'hd95'", data=data)
     _assert_failed(_evaluate(data, "--labels", "1,x"), "--labels", data=data)
+
+
+def test_a_stray_prediction_label_is_reported_with_its_cases_and_volume(data: Path) -> None:
+    """--labels 1,2 and a stray 7 in one prediction: a warning naming the case and its volume,
+    rows for label 7 in the CSV (a false alarm: dice 0, vol_pred its volume), no summary row."""
+    from segcli.io.images import read_label
+
+    pred, geometry = read_label(data / "pred" / "case_001.nii.gz")
+    pred[0, 0:2, 0:4] = 7  # 8 voxels of 1 × 0.5 × 0.5 mm = 2 mm³
+    write_image(data / "pred" / "case_001.nii.gz", pred, geometry)
+    result = _evaluate(data, "--labels", "1,2", "--metrics", "dice,vol_pred")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "label 7 is not among the labels scored (1, 2)" in text
+    assert "1 case(s): case_001 (8 voxels / 0.002 mL predicted)" in text
+    rows = _rows(data / "out" / "m.csv")
+    stray = [r for r in rows if r["label"] == "7"]
+    assert stray == [{"case": "case_001", "label": "7", "dice": "0", "vol_pred": "0.002"}]
+    assert [r["label"] for r in rows if r["case"] == "case_001"] == ["1", "2", "7"]
+    summary = _rows(data / "out" / "m_summary.csv")
+    assert {r["label"] for r in summary} == {"1", "2"}
+    # without --labels every value found is scored: 7 is an ordinary label, no warning
+    result = _evaluate(data, "--metrics", "dice")
+    assert result.exit_code == 0 and "not among the labels scored" not in result.output
+    assert {r["label"] for r in _rows(data / "out" / "m_summary.csv")} == {"1", "2", "7"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from segcli.config import load
@@ -14,20 +13,19 @@ from segcli.io.images import read_geometry, read_label
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "experiments" / "hippocampus.yaml"
-ROOT = REPO.parent / "shared" / "data" / "msd_task04_hippocampus"
-
-pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason="shared MSD Task04 data not present")
 
 
-def test_specs_load_and_point_at_the_data() -> None:
+def test_specs_load_and_point_at_the_data(hippocampus: Path) -> None:
     for name in ("hippocampus.yaml", "hippocampus-gpu.yaml"):
         exp = load(REPO / "experiments" / name)
         assert exp.model.arch == "unet" and exp.model.dims == 3
         assert exp.model.num_classes == 3 and exp.loss.name == "dice_ce"
-        assert (REPO / exp.data.root).resolve() == ROOT.resolve()
+        assert (REPO / exp.data.root).resolve() == hippocampus.resolve()
 
 
-def test_two_iterations_on_four_real_cases_then_predict_keeps_geometry(tmp_path: Path) -> None:
+def test_two_iterations_on_four_real_cases_then_predict_keeps_geometry(
+    tmp_path: Path, hippocampus: Path
+) -> None:
     from segcli.engine.predict import predict_cases
     from segcli.engine.train import fit
 
@@ -35,7 +33,7 @@ def test_two_iterations_on_four_real_cases_then_predict_keeps_geometry(tmp_path:
     exp = load(
         SPEC,
         [
-            f"data.root={ROOT}",
+            f"data.root={hippocampus}",
             f"data.train_cases={cases[:3]}",
             f"data.val_cases={cases[3:]}",
             "model.filters=4",
@@ -53,7 +51,7 @@ def test_two_iterations_on_four_real_cases_then_predict_keeps_geometry(tmp_path:
     assert (run / "split.json").read_text().count("hippocampus_") == 4
 
     out = tmp_path / "pred"
-    test_image = ROOT / "imagesTs" / "hippocampus_118.nii.gz"
+    test_image = hippocampus / "imagesTs" / "hippocampus_118.nii.gz"
     predict_cases(exp, test_image, out, device="cpu")
     written = out / "hippocampus_118.nii.gz"
     assert read_geometry(written).differences(read_geometry(test_image)) == []

@@ -119,7 +119,7 @@ class DataSpec(_Spec):
     spacing: list[Annotated[float, Field(gt=0)]] | Literal["auto"] | None = None
     #: image interpolation when resampling: 0 nearest, 1 linear, 3 cubic B-spline (nnU-Net)
     resample_order: Literal[0, 1, 3] = 3
-    #: label resampling: ``onehot`` (each class linearly, then argmax; nnU-Net) or ``nearest``
+    #: label resampling: ``onehot`` (each class's share by cubic B-spline, then argmax) or ``nearest``
     label_resampling: Literal["onehot", "nearest"] = "onehot"
     augment: AugmentSpec = AugmentSpec()
     #: cache decoded, normalised training volumes in memory (fast; turn off for huge datasets)

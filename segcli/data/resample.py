@@ -11,9 +11,9 @@ Rules (nnU-Net's ``default_resampling``):
   Points beyond the source's outermost voxel centres take the nearest voxel's value (no
   zero-padding at the edges).
 * **Images**: cubic B-spline (``order=3``), linear (1) or nearest (0), per channel.
-* **Labels**: ``onehot`` resamples each class's indicator linearly and takes the argmax
-  (smoother boundaries than ``nearest``; exact ties go to the nearest voxel's class), or
-  ``nearest``.
+* **Labels**: ``onehot`` resamples each class's indicator with a cubic B-spline and takes the
+  argmax (smoother boundaries than ``nearest`` and, unlike linear shares, thin structures do
+  not shrink on every round trip; exact ties go to the nearest voxel's class), or ``nearest``.
 * **Anisotropy**: when the largest spacing exceeds the smallest by more than
   :data:`ANISOTROPY_THRESHOLD` (source grid first, else target grid; 3-D only), the coarse axis
   is resampled separately with nearest neighbour and only the in-plane axes with the chosen
@@ -45,6 +45,7 @@ from segcli.io.images import (
 __all__ = [
     "ANISOTROPY_THRESHOLD",
     "LABEL_MODES",
+    "ONEHOT_ORDER",
     "ORDERS",
     "coarse_axis",
     "median_spacing",
@@ -60,6 +61,12 @@ ANISOTROPY_THRESHOLD = 3.0
 
 #: interpolation order → SimpleITK interpolator
 ORDERS = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.sitkBSpline3}
+
+#: interpolation order of the ``onehot`` label shares (cubic B-spline; see :func:`resample_label`)
+ONEHOT_ORDER = 3
+
+#: onehot shares this close to the largest count as a tie (resolved by the nearest voxel)
+TIE_TOLERANCE = 1e-3
 
 #: label resampling modes (``data.label_resampling``)
 LABEL_MODES = ("onehot", "nearest")
@@ -237,24 +244,44 @@ def resample_label(
     target: ImageGeometry,
     mode: str = "onehot",
     anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
+    order: int = ONEHOT_ORDER,
 ) -> np.ndarray:
     """Resample an integer label map ``(*spatial)`` from ``geometry`` onto ``target``.
 
     ``onehot``: every label value present (background included) is resampled as a float
-    indicator with linear interpolation (nearest along a coarse axis) and each output voxel
-    takes the value with the largest interpolated share; exact ties (a sample halfway between
-    voxels) take the nearest source voxel's value, which lies on either side of a boundary
-    alike, so ties favour no class.  ``nearest``: nearest-neighbour lookup.  Only values
-    present in the input can appear.
+    indicator (its share) with the interpolator of ``order`` — cubic B-spline by default,
+    nearest along a coarse axis — and each output voxel takes the value with the largest
+    share; ties (a sample halfway between voxels; shares within :data:`TIE_TOLERANCE`) take the nearest source voxel's value,
+    which lies on either side of a boundary alike, so ties favour no class.  ``nearest``:
+    nearest-neighbour lookup.  Only values present in the input can appear.
+
+    Why cubic: a linear share thresholded by argmax cuts the corners of thin convex shapes,
+    so every round trip shrinks them (hippocampus 1 → 1.5 → 1 mm: median volume change
+    −2.8 % with linear shares, −0.5 % with cubic ones; ``make bench-resampling``).  Since
+    interpolation is linear in the data and reproduces constants, the shares of all values
+    sum to one, so the most frequent value's share is computed as one minus the others'
+    (one resampling fewer: half the work for a binary map).
+
+    Args:
+        label: integer array of ``geometry.size``.
+        geometry: its grid.
+        target: the output grid (same direction).
+        mode: ``onehot`` or ``nearest``.
+        anisotropy_threshold: see :func:`coarse_axis`.
+        order: interpolation of the ``onehot`` shares: 3 cubic B-spline, 1 linear (nnU-Net's
+            ``order_seg``); ignored by ``nearest``.
 
     Returns:
         Array of ``target.size`` with the input's dtype.
 
     Raises:
-        ValueError: unknown mode, shape not matching ``geometry``, or a different direction.
+        ValueError: unknown mode or order, shape not matching ``geometry``, or a different
+            direction.
     """
     if mode not in LABEL_MODES:
         raise ValueError(f"label resampling must be one of {LABEL_MODES}, got {mode!r}")
+    if order not in (1, 3):
+        raise ValueError(f"onehot share interpolation order must be 1 or 3, got {order}")
     label = np.asarray(label)
     if tuple(label.shape) != tuple(geometry.size):
         raise ValueError(f"label shape {label.shape} does not match {geometry.size}")
@@ -262,24 +289,36 @@ def resample_label(
     if same_grid(geometry, target):
         return label
     axis = coarse_axis(geometry.spacing, target.spacing, anisotropy_threshold)
-    if mode == "nearest":
-        return _resample_array(label, geometry, target, sitk.sitkNearestNeighbor, None)
     nearest = _resample_array(label, geometry, target, sitk.sitkNearestNeighbor, None)
-    best = np.full(target.size, -1.0, dtype=np.float32)
+    if mode == "nearest":
+        return nearest
+    values, counts = np.unique(label, return_counts=True)
+    complement = values[np.argmax(counts)]  # its share is 1 − Σ others (usually background)
+    best = np.full(target.size, -np.inf, dtype=np.float32)
     nearest_share = np.zeros(target.size, dtype=np.float32)
+    total = np.zeros(target.size, dtype=np.float32)
     out = np.zeros(target.size, dtype=label.dtype)
-    for value in np.unique(label):  # one class at a time: memory stays at a few arrays
-        share = _resample_array(
-            (label == value).astype(np.float32), geometry, target, sitk.sitkLinear, axis
-        )
+
+    def take(value: np.generic, share: np.ndarray) -> None:
         wins = share > best
         out[wins] = value
         best[wins] = share[wins]
         is_nearest = nearest == value
         nearest_share[is_nearest] = share[is_nearest]
-    # exact ties (common: a sample halfway between two voxels) go to the nearest voxel's label,
-    # which sits on either side of a boundary alike, so no class gains volume from ties
-    tied = nearest_share == best
+
+    for value in values:  # one class at a time: memory stays at a few arrays
+        if value == complement:
+            continue
+        share = _resample_array(
+            (label == value).astype(np.float32), geometry, target, ORDERS[order], axis
+        )
+        total += share
+        take(value, share)
+    take(complement, 1.0 - total)
+    # ties (common: a sample halfway between two voxels) go to the nearest voxel's label, which
+    # sits on either side of a boundary alike, so no class gains volume from ties; a tie is a
+    # share within TIE_TOLERANCE of the best (the cubic spline's coefficients are not exact)
+    tied = nearest_share >= best - TIE_TOLERANCE
     out[tied] = nearest[tied]
     return out
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from segcli.metrics.postprocessing_gain import (
     postprocessing_steps,
     summarize_steps,
 )
+from segcli.metrics.stray import StrayLabel
 from segcli.metrics.summary import SummaryRow, summarize
 
 __all__ = [
@@ -77,6 +78,9 @@ class EvaluationResult:
         overlays: overlay PNGs written (empty without ``overlays_dir``).
         postprocessing: mean Dice per (step, label) before / after each postprocessing step
             (empty unless ``postprocessing`` steps were given).
+        stray: case → prediction values outside ``labels`` that no reference contains and
+            dataset.json does not name (only when the labels were given by ``--labels``, the
+            spec or dataset.json); they have CSV rows (false alarms), no summary rows.
     """
 
     output_csv: Path
@@ -88,6 +92,7 @@ class EvaluationResult:
     summary: list[SummaryRow]
     overlays: tuple[Path, ...] = ()
     postprocessing: tuple[StepComparison, ...] = ()
+    stray: dict[str, tuple[StrayLabel, ...]] = field(default_factory=dict)
 
     @property
     def values(self) -> dict[str, dict[int, dict[str, float]]]:
@@ -261,9 +266,10 @@ def _evaluate_folders(
         summary_csv = output_csv.with_name(
             f"{output_csv.stem}_summary{output_csv.suffix or '.csv'}"
         )
+        stray, extra = _strays(results, label_names)
         main = distributed.is_main()  # torchrun: rank 0 alone writes
         if main:
-            write_metric_csvs(output_csv, summary_csv, cases, metric_names, summary)
+            write_metric_csvs(output_csv, summary_csv, cases, metric_names, summary, extra)
         overlays: tuple[Path, ...] = ()
         if staging is not None and overlays_dir is not None:
             overlays = tuple(overlays_dir / f"{case}.png" for case in cases)
@@ -285,7 +291,25 @@ def _evaluate_folders(
         summary,
         overlays,
         comparison,
+        stray,
     )
+
+
+def _strays(
+    results: list[CaseResult], label_names: dict[int, str]
+) -> tuple[dict[str, tuple[StrayLabel, ...]], dict[str, tuple[LabelResult, ...]]]:
+    """Stray labels per case and their CSV rows: values outside the labels scored that a
+    prediction holds, that no reference contains and that dataset.json does not name (a value
+    the user left out of ``--labels`` on purpose is in the references: not stray)."""
+    known = set(label_names) | {s.label for c in results for s in c.stray if s.ref_voxels}
+    stray, extra = {}, {}
+    for case in sorted(results, key=lambda c: c.case):
+        found = tuple(s for s in case.stray if s.pred_voxels and s.label not in known)
+        if found:
+            stray[case.case] = found
+            labels = {s.label for s in found}
+            extra[case.case] = tuple(r for r in case.stray_results if r.label in labels)
+    return stray, extra
 
 
 def _check_label_values(labels: Sequence[int]) -> tuple[int, ...]:

@@ -26,6 +26,7 @@ from segcli.errors import DataError, SegcliError
 from segcli.io.images import check_same_grid, read_image, read_label
 from segcli.metrics import LabelResult, evaluate_labels
 from segcli.metrics.postprocessing_gain import CaseStepDice, case_step_dice
+from segcli.metrics.stray import StrayLabel, stray_labels
 
 __all__ = ["CaseResult", "CaseTask", "absent_result", "evaluate_one", "run_shared"]
 
@@ -39,11 +40,15 @@ class CaseResult:
 
     Attributes:
         postprocessing: Dice before / after each postprocessing step, when asked for.
+        stray: values of this case outside the labels scored (only when labels were given);
+            ``stray_results`` scores those only predicted here (for the CSV rows).
     """
 
     case: str
     labels: tuple[LabelResult, ...]
     postprocessing: CaseStepDice | None = None
+    stray: tuple[StrayLabel, ...] = ()  # values outside the labels scored
+    stray_results: tuple[LabelResult, ...] = ()  # their metrics (CSV rows, not the summary)
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,14 @@ def evaluate_one(task: CaseTask) -> CaseResult:
     post = None
     if task.steps is not None:
         post = case_step_dice(pred, ref, ref_geometry.spacing, task.labels, task.steps)
-    return CaseResult(task.case, trimmed, post)
+    # values outside the labels asked for; those only predicted here (a stray 7) get scored
+    # too, for the CSV rows (engine/evaluate.py drops values some reference contains)
+    stray = stray_labels(pred, ref, task.labels, ref_geometry.spacing) if task.labels else []
+    alarms = [s.label for s in stray if s.pred_voxels and not s.ref_voxels]
+    extra = evaluate_labels(
+        pred, ref, ref_geometry.spacing, alarms, task.metrics, task.nsd_tolerance
+    )
+    return CaseResult(task.case, trimmed, post, tuple(stray), tuple(extra) if alarms else ())
 
 
 def absent_result(label: int, metrics: tuple[str, ...], ndim: int) -> LabelResult:

@@ -30,8 +30,10 @@ from segcli.metrics.summary import SUMMARY_COLUMNS, SummaryRow
 
 if TYPE_CHECKING:
     from segcli.engine.evaluate import EvaluationResult
+    from segcli.metrics.stray import StrayLabel
 
 __all__ = [
+    "stray_warnings",
     "POSTPROCESSING_COLUMNS",
     "postprocessing_csv_path",
     "print_comparison",
@@ -70,9 +72,11 @@ def write_metric_csvs(
     cases: dict[str, dict[int, LabelResult]],
     metrics: tuple[str, ...],
     summary: list[SummaryRow],
+    extra: dict[str, tuple[LabelResult, ...]] | None = None,
 ) -> None:
     """Write the per-case and the summary CSV; both are renamed into place only once both
-    are complete.
+    are complete.  ``extra``: case → rows of labels outside the scored set (stray labels),
+    written after that case's rows.
 
     Raises:
         DataError: the folder cannot be created or a file cannot be written (naming it).
@@ -83,10 +87,11 @@ def write_metric_csvs(
         raise DataError(
             f"{output_csv.parent}: cannot create the output folder ({exc.strerror})"
         ) from None
+    extra = extra or {}
     per_case = (
         [case, label, *(_cell(result.values[m]) for m in metrics)]
         for case, per_label in cases.items()
-        for label, result in per_label.items()
+        for label, result in (*per_label.items(), *((r.label, r) for r in extra.get(case, ())))
     )
     per_label = (
         [row.label, row.metric, *(_cell(v) for v in row.as_tuple()[2:7]), row.n, row.n_nan]
@@ -211,6 +216,8 @@ def print_summary(result: EvaluationResult) -> None:
                 f"label {label}: {statuses['absent']} case(s) have it in neither mask "
                 "(scored as a perfect match: dice 1, distances 0)"
             )
+    for line in stray_warnings(result):
+        console.print(escape(line), style="yellow")
     info(escape(f"wrote {result.output_csv} and {result.summary_csv}"))
     if result.overlays:
         info(escape(f"wrote {len(result.overlays)} overlay(s) to {result.overlays[0].parent}"))
@@ -246,3 +253,25 @@ def print_comparison(rows: Sequence[StepComparison], label_names: dict[int, str]
             "[green]yes[/]" if row.keep else "no",
         )
     console.print(table)
+
+
+def stray_warnings(result: EvaluationResult, shown: int = 5) -> list[str]:
+    """One line per stray label value (see ``EvaluationResult.stray``): cases and volumes."""
+    by_label: dict[int, list[tuple[str, StrayLabel]]] = {}
+    for case, strays in result.stray.items():
+        for stray in strays:
+            by_label.setdefault(stray.label, []).append((case, stray))
+    scored = ", ".join(str(k) for k in result.labels)
+    lines = []
+    for label, found in sorted(by_label.items()):
+        where = [
+            f"{case} ({s.pred_voxels} voxels / {s.pred_ml:.3g} mL predicted)"
+            for case, s in found[:shown]
+        ]
+        more = f" and {len(found) - shown} more" if len(found) > shown else ""
+        lines.append(
+            f"warning: label {label} is not among the labels scored ({scored}) but appears in "
+            f"{len(found)} case(s): {'; '.join(where)}{more}; its rows are in "
+            f"{result.output_csv.name}, not in the summary"
+        )
+    return lines

@@ -8,16 +8,20 @@ runs/<name>/log.csv              epoch,train_loss,val_loss,val_dice,lr,seconds
 runs/<name>/curves.png           loss and Dice per epoch
 runs/<name>/normalization.json   ct_auto's dataset statistics (when used)
 runs/<name>/spacing.json         the resolved data.spacing (when resampling)
+runs/<name>/.lock                held (flock) by the training process while it runs
 
 Every write into the run folder goes through :class:`RunDir` and is atomic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,6 +127,75 @@ class RunDir:
     def plot_curves(self, rows: list[dict[str, Any]], title: str = "") -> None:
         """Redraw curves.png (see :func:`plot_curves`)."""
         plot_curves(self.curves, rows, title=title)
+
+    @contextlib.contextmanager
+    def lock(self, enabled: bool = True) -> Iterator[None]:
+        """Hold the run folder for one training process: a second one is refused at once.
+
+        An exclusive, non-blocking ``flock`` on ``<run>/.lock``, which holds the holder's PID
+        for the message.  The operating system drops the lock when the holder exits or
+        crashes, so a stale ``.lock`` file (a killed run) never blocks the next one.  On
+        exit the lock file is removed, and so is the run folder when this call created it
+        and nothing else was written there (a run that failed early leaves no trace).
+
+        Args:
+            enabled: False to do nothing (the non-main ranks of a torchrun job share rank 0's
+                folder and lock).
+
+        Raises:
+            SegcliError: another live process holds the folder (names the folder and its PID),
+                or the folder cannot be created.
+        """
+        if not enabled:
+            yield
+            return
+        check_writable_folder(self.path, "--output (or output / name in the spec)")
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SegcliError(f"{self.path}: cannot create the run folder ({exc})") from None
+        handle = _acquire(self.path / ".lock")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                (self.path / ".lock").unlink()
+            handle.close()  # releases the lock
+            if created:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()  # only succeeds when empty
+
+
+def _acquire(path: Path) -> io.TextIOWrapper:
+    """Open ``path`` and take an exclusive flock on it (the file stays open: the lock)."""
+    import fcntl
+
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the run's life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise SegcliError(
+                f"{path.parent}: another segcli train (PID {pid}) is using this run folder; "
+                "wait for it to finish, or use --output / --set name=... for a new run"
+            ) from None
+        # the holder before us may have removed the file between our open and our flock:
+        # then we locked an orphan, and must lock the file that is there now
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return handle
+        handle.close()
 
 
 def _fmt(value: Any) -> str:

@@ -120,8 +120,10 @@ def fit(
     """
     position = _Position()
     with distributed.session(device) as ctx:  # torchrun: one process per device
+        run = RunDir(Path(run_dir) if run_dir is not None else Path(exp.output) / exp.name)
         try:
-            return _fit(exp, run_dir, ctx.device, resume, on_epoch_end, position)
+            with run.lock(enabled=distributed.is_main()):  # a second train here is refused
+                return _fit(exp, run_dir, ctx.device, resume, on_epoch_end, position)
         except KeyboardInterrupt as exc:
             if isinstance(exc, Interrupted) or position.epoch is None:
                 raise

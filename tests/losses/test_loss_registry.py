@@ -63,21 +63,39 @@ def test_bare_name_and_unknown_name() -> None:
         build_loss("dcie", 2, False)
 
 
-def test_dice_ce_is_weighted_sum_of_its_parts() -> None:
+def _soft_dice_reference(
+    probs: torch.Tensor, onehot: torch.Tensor, smooth: float, batch: bool, channels: range
+) -> float:
+    """Brute force: 1 − mean over channels (and samples unless ``batch``) of
+    (2·Σ p·t + smooth) / (Σ p + Σ t + smooth), with Python sums over voxels."""
+    p, t = probs.double().numpy(), onehot.double().numpy()
+    groups = [slice(None)] if batch else [slice(b, b + 1) for b in range(p.shape[0])]
+    scores = []
+    for group in groups:
+        for c in channels:
+            pc, tc = p[group, c].ravel().tolist(), t[group, c].ravel().tolist()
+            inter = sum(a * b for a, b in zip(pc, tc, strict=True))
+            scores.append((2 * inter + smooth) / (sum(pc) + sum(tc) + smooth))
+    return 1 - sum(scores) / len(scores)
+
+
+def test_dice_ce_is_weighted_sum_of_independent_references() -> None:
+    """dice_ce against torch's own cross-entropy / BCE and a brute-force soft Dice."""
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 5, 5)
     target = torch.randint(0, 3, (2, 5, 5))
     spec = DiceCESpec(name="dice_ce", dice_weight=0.3, ce_weight=2.0, batch=True)
     value = build_loss(spec, 3, False)(logits, target)
-    dice = LF.dice_loss(logits, target, batch=True)
-    ce = LF.cross_entropy(logits, target)
-    assert float(value) == pytest.approx(float(0.3 * dice + 2.0 * ce), rel=1e-6)
-    # multilabel: bce in place of ce
+    onehot = torch.nn.functional.one_hot(target, 3).movedim(-1, 1)
+    dice = _soft_dice_reference(logits.softmax(1), onehot, 1.0, True, range(1, 3))
+    ce = float(torch.nn.functional.cross_entropy(logits, target))
+    assert float(value) == pytest.approx(0.3 * dice + 2.0 * ce, rel=1e-5)
+    # multilabel: sigmoid Dice over every channel, and bce in place of ce
     ml_target = (torch.rand(2, 3, 5, 5) > 0.5).float()
     value = build_loss(spec, 3, True)(logits, ml_target)
-    dice = LF.dice_loss(logits, ml_target, batch=True, multilabel=True)
-    bce = LF.binary_cross_entropy(logits, ml_target, multilabel=True)
-    assert float(value) == pytest.approx(float(0.3 * dice + 2.0 * bce), rel=1e-6)
+    dice = _soft_dice_reference(logits.sigmoid(), ml_target, 1.0, True, range(3))
+    bce = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, ml_target))
+    assert float(value) == pytest.approx(0.3 * dice + 2.0 * bce, rel=1e-5)
 
 
 def test_dice_spec_options_reach_the_module() -> None:
@@ -123,8 +141,13 @@ def test_build_loss_errors() -> None:
         build_loss("ce", 2, True)
     with pytest.raises(SpecError, match="at least 2 classes"):
         build_loss("dice", 1, False)
-    # a single sigmoid channel is fine
-    assert build_loss("dice", 1, True) is not None
+    # a single sigmoid channel is fine: per-sample soft Dice of the sigmoid (defaults)
+    logits = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    target = (torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(5)) > 0.5).float()
+    value = float(build_loss("dice", 1, True)(logits, target))
+    assert value == pytest.approx(
+        _soft_dice_reference(logits.sigmoid(), target, 1.0, False, range(1)), rel=1e-5
+    )
 
 
 def test_weighted_ce_weights_move_with_the_module() -> None:

@@ -12,8 +12,6 @@ import pytest
 from segcli.config import Experiment, from_dict
 from segcli.io.images import ImageGeometry, make_geometry, write_image
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
 
 def rotated_geometry(shape: tuple[int, ...], spacing: tuple[float, ...]) -> ImageGeometry:
     """A grid with a non-zero origin and a direction rotated about the last world axis."""

@@ -20,28 +20,26 @@ from segcli.io.checkpoint import load_checkpoint
 from segcli.io.images import make_geometry, read_image, read_label, write_image
 from segcli.models import build
 
-TOTALSEG = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-TOTALSEG = TOTALSEG / "totalsegmentator_example_ct"
 CASE = "example_ct_sm"
 
 
-def _data_spec():
-    raw = {"data": {"root": str(TOTALSEG), "normalization": "ct_auto", "patch_size": [16] * 3}}
+def _data_spec(root: Path):
+    raw = {"data": {"root": str(root), "normalization": "ct_auto", "patch_size": [16] * 3}}
     return from_dict({**raw, "model": {"arch": "cnn", "dims": 3}}).data
 
 
 @pytest.fixture(scope="module")
-def foreground() -> np.ndarray:
-    image, _ = read_image(TOTALSEG / "imagesTr" / f"{CASE}.nii.gz")
-    label, _ = read_label(TOTALSEG / "labelsTr" / f"{CASE}.nii.gz")
+def foreground(totalseg: Path) -> np.ndarray:
+    image, _ = read_image(totalseg / "imagesTr" / f"{CASE}.nii.gz")
+    label, _ = read_label(totalseg / "labelsTr" / f"{CASE}.nii.gz")
     return image[label > 0].astype(np.float64)
 
 
 def test_statistics_equal_a_direct_numpy_computation_without_sampling(
-    foreground: np.ndarray, monkeypatch: pytest.MonkeyPatch
+    foreground: np.ndarray, totalseg: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(statistics, "SAMPLES_PER_CASE", 10**9)
-    stats = statistics.foreground_intensity_stats(_data_spec(), [CASE])
+    stats = statistics.foreground_intensity_stats(_data_spec(totalseg), [CASE])
     low, high = np.percentile(foreground, [0.5, 99.5])
     clipped = np.clip(foreground, low, high)
     assert stats["low"] == pytest.approx([low]) and stats["high"] == pytest.approx([high])
@@ -50,10 +48,12 @@ def test_statistics_equal_a_direct_numpy_computation_without_sampling(
     assert low < -900 and high > 300  # lungs (air) and bone are both foreground here
 
 
-def test_sampled_statistics_stay_within_their_sampling_error(foreground: np.ndarray) -> None:
+def test_sampled_statistics_stay_within_their_sampling_error(
+    foreground: np.ndarray, totalseg: Path
+) -> None:
     """10,000 of 110,225 foreground voxels: distribution-free bounds at about 3 sigma."""
     assert foreground.size > statistics.SAMPLES_PER_CASE
-    stats = statistics.foreground_intensity_stats(_data_spec(), [CASE], seed=0)
+    stats = statistics.foreground_intensity_stats(_data_spec(totalseg), [CASE], seed=0)
     # the sample 0.5 % quantile lies between the population's 0.3 % and 0.8 % quantiles
     lo_band = np.percentile(foreground, [0.3, 0.8])
     hi_band = np.percentile(foreground, [99.2, 99.7])
@@ -63,16 +63,18 @@ def test_sampled_statistics_stay_within_their_sampling_error(foreground: np.ndar
     standard_error = clipped.std() / np.sqrt(statistics.SAMPLES_PER_CASE)
     assert abs(stats["mean"][0] - clipped.mean()) < 4 * standard_error
     assert stats["std"][0] == pytest.approx(clipped.std(), rel=0.04)
-    again = statistics.foreground_intensity_stats(_data_spec(), [CASE], seed=0)
+    again = statistics.foreground_intensity_stats(_data_spec(totalseg), [CASE], seed=0)
     assert again == stats  # deterministic in the seed
 
 
 @pytest.mark.slow
-def test_train_stores_the_statistics_and_predict_reuses_them(tmp_path: Path) -> None:
+def test_train_stores_the_statistics_and_predict_reuses_them(
+    tmp_path: Path, totalseg: Path
+) -> None:
     # a crop of the CT with its organs merged into one foreground label (ct_auto: label > 0)
     root = tmp_path / "ct"
-    image, geometry = read_image(TOTALSEG / "imagesTr" / f"{CASE}.nii.gz")
-    label, _ = read_label(TOTALSEG / "labelsTr" / f"{CASE}.nii.gz")
+    image, geometry = read_image(totalseg / "imagesTr" / f"{CASE}.nii.gz")
+    label, _ = read_label(totalseg / "labelsTr" / f"{CASE}.nii.gz")
     crop = (slice(None), slice(30, 70), slice(40, 88))
     image, label = image[crop], (label[crop] > 0).astype(np.uint8)
     grid = make_geometry(image.shape, geometry.spacing)

@@ -54,13 +54,95 @@ def test_loss_weights_are_half_per_level_normalised_with_nearest_targets() -> No
     torch.testing.assert_close(single, parts[0])
 
 
-def test_multilabel_targets_are_downsampled_per_channel() -> None:
-    target = (torch.rand(1, 2, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
-    outputs = [torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 4, 4)]
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    got = train_engine.compute_loss(loss_fn, outputs, target, multilabel=True)
-    # zero logits: BCE is log 2 whatever the target; the point is that the shapes fit
-    torch.testing.assert_close(got, torch.tensor(np.log(2.0), dtype=torch.float32))
+def _nearest_reference(target: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """Brute force: output voxel ``i`` takes the target voxel ``floor(i · full / out)`` per axis
+    (the last ``len(spatial)`` axes; loops over every output voxel)."""
+    full = target.shape[-len(spatial) :]
+    out = torch.empty((*target.shape[: -len(spatial)], *spatial), dtype=target.dtype)
+    for index in np.ndindex(*spatial):
+        source = tuple(i * n // m for i, n, m in zip(index, full, spatial, strict=True))
+        out[(..., *index)] = target[(..., *source)]
+    return out
+
+
+SHAPES = [
+    [(16, 12), (8, 6), (4, 3)],  # isotropic halving
+    [(16, 12), (8, 12), (4, 6)],  # per-axis strides: (2, 1) then (2, 2)
+    [(8, 8, 4), (4, 4, 4), (2, 2, 2)],  # 3-D, the last axis pooled once
+]
+
+
+@pytest.mark.parametrize("shapes", SHAPES)
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_each_head_is_pulled_towards_its_own_nearest_downsampled_target(
+    shapes: list[tuple[int, ...]], multilabel: bool
+) -> None:
+    """The gradient of the loss on head ``k`` reveals the target head ``k`` was scored against
+    (cross-entropy: the target class is the only negative entry; BCE: negative where the
+    target is 1); it must be the brute-force nearest downsampling of the full target."""
+    generator = torch.Generator().manual_seed(len(shapes[-1]) + multilabel)
+    if multilabel:
+        target = (torch.rand(2, 3, *shapes[0], generator=generator) > 0.5).float()
+        loss_fn: torch.nn.Module = torch.nn.BCEWithLogitsLoss()
+    else:
+        target = torch.randint(0, 3, (2, *shapes[0]), generator=generator)
+        loss_fn = torch.nn.CrossEntropyLoss()
+    outputs = [torch.randn(2, 3, *shape, generator=generator).requires_grad_() for shape in shapes]
+    train_engine.compute_loss(loss_fn, outputs, target, multilabel=multilabel).backward()
+    for out, shape in zip(outputs, shapes, strict=True):
+        grad = out.grad
+        assert grad is not None and grad.abs().sum() > 0  # every head takes part
+        seen = (grad < 0).float() if multilabel else grad.argmin(1)
+        torch.testing.assert_close(seen, _nearest_reference(target, shape).to(seen.dtype))
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_each_head_s_loss_responds_to_its_own_target(multilabel: bool) -> None:
+    """Heads that predict their own downsampled target perfectly give a loss near 0; making any
+    single head wrong (the others still perfect) raises the loss by about that head's weight."""
+    shapes = SHAPES[1]
+    generator = torch.Generator().manual_seed(3)
+    if multilabel:
+        target = (torch.rand(2, 2, *shapes[0], generator=generator) > 0.5).float()
+        loss_fn: torch.nn.Module = torch.nn.BCEWithLogitsLoss()
+    else:
+        target = torch.randint(0, 2, (2, *shapes[0]), generator=generator)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+    def perfect(shape: tuple[int, ...], flip: bool = False) -> torch.Tensor:
+        t = _nearest_reference(target, shape)
+        onehot = t if multilabel else F.one_hot(t, 2).movedim(-1, 1).float()
+        return 30.0 * ((1 - onehot) if flip else onehot) - 15.0
+
+    right = [perfect(shape) for shape in shapes]
+    loss = train_engine.compute_loss(loss_fn, right, target, multilabel)
+    assert float(loss) < 1e-5
+    raised = []
+    for k in range(len(shapes)):
+        wrong = [perfect(s, flip=(i == k)) for i, s in enumerate(shapes)]
+        raised.append(float(train_engine.compute_loss(loss_fn, wrong, target, multilabel)))
+    # every head counts, with weights 1/2^k (normalised): the wrong head costs w_k times 30
+    # (CE: the wrong class leads by a margin of 30) or 15 (BCE: each logit is 15 on the wrong side)
+    weights = np.array([1.0, 0.5, 0.25]) / 1.75
+    np.testing.assert_allclose(raised, (15.0 if multilabel else 30.0) * weights, rtol=1e-3)
+
+
+def test_deep_supervision_network_outputs_fit_the_loss_and_train_every_head() -> None:
+    """The real model's outputs (a 2-D U-Net, depth 3) through the real loss: each head gets a
+    gradient that reveals its own downsampled target."""
+    torch.manual_seed(0)
+    net = build(UNetSpec(dims=2, filters=2, depth=3, classes=3, deep_supervision=True)).train()
+    outputs = net(torch.randn(2, 1, 16, 16))
+    for out in outputs:
+        out.retain_grad()
+    target = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(1))
+    loss = train_engine.compute_loss(torch.nn.CrossEntropyLoss(), outputs, target, False)
+    loss.backward()
+    for out in outputs:
+        expected = _nearest_reference(target, tuple(out.shape[2:]))
+        torch.testing.assert_close(out.grad.argmin(1), expected)
+    heads = [p.grad for name, p in net.named_parameters() if name.startswith("aux_heads.")]
+    assert heads and all(g is not None and g.abs().sum() > 0 for g in heads)
 
 
 def _spec(root: Path, tmp_path: Path, deep_supervision: bool) -> Any:
