@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from segcli.atomic import publish
 from segcli.config.schema import EvaluationSpec
 from segcli.engine import distributed
-from segcli.engine.evaluate_cases import CaseResult, CaseTask, absent_result, run_shared
+from segcli.engine.evaluate_cases import (
+    CaseResult,
+    CaseTask,
+    collect_cases,
+    discard_staging,
+    publish_overlays,
+    run_shared,
+    stage_overlays,
+    stray_rows,
+)
 from segcli.engine.metrics_output import (
     postprocessing_csv_path,
     print_comparison,
@@ -219,14 +225,8 @@ def _evaluate_folders(
     images = pair_images(Path(images_dir), list(pairs)) if images_dir is not None else None
     check_pair_grids(pairs, images)
 
-    staging = None
-    if overlays_dir is not None:
-        overlays_dir = Path(overlays_dir)
-        parent = overlays_dir.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        if distributed.is_main():
-            staging = Path(tempfile.mkdtemp(prefix=f".{overlays_dir.name}.", dir=parent))
-        staging = distributed.all_gather_object(staging)[0]  # torchrun: rank 0's folder
+    overlays_dir = Path(overlays_dir) if overlays_dir is not None else None
+    staging = stage_overlays(overlays_dir)
     tasks = [
         CaseTask(
             case,
@@ -244,18 +244,7 @@ def _evaluate_folders(
     try:
         results = run_shared(tasks, num_workers)
         ndim = len(read_geometry(next(iter(pairs.values()))[1]).size)
-        all_labels = (
-            wanted
-            if wanted is not None
-            else tuple(sorted({r.label for case in results for r in case.labels}))
-        )
-        cases: dict[str, dict[int, LabelResult]] = {}
-        for case in sorted(results, key=lambda c: c.case):
-            found = {r.label: r for r in case.labels}
-            cases[case.case] = {
-                label: found.get(label) or absent_result(label, metric_names, ndim)
-                for label in all_labels
-            }
+        all_labels, cases = collect_cases(results, wanted, metric_names, ndim)
         values = {case: {k: r.values for k, r in per.items()} for case, per in cases.items()}
         summary = summarize(values, metric_names)
         comparison: tuple[StepComparison, ...] = ()
@@ -266,20 +255,13 @@ def _evaluate_folders(
         summary_csv = output_csv.with_name(
             f"{output_csv.stem}_summary{output_csv.suffix or '.csv'}"
         )
-        stray, extra = _strays(results, label_names)
+        stray, extra = stray_rows(results, label_names)
         main = distributed.is_main()  # torchrun: rank 0 alone writes
         if main:
             write_metric_csvs(output_csv, summary_csv, cases, metric_names, summary, extra)
-        overlays: tuple[Path, ...] = ()
-        if staging is not None and overlays_dir is not None:
-            overlays = tuple(overlays_dir / f"{case}.png" for case in cases)
-            if main:
-                overlays_dir.mkdir(parents=True, exist_ok=True)
-                for path in overlays:
-                    publish(staging / path.name, path)
+        overlays = publish_overlays(staging, overlays_dir, list(cases))
     finally:
-        if staging is not None and distributed.is_main():
-            shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging)
     distributed.barrier()  # no rank returns before rank 0 has written the files
     return EvaluationResult(
         output_csv,
@@ -293,23 +275,6 @@ def _evaluate_folders(
         comparison,
         stray,
     )
-
-
-def _strays(
-    results: list[CaseResult], label_names: dict[int, str]
-) -> tuple[dict[str, tuple[StrayLabel, ...]], dict[str, tuple[LabelResult, ...]]]:
-    """Stray labels per case and their CSV rows: values outside the labels scored that a
-    prediction holds, that no reference contains and that dataset.json does not name (a value
-    the user left out of ``--labels`` on purpose is in the references: not stray)."""
-    known = set(label_names) | {s.label for c in results for s in c.stray if s.ref_voxels}
-    stray, extra = {}, {}
-    for case in sorted(results, key=lambda c: c.case):
-        found = tuple(s for s in case.stray if s.pred_voxels and s.label not in known)
-        if found:
-            stray[case.case] = found
-            labels = {s.label for s in found}
-            extra[case.case] = tuple(r for r in case.stray_results if r.label in labels)
-    return stray, extra
 
 
 def _check_label_values(labels: Sequence[int]) -> tuple[int, ...]:
