@@ -23,6 +23,7 @@ from segcli.config import Experiment
 from segcli.engine import distributed
 from segcli.engine.run_dir import RunDir
 from segcli.engine.runtime import info
+from segcli.models.unet import HeadGrid, supervision_grids
 from segcli.precision import PrecisionChoice, memory_format, resolve_precision
 
 __all__ = ["Execution", "announce_precision", "prepare_model"]
@@ -37,6 +38,8 @@ class Execution:
     autocast: Callable[[], AbstractContextManager[Any]]
     scaler: torch.amp.GradScaler
     precision: PrecisionChoice
+    #: valid-padding deep supervision: where each output sits on the patch (compute_loss)
+    grids: list[HeadGrid] | None = None
 
 
 def prepare_model(model: nn.Module, exp: Experiment, device: str) -> Execution:
@@ -54,7 +57,10 @@ def prepare_model(model: nn.Module, exp: Experiment, device: str) -> Execution:
     model.to(memory_format=layout)
     train_model = distributed.wrap_model(model, device)
     train_model = torch.compile(train_model) if spec.compile else train_model
-    return Execution(train_model, layout, precision.autocast, precision.grad_scaler(), precision)
+    grids = supervision_grids(model, exp.data.patch_size)
+    return Execution(
+        train_model, layout, precision.autocast, precision.grad_scaler(), precision, grids
+    )
 
 
 def announce_precision(

@@ -260,7 +260,9 @@ def _train_epoch(
             target = loss_target(label, exp.model.num_classes, exp.multilabel)
             with execution.autocast():  # the network only; the loss sees float32 logits
                 output = execution.model(image)
-            loss = compute_loss(loss_fn, float32_output(output), target, exp.multilabel)
+            loss = compute_loss(
+                loss_fn, float32_output(output), target, exp.multilabel, grids=execution.grids
+            )
             if not torch.isfinite(loss):
                 raise SegcliError(
                     f"training diverged at epoch {epoch}: loss is {float(loss)}; lower train.lr "
