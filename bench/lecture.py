@@ -225,6 +225,9 @@ def main() -> None:
     from lecture_windows import sections as window_sections
 
     out += [START, *window_sections(work, train2d), END, ""]  # issue 15, items 4-8 and 10
+    import lecture_metrics  # metric pitfalls and multilabel regions (bench/lecture_metrics.py)
+
+    out += [lecture_metrics.START, *lecture_metrics.sections(work), lecture_metrics.END, ""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     tmp = DOC.with_suffix(".md.tmp")
     tmp.write_text("\n".join(out))

@@ -127,6 +127,13 @@ def synth(
     noise: Annotated[
         float, typer.Option("--noise", help="Background noise standard deviation.")
     ] = 0.1,
+    nested: Annotated[
+        bool,
+        typer.Option(
+            "--nested",
+            help="Nested toy instead: lesions (label 2) inside an organ (label 1), for regions.",
+        ),
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Write the lecture's toy data: lesions that are malign (labelled) only when ringed."""
@@ -141,6 +148,7 @@ def synth(
         lesion=lesion,
         ring_distance=ring_distance,
         noise=noise,
+        nested=nested,
     )
     from segcli.engine.runtime import info
 
@@ -305,6 +313,7 @@ def evaluate(
         images=images,
         compare_postprocessing=compare_postprocessing,
         postprocess_min_size=exp.inference.postprocess.min_size if exp is not None else 0,
+        regions=exp.regions if exp is not None else None,
         report=report,
         spec_name=exp.name if exp is not None else None,
     )

@@ -487,13 +487,32 @@ class Experiment(_Spec):
     model: ModelSpec
     loss: LossSpec = DiceCESpec(name="dice_ce")
     multilabel: bool = False
+    #: region-based training (nnU-Net's regions): output channel name → the label values it
+    #: covers, outer regions first (order matters: later regions are drawn over earlier ones
+    #: when predictions are written as labels), e.g. {organ: [1, 2], lesion: [2]}; sigmoid per channel
+    #: (implies multilabel: true), model.classes = number of regions (see segcli.labels)
+    regions: dict[str, list[int]] | None = None
     train: TrainSpec = TrainSpec()
     inference: InferenceSpec = InferenceSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     output: str = "runs"
 
+    @field_validator("regions")
+    @classmethod
+    def _check_regions(cls, value: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+        if value is None:
+            return None
+        from segcli.labels import as_regions, region_problems
+
+        problems = region_problems(as_regions(value), list(value))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Experiment:
+        if self.regions is not None:
+            self._apply_regions(self.regions)
         dims = self.model.dims
         if len(self.data.patch_size) != dims:
             raise ValueError(
@@ -530,6 +549,38 @@ class Experiment(_Spec):
                 f"{self.model.num_classes} classes"
             )
         return self
+
+    def _apply_regions(self, regions: dict[str, list[int]]) -> None:
+        """``regions`` implies sigmoid outputs, one per region."""
+        if "multilabel" in self.model_fields_set and not self.multilabel:
+            raise ValueError(
+                "regions: region outputs are sigmoid channels; remove multilabel: false "
+                "(regions imply multilabel: true)"
+            )
+        object.__setattr__(self, "multilabel", True)
+        model = self.model
+        given = "classes" in model.model_fields_set or model.labels is not None
+        if not given:
+            update = {"classes": len(regions)}
+            object.__setattr__(self, "model", model.model_copy(update=update))
+        elif model.num_classes != len(regions):
+            raise ValueError(
+                f"regions: {len(regions)} regions ({', '.join(regions)}) need "
+                f"{len(regions)} output channels but model.classes is {model.num_classes}; "
+                f"set model.classes to {len(regions)} or leave it out"
+            )
+
+    @property
+    def region_values(self) -> tuple[tuple[int, ...], ...] | None:
+        """The output channels' label-value sets: ``regions``; plain multilabel ``((1,), (2,)..)``;
+        None for softmax models."""
+        from segcli.labels import as_regions, default_regions
+
+        if self.regions is not None:
+            return as_regions(self.regions)
+        if self.multilabel:
+            return default_regions(self.model.num_classes)
+        return None
 
     @property
     def run_dir(self) -> str:

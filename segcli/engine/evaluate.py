@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,8 @@ class EvaluationResult:
     overlays: tuple[Path, ...] = ()
     postprocessing: tuple[StepComparison, ...] = ()
     stray: dict[str, tuple[StrayLabel, ...]] = field(default_factory=dict)
+    #: region names when regions were scored (``labels`` are then region numbers 1..K)
+    regions: tuple[str, ...] = ()
 
     @property
     def values(self) -> dict[str, dict[int, dict[str, float]]]:
@@ -130,6 +132,7 @@ def evaluate_folders(
     overlays_dir: str | Path | None = None,
     images_dir: str | Path | None = None,
     postprocessing: dict[str, dict[str, Any]] | None = None,
+    regions: Mapping[str, Sequence[int]] | None = None,
     spec_name: str | None = None,
 ) -> EvaluationResult:
     """Score every prediction in ``pred_dir`` against its reference in ``ref_dir``.
@@ -146,6 +149,10 @@ def evaluate_folders(
         workers: worker processes across cases (None = all cores; 1 = in this process).
         overlays_dir: write ``<case>.png`` here (see :func:`overlay_slices`).
         images_dir: images drawn under the overlays, paired by case name (``_0000`` channel).
+        regions: score these regions instead of labels (the spec's ``regions``, name → label
+            values, see :mod:`segcli.labels`): region ``k`` is the voxels whose label lies in
+            its set, in prediction and reference alike.  Rows are numbered 1..K in the
+            results and carry the region's name in the CSVs' ``label`` column.
         postprocessing: also compare these postprocessing steps (name → keywords of
             :func:`segcli.postprocess.postprocess_labels`, e.g.
             :func:`segcli.metrics.postprocessing_gain.postprocessing_steps`), on the label maps
@@ -179,6 +186,7 @@ def evaluate_folders(
             overlays_dir,
             images_dir,
             postprocessing,
+            regions,
         )
         if distributed.is_main():  # the CSV's sidecar: where its label maps are (segcli report)
             write_evaluation_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
@@ -196,6 +204,7 @@ def _evaluate_folders(
     overlays_dir: str | Path | None,
     images_dir: str | Path | None,
     postprocessing: dict[str, dict[str, Any]] | None,
+    regions: Mapping[str, Sequence[int]] | None = None,
 ) -> EvaluationResult:
     pred_dir, ref_dir, output_csv = Path(pred_dir), Path(ref_dir), Path(output_csv)
     metric_names = tuple(r.name for r in resolve_metrics(metrics or EvaluationSpec().metrics))
@@ -208,8 +217,12 @@ def _evaluate_folders(
     if images_dir is not None and overlays_dir is None:
         raise SpecError("--images only sets what the overlays are drawn on; add --overlays DIR")
     label_names = labels_near(ref_dir)
-    if labels is not None:
-        wanted: tuple[int, ...] | None = _check_label_values(labels)
+    region_values = _check_regions(regions, labels, postprocessing)
+    if regions is not None:
+        wanted: tuple[int, ...] | None = tuple(range(1, len(regions) + 1))
+        label_names = {k + 1: name for k, name in enumerate(regions)}
+    elif labels is not None:
+        wanted = _check_label_values(labels)
     else:
         wanted = tuple(k for k in sorted(label_names) if k > 0) or None
 
@@ -238,6 +251,7 @@ def _evaluate_folders(
             float(nsd_tolerance),
             staging / f"{case}.png" if staging else None,
             postprocessing,
+            region_values,
         )
         for case, (pred, ref) in pairs.items()
     ]
@@ -258,7 +272,8 @@ def _evaluate_folders(
         stray, extra = stray_rows(results, label_names)
         main = distributed.is_main()  # torchrun: rank 0 alone writes
         if main:
-            write_metric_csvs(output_csv, summary_csv, cases, metric_names, summary, extra)
+            text = label_names if regions is not None else None
+            write_metric_csvs(output_csv, summary_csv, cases, metric_names, summary, extra, text)
         overlays = publish_overlays(staging, overlays_dir, list(cases))
     finally:
         discard_staging(staging)
@@ -274,7 +289,31 @@ def _evaluate_folders(
         overlays,
         comparison,
         stray,
+        tuple(regions or ()),
     )
+
+
+def _check_regions(
+    regions: Mapping[str, Sequence[int]] | None,
+    labels: Sequence[int] | None,
+    postprocessing: dict[str, dict[str, Any]] | None,
+) -> tuple[tuple[int, ...], ...] | None:
+    if regions is None:
+        return None
+    from segcli.labels import as_regions, region_problems
+
+    values = as_regions(regions)
+    problems = region_problems(values, list(regions))
+    if problems:
+        raise SpecError("regions: " + "; ".join(problems))
+    if labels is not None:
+        raise SpecError(
+            "--labels / evaluation.labels: the spec has regions, which evaluate scores instead "
+            "of labels; drop the labels (or evaluate without the spec to score labels)"
+        )
+    if postprocessing is not None:
+        raise SpecError("--compare-postprocessing compares labels; it does not work with regions")
+    return values
 
 
 def _check_label_values(labels: Sequence[int]) -> tuple[int, ...]:
@@ -301,6 +340,7 @@ def evaluate_command(
     images: Path | None = None,
     compare_postprocessing: bool = False,
     postprocess_min_size: int = 0,
+    regions: Mapping[str, Sequence[int]] | None = None,
     report: Path | None = None,
     spec_name: str | None = None,
 ) -> EvaluationResult:
@@ -314,6 +354,7 @@ def evaluate_command(
             (:mod:`segcli.metrics.postprocessing_gain`) and write ``<stem>_postprocessing.csv``.
         postprocess_min_size: the ``min_size`` step compared (the spec's
             ``inference.postprocess.min_size``; 0: not compared).
+        regions: the spec's ``regions``: score them instead of labels (:func:`evaluate_folders`).
         report: also write the HTML report of the run here (:mod:`segcli.report`); ``images``
             are then drawn under its overlays even without ``overlays``.
         spec_name: the experiment's name, recorded beside the CSV for the report.
@@ -338,6 +379,7 @@ def evaluate_command(
             overlays_dir=overlays,
             images_dir=images,
             postprocessing=steps,
+            regions=regions,
             spec_name=spec_name,
         )
     if not is_quiet():

@@ -79,6 +79,8 @@ class CaseTask:
     overlay: Path | None = None
     #: postprocessing steps to compare (name → postprocess_labels keywords), or None
     steps: dict[str, dict[str, Any]] | None = None
+    #: score these regions (label-value sets, :mod:`segcli.labels`) as labels 1..K instead
+    regions: tuple[tuple[int, ...], ...] | None = None
 
 
 def evaluate_one(task: CaseTask) -> CaseResult:
@@ -96,9 +98,16 @@ def evaluate_one(task: CaseTask) -> CaseResult:
     names = task.metrics
     if task.overlay is not None:
         names = tuple(dict.fromkeys(task.metrics + _OVERLAY_METRICS))
-    results = evaluate_labels(
-        pred, ref, ref_geometry.spacing, task.labels, names, task.nsd_tolerance
-    )
+    if task.regions is not None:
+        from segcli.metrics.regions import region_label_results
+
+        results = region_label_results(
+            pred, ref, ref_geometry.spacing, task.regions, names, task.nsd_tolerance
+        )
+    else:
+        results = evaluate_labels(
+            pred, ref, ref_geometry.spacing, task.labels, names, task.nsd_tolerance
+        )
     if task.overlay is not None:
         image = None
         if task.image is not None:
@@ -116,7 +125,11 @@ def evaluate_one(task: CaseTask) -> CaseResult:
         post = case_step_dice(pred, ref, ref_geometry.spacing, task.labels, task.steps)
     # values outside the labels asked for; those only predicted here (a stray 7) get scored
     # too, for the CSV rows (stray_rows drops values some reference contains)
-    stray = stray_labels(pred, ref, task.labels, ref_geometry.spacing) if task.labels else []
+    # (with regions, the label values the regions cover are the ones scored)
+    scored = task.labels
+    if task.regions is not None:
+        scored = tuple(sorted({value for region in task.regions for value in region}))
+    stray = stray_labels(pred, ref, scored, ref_geometry.spacing) if scored else []
     alarms = [s.label for s in stray if s.pred_voxels and not s.ref_voxels]
     extra = evaluate_labels(
         pred, ref, ref_geometry.spacing, alarms, task.metrics, task.nsd_tolerance

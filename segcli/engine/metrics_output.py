@@ -73,10 +73,12 @@ def write_metric_csvs(
     metrics: tuple[str, ...],
     summary: list[SummaryRow],
     extra: dict[str, tuple[LabelResult, ...]] | None = None,
+    label_text: dict[int, str] | None = None,
 ) -> None:
     """Write the per-case and the summary CSV; both are renamed into place only once both
     are complete.  ``extra``: case → rows of labels outside the scored set (stray labels),
-    written after that case's rows.
+    written after that case's rows.  ``label_text``: what the ``label`` column shows instead
+    of the number (region names when regions were scored).
 
     Raises:
         DataError: the folder cannot be created or a file cannot be written (naming it).
@@ -88,13 +90,18 @@ def write_metric_csvs(
             f"{output_csv.parent}: cannot create the output folder ({exc.strerror})"
         ) from None
     extra = extra or {}
+    text = label_text or {}
+
+    def _label(label: int) -> int | str:
+        return text.get(label, label)
+
     per_case = (
-        [case, label, *(_cell(result.values[m]) for m in metrics)]
+        [case, _label(label), *(_cell(result.values[m]) for m in metrics)]
         for case, per_label in cases.items()
         for label, result in (*per_label.items(), *((r.label, r) for r in extra.get(case, ())))
     )
     per_label = (
-        [row.label, row.metric, *(_cell(v) for v in row.as_tuple()[2:7]), row.n, row.n_nan]
+        [_label(row.label), row.metric, *(_cell(v) for v in row.as_tuple()[2:7]), row.n, row.n_nan]
         for row in summary
     )
     # both are written before either is renamed; leaving the stack renames the per-case CSV
@@ -185,7 +192,12 @@ def print_summary(result: EvaluationResult) -> None:
     table.add_column("metric")
     for label in result.labels:
         name = result.label_names.get(label)
-        table.add_column(escape(f"label {label}" + (f" ({name})" if name else "")), justify="right")
+        head = (
+            f"region {name}"
+            if result.regions
+            else f"label {label}" + (f" ({name})" if name else "")
+        )
+        table.add_column(escape(head), justify="right")
     rows = {(row.label, row.metric): row for row in result.summary}
     for metric in result.metrics:
         unit = METRICS.get(metric).unit
@@ -197,6 +209,7 @@ def print_summary(result: EvaluationResult) -> None:
         table.add_row(escape(metric + (f" [{unit}]" if unit else "")), *cells)
     console.print(table)
     for label in result.labels:
+        what = f"region {result.label_names.get(label)}" if result.regions else f"label {label}"
         statuses = result.statuses(label)
         left_out = [
             f"{m} ({rows[(label, m)].n_nan})" for m in result.metrics if rows[(label, m)].n_nan
@@ -207,13 +220,13 @@ def print_summary(result: EvaluationResult) -> None:
             )
             console.print(
                 escape(
-                    f"label {label}: {why} in {len(result.cases)} cases; their NaN values are "
+                    f"{what}: {why} in {len(result.cases)} cases; their NaN values are "
                     f"left out of the means of {', '.join(left_out)}"
                 )
             )
         if statuses["absent"]:
             console.print(
-                f"label {label}: {statuses['absent']} case(s) have it in neither mask "
+                f"{what}: {statuses['absent']} case(s) have it in neither mask "
                 "(scored as a perfect match: dice 1, distances 0)"
             )
     for line in stray_warnings(result):

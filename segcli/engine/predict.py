@@ -22,7 +22,8 @@ This module orchestrates; each step has its home:
   the probabilities linearly back onto the input grid (several checkpoints: averaged there);
 - labels: :func:`segcli.inference.decode.decode_labels` (argmax; multilabel: value ``k + 1``
   where channel ``k`` exceeds 0.5, the highest such ``k`` winning, as in training's
-  validation), then ``inference.postprocess`` (:mod:`segcli.postprocess`).
+  validation; with ``regions``, each region's own label value, later regions on top:
+  :mod:`segcli.labels`), then ``inference.postprocess`` (:mod:`segcli.postprocess`).
 
 Output: ``<case>.nii.gz`` (channel suffix dropped) with the first channel's size, spacing,
 origin and direction; ``probabilities=True`` also writes ``<case>_probabilities.npz`` (key
@@ -260,7 +261,7 @@ def predict_case(
     if squeezed:  # resampling happens in the plane; the slice's own 2-D grid
         grid = make_geometry(image.shape[1:], geometry.spacing[1:])
     probs = ensemble_probabilities(exp, models, image, device, grid)
-    labels = decode_labels(probs, exp.multilabel)
+    labels = decode_labels(probs, exp.multilabel, exp.region_values)
     post = exp.inference.postprocess
     if post.largest_component or post.min_size > 0 or post.fill_holes:
         from segcli.postprocess import postprocess_labels

@@ -257,7 +257,7 @@ def _train_epoch(
             image = image.to(device, non_blocking=True)
             image = image.contiguous(memory_format=execution.memory_format)
             label = label.to(device, non_blocking=True)
-            target = loss_target(label, exp.model.num_classes, exp.multilabel)
+            target = loss_target(label, exp.model.num_classes, exp.multilabel, exp.region_values)
             with execution.autocast():  # the network only; the loss sees float32 logits
                 output = execution.model(image)
             loss = compute_loss(

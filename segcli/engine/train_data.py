@@ -86,6 +86,11 @@ def check_label_range(cases: list[Any], exp: Experiment) -> None:
         DataError: naming the case, the value found and the ``model.classes`` needed.
     """
     num_out = exp.model.num_classes
+    if exp.regions is not None:
+        from segcli.labels import check_region_labels
+
+        check_region_labels(cases, exp.regions)
+        return
     top = num_out if exp.multilabel else num_out - 1
     for case in cases:
         if case.label is None or not case.label.size:

@@ -61,10 +61,10 @@ def _validation_sums(
 ) -> tuple[float, float, int]:
     """(Σ loss, Σ mean foreground Dice, number of cases) over ``cases`` (see :func:`validate`)."""
     from segcli.inference.from_spec import window_probabilities
-    from segcli.metrics import evaluate_case
+    from segcli.metrics.regions import mean_foreground_dice
 
     num_out = exp.model.num_classes
-    labels = list(range(1, num_out + 1)) if exp.multilabel else list(range(1, num_out))
+    regions = exp.region_values  # None for softmax models
     losses, dices = [], []
     model.eval()
     for case in cases:
@@ -80,11 +80,10 @@ def _validation_sums(
                 logits = torch.log(p) - torch.log1p(-p)
             else:
                 logits = torch.log(probs.clamp_min(eps))
-            target = loss_target(label.unsqueeze(0), num_out, exp.multilabel)
+            target = loss_target(label.unsqueeze(0), num_out, exp.multilabel, regions)
             losses.append(float(loss_fn(logits.unsqueeze(0), target)))
-        pred = decode_labels(probs.numpy(), exp.multilabel)
-        scores = evaluate_case(pred, case.label, case.spacing, labels=labels, metrics=["dice"])
-        dices.append(float(np.mean([scores[k]["dice"] for k in labels])))
+        pred = decode_labels(probs.numpy(), exp.multilabel, regions)
+        dices.append(mean_foreground_dice(pred, case.label, case.spacing, num_out, regions))
     model.train()
     return float(sum(losses)), float(sum(dices)), len(cases)
 

@@ -18,12 +18,24 @@ import numpy as np
 __all__ = ["decode_labels"]
 
 
-def decode_labels(probabilities: np.ndarray, multilabel: bool) -> np.ndarray:
+def decode_labels(
+    probabilities: np.ndarray,
+    multilabel: bool,
+    regions: tuple[tuple[int, ...], ...] | None = None,
+) -> np.ndarray:
     """Label map ``(*spatial)`` from ``probabilities`` ``(classes, *spatial)``.
+
+    With ``regions`` (a multilabel model trained on nnU-Net-style regions, the spec's
+    ``regions``), channels are decoded by :func:`segcli.labels.decode_regions`: regions in
+    order, each writing its own label value where it exceeds 0.5, later regions on top.
 
     Returns uint8 when the values fit (fewer than 256 classes / 255 labels), else uint16.
     """
     channels = probabilities.shape[0]
+    if multilabel and regions is not None:
+        from segcli.labels import decode_regions
+
+        return decode_regions(probabilities, regions)
     if multilabel:
         labels = np.zeros(probabilities.shape[1:], dtype=np.uint8 if channels < 255 else np.uint16)
         for k in range(channels):  # later labels win where several exceed 0.5

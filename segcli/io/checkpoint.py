@@ -49,10 +49,10 @@ __all__ = [
 FORMAT_VERSION = 1
 
 #: Spec sections a resumed run must share with the run it continues (epochs etc. may change).
-RESUME_KEYS = ("model", "loss", "data", "multilabel", "seed")
+RESUME_KEYS = ("model", "loss", "data", "multilabel", "regions", "seed")
 
 #: Spec keys a checkpoint must agree on besides ``model``: they change what the weights mean.
-_MEANING_KEYS = ("multilabel", "data.normalization")
+_MEANING_KEYS = ("multilabel", "regions", "data.normalization")
 
 _HINT = "use the spec the checkpoint was trained with (its run folder's config.yaml)"
 
@@ -259,10 +259,10 @@ def check_compatible(
     """Raise unless ``ckpt`` can be used with ``exp``.
 
     ``resume=False`` (predict, export): the weights must mean what ``exp`` says — same
-    ``model``, ``multilabel``, ``data.normalization`` (and ``data.window`` for ``ct``), the
+    ``model``, ``multilabel``, ``regions``, ``data.normalization`` (and ``data.window`` for ``ct``), the
     dataset statistics stored for ``ct_auto``, and the training spacing matching
     ``data.spacing`` (``auto`` takes the stored one).  ``resume=True`` (train ``--resume``): the
-    stored spec must be valid and its ``model``, ``loss``, ``data``, ``multilabel`` and ``seed``
+    stored spec must be valid and its ``model``, ``loss``, ``data``, ``multilabel``, ``regions`` and ``seed``
     sections equal to ``exp``'s (more epochs are fine).
 
     Raises:

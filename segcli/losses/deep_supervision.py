@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.losses.functional import multilabel_target
+from segcli.losses.regions import region_target
 
 __all__ = [
     "centre_crop",
@@ -34,11 +35,21 @@ __all__ = [
 Grid = tuple[Sequence[int], Sequence[int]]
 
 
-def loss_target(label: torch.Tensor, num_outputs: int, multilabel: bool) -> torch.Tensor:
+def loss_target(
+    label: torch.Tensor,
+    num_outputs: int,
+    multilabel: bool,
+    regions: tuple[tuple[int, ...], ...] | None = None,
+) -> torch.Tensor:
     """``(B, *spatial)`` int labels → the loss's target: the labels themselves (softmax), or
-    ``(B, K, *spatial)`` float channels for a multilabel model
-    (:func:`segcli.losses.functional.multilabel_target`)."""
-    return multilabel_target(label, num_outputs) if multilabel else label
+    ``(B, K, *spatial)`` float channels for a multilabel model: channel ``k`` is
+    ``label ∈ regions[k]`` (:func:`segcli.losses.regions.region_target`), or without
+    ``regions`` ``label == k + 1`` (:func:`segcli.losses.functional.multilabel_target`)."""
+    if not multilabel:
+        return label
+    if regions is not None:
+        return region_target(label, regions)
+    return multilabel_target(label, num_outputs)
 
 
 def centre_crop(target: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:

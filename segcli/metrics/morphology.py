@@ -30,6 +30,7 @@ __all__ = [
     "cc_pred",
     "cc_ref",
     "count_components",
+    "count_holes",
     "lesion_f1",
     "lesion_fn",
     "lesion_fp",
@@ -122,3 +123,23 @@ def vol_ref(counts: OverlapCounts) -> float:
 def vol_pred(counts: OverlapCounts) -> float:
     """Predicted volume in mL (mm³ / 1000; in 2D the area in mm² / 1000)."""
     return counts.pred_voxels * counts.voxel_volume_mm3 / 1000.0
+
+
+def count_holes(mask: npt.ArrayLike) -> int:
+    """Number of holes of a 2-D mask (enclosed background regions; cavities in 3-D).
+
+    Background components that do not reach the image border, with the background connected
+    through faces, edges and corners (8-/26-connectivity): the complement of the face
+    connectivity of foreground components (``cc_ref``/``cc_pred``), so that a diagonal gap in
+    an outline does not close a hole.  A filled disk has 0, a ring 1.  In 3-D this counts
+    enclosed cavities, not tunnels (a torus has 0).  Not an evaluate column (SPEC.md fixes
+    those); docs/lecture.md's hole pitfall shows what it sees that distances miss.
+
+        >>> ring = np.zeros((7, 7), bool); ring[1:6, 1:6] = True; ring[3, 3] = False
+        >>> count_holes(ring)
+        1
+    """
+    background = np.pad(~np.asarray(mask, dtype=bool), 1, constant_values=True)
+    structure = np.ones((3,) * background.ndim, dtype=bool)
+    _, count = ndimage.label(background, structure=structure)
+    return int(count) - 1

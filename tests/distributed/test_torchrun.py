@@ -253,7 +253,8 @@ def test_torchrun_predict_writes_every_case_once_and_evaluate_matches_one_proces
     assert (out / "two_summary.csv").read_text() == (out / "one_summary.csv").read_text()
     assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"{c}.png" for c in cases]
     assert sorted(p.name for p in out.iterdir()) == [  # the staging folder is gone
-        "one.csv", "one_summary.csv", "overlays", "two.csv", "two_summary.csv",
+        "one.csv", "one_meta.json", "one_summary.csv", "overlays",
+        "two.csv", "two_meta.json", "two_summary.csv",
     ]  # fmt: skip
 
 

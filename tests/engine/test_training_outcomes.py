@@ -2,10 +2,12 @@
 
 On the ring-lesion toy, a lesion is malign when a ring lies 5 pixels from its border.  The
 dilated CNN (receptive field 15) sees the ring and must solve the task; the plain CNN (field 7,
-the same parameter count) cannot tell ringed from unringed lesions, so it cannot both find the
-malign ones and leave the benign ones empty.  Both shipped specs run on a short schedule
-(4 epochs × 20 iterations of 32 patches, Dice loss — the fastest remedy for the 1 % foreground
-of docs/lecture.md's table 2) so that the whole module takes seconds.
+the same parameter count) cannot tell ringed from unringed lesions.  With the shipped specs'
+loss (Dice + cross-entropy) it labels no lesion at all: malign Dice 0.  The default run trains
+both specs on a shortened schedule (12 epochs × 20 iterations of 32 patches on 100 cases,
+about 25 s on one core; measured: the dilated CNN's validation Dice leaves the empty-prediction
+plateau of 0.6 at epoch 7 and reaches 1.0 at epoch 8); the test marked ``slow`` runs both specs
+exactly as shipped (30 epochs × 40 iterations on 400 cases).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from segcli.metrics import evaluate_case
 from segcli.models import build
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
-SCHEDULE = ["train.epochs=4", "train.iterations_per_epoch=20", "loss.name=dice"]
+SCHEDULE = ["train.epochs=12", "train.iterations_per_epoch=20"]  # the shipped loss: dice_ce
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -72,18 +74,40 @@ def scores(exp: Any, run: Path, test: list[Any]) -> tuple[float, float, float]:
     return malign, benign_clean, float(np.mean([d for _, d, _ in values]))
 
 
-def test_dilated_cnn_solves_the_toy_and_the_plain_cnn_cannot(trained: dict[str, Any]) -> None:
-    exp, result = trained["runs"]["toy-dilated"]
-    malign, benign_clean, overall = scores(exp, result.run_dir, trained["test"])
-    assert malign >= 0.95 and benign_clean >= 0.95 and overall >= 0.95
+def assert_dilated_solves_and_plain_cannot(runs: dict[str, Any], test: list[Any]) -> None:
+    """The issue's criterion: toy-dilated reaches malign Dice ≥ 0.95, toy-cnn does not."""
+    exp, result = runs["toy-dilated"]
+    malign, benign_clean, overall = scores(exp, result.run_dir, test)
+    assert malign >= 0.95, f"toy-dilated malign Dice {malign:.3f}"
+    assert benign_clean >= 0.95, f"toy-dilated leaves only {benign_clean:.0%} of benign cases empty"
+    assert overall >= 0.95
 
-    # The plain CNN labels either no lesion (malign Dice 0, as with dice_ce in docs/lecture.md)
-    # or every lesion (malign Dice ~1 with a false alarm in every benign case, as with the Dice
-    # loss here): it never reaches malign Dice 0.95 with the benign cases left clean.
-    exp, result = trained["runs"]["toy-cnn"]
-    malign, benign_clean, overall = scores(exp, result.run_dir, trained["test"])
-    assert not (malign >= 0.95 and benign_clean >= 0.95)
-    assert overall < 0.8
+    exp, result = runs["toy-cnn"]
+    malign, benign_clean, _overall = scores(exp, result.run_dir, test)
+    assert malign < 0.95, f"toy-cnn malign Dice {malign:.3f}: a 7×7 field cannot see the ring"
+    # what it does instead, with Dice + cross-entropy: it labels nothing, so no false alarm
+    assert benign_clean >= 0.95
+
+
+def test_dilated_cnn_solves_the_toy_and_the_plain_cnn_cannot(trained: dict[str, Any]) -> None:
+    assert_dilated_solves_and_plain_cannot(trained["runs"], trained["test"])
+
+
+@pytest.mark.slow
+def test_shipped_schedules_dilated_solves_and_plain_cannot(
+    tmp_path: Path,
+) -> None:
+    """Both specs exactly as shipped (400 training cases, 30 × 40 iterations; 121 s contended)."""
+    write_dataset(tmp_path / "train", generate(400, dims=2, seed=0))
+    set_quiet(True)
+    runs = {}
+    for name in ("toy-dilated", "toy-cnn"):
+        exp = load(
+            EXPERIMENTS / f"{name}.yaml",
+            [f"data.root={tmp_path / 'train'}", f"output={tmp_path / 'runs'}"],
+        )
+        runs[name] = (exp, fit(exp, device="cpu"))
+    assert_dilated_solves_and_plain_cannot(runs, generate(100, dims=2, seed=1))
 
 
 def test_checkpoint_best_holds_the_epoch_with_the_best_validation_dice(

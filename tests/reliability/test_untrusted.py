@@ -243,6 +243,7 @@ def test_evaluate_overlays_are_named_by_case_inside_their_folder(tmp_path: Path,
     assert sorted(p.name for p in overlays.iterdir()) == ["ring_000.png", "x\\..\\y.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "m.csv",
+        "m_meta.json",
         "m_summary.csv",
         "png",
         "pred",
