@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from segcli.config.schema import EvaluationSpec
 from segcli.engine import distributed
 from segcli.engine.evaluate_cases import (
@@ -38,6 +36,7 @@ from segcli.engine.evaluate_cases import (
     stage_overlays,
     stray_rows,
 )
+from segcli.engine.evaluate_labels import scored_labels
 from segcli.engine.metrics_output import (
     postprocessing_csv_path,
     print_comparison,
@@ -216,15 +215,9 @@ def _evaluate_folders(
         raise SpecError(f"workers must be at least 1, got {workers}")
     if images_dir is not None and overlays_dir is None:
         raise SpecError("--images only sets what the overlays are drawn on; add --overlays DIR")
-    label_names = labels_near(ref_dir)
-    region_values = _check_regions(regions, labels, postprocessing)
-    if regions is not None:
-        wanted: tuple[int, ...] | None = tuple(range(1, len(regions) + 1))
-        label_names = {k + 1: name for k, name in enumerate(regions)}
-    elif labels is not None:
-        wanted = _check_label_values(labels)
-    else:
-        wanted = tuple(k for k in sorted(label_names) if k > 0) or None
+    wanted, label_names, region_values = scored_labels(
+        labels, regions, postprocessing, labels_near(ref_dir)
+    )
 
     pairs = pair_cases(pred_dir, ref_dir)
     # fail before computing anything when the results could not be written
@@ -291,40 +284,6 @@ def _evaluate_folders(
         stray,
         tuple(regions or ()),
     )
-
-
-def _check_regions(
-    regions: Mapping[str, Sequence[int]] | None,
-    labels: Sequence[int] | None,
-    postprocessing: dict[str, dict[str, Any]] | None,
-) -> tuple[tuple[int, ...], ...] | None:
-    if regions is None:
-        return None
-    from segcli.labels import as_regions, region_problems
-
-    values = as_regions(regions)
-    problems = region_problems(values, list(regions))
-    if problems:
-        raise SpecError("regions: " + "; ".join(problems))
-    if labels is not None:
-        raise SpecError(
-            "--labels / evaluation.labels: the spec has regions, which evaluate scores instead "
-            "of labels; drop the labels (or evaluate without the spec to score labels)"
-        )
-    if postprocessing is not None:
-        raise SpecError("--compare-postprocessing compares labels; it does not work with regions")
-    return values
-
-
-def _check_label_values(labels: Sequence[int]) -> tuple[int, ...]:
-    out = []
-    for label in labels:
-        if isinstance(label, bool) or not isinstance(label, int | np.integer) or label < 1:
-            raise SpecError(f"labels must be integers >= 1 (0 is background), got {label!r}")
-        out.append(int(label))
-    if not out:
-        raise SpecError("labels: give at least one label, e.g. --labels 1")
-    return tuple(sorted(set(out)))
 
 
 # --------------------------------------------------------------------------- command
