@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import time
@@ -477,17 +476,10 @@ def sections(work: Path) -> list[str]:
 
 def write_block(lines: list[str], doc: Path = DOC) -> None:
     """Replace (or append) this part's block of ``doc``, atomically."""
-    from segcli.atomic import atomic_open
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _report import write_block as replace_marked
 
-    block = "\n".join([START, *lines, END])
-    text = doc.read_text() if doc.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with atomic_open(doc, "w") as handle:
-        handle.write(text)
+    replace_marked(doc, START, END, "\n".join(lines))
 
 
 def main() -> None:
