@@ -474,14 +474,6 @@ def sections(work: Path) -> list[str]:
     return out
 
 
-def write_block(lines: list[str], doc: Path = DOC) -> None:
-    """Replace (or append) this part's block of ``doc``, atomically."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import write_block as replace_marked
-
-    replace_marked(doc, START, END, "\n".join(lines))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "lecture")
@@ -490,7 +482,10 @@ def main() -> None:
     from segcli.engine.runtime import set_quiet
 
     set_quiet(True)
-    write_block(sections(args.work), args.doc)
+    lines = sections(args.work)  # puts bench/ on sys.path
+    from _report import write_block
+
+    write_block(args.doc, START, END, "\n".join(lines))
     print(f"wrote its block of {args.doc}", file=sys.stderr)
 
 

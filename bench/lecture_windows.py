@@ -786,14 +786,6 @@ def sections(work: Path, train2d: Path, quick: bool = False) -> list[str]:
     return out
 
 
-def write_block(lines: list[str], doc: Path = DOC) -> None:
-    """Replace (or append) this part's block of ``doc``, atomically."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import write_block as replace_marked
-
-    replace_marked(doc, START, END, "\n".join(lines))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "lecture")
@@ -805,7 +797,10 @@ def main() -> None:
         from segcli.engine.synth import run_synth
 
         run_synth(train2d, dims=2, cases=400, seed=0)
-    write_block(sections(args.work, train2d, quick=args.quick), args.doc)
+    lines = sections(args.work, train2d, quick=args.quick)
+    from _report import write_block
+
+    write_block(args.doc, START, END, "\n".join(lines))
     print(f"wrote its block of {args.doc}", file=sys.stderr)
 
 
