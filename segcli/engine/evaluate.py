@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from segcli.engine.evaluate_cases import (
 )
 from segcli.engine.evaluate_labels import scored_labels
 from segcli.engine.metrics_output import (
+    EvaluationResult,
     postprocessing_csv_path,
     print_comparison,
     print_summary,
@@ -50,14 +50,13 @@ from segcli.engine.runtime import check_writable_folder, info, is_quiet
 from segcli.errors import DataError, SpecError
 from segcli.io.dataset import check_pair_grids, labels_near, pair_cases, pair_images
 from segcli.io.images import read_geometry
-from segcli.metrics import LabelResult, resolve_metrics
+from segcli.metrics import resolve_metrics
 from segcli.metrics.postprocessing_gain import (
     StepComparison,
     postprocessing_steps,
     summarize_steps,
 )
-from segcli.metrics.stray import StrayLabel
-from segcli.metrics.summary import SummaryRow, summarize
+from segcli.metrics.summary import summarize
 
 __all__ = [
     "CaseResult",
@@ -66,55 +65,6 @@ __all__ = [
     "evaluate_folders",
     "overlay_slices",
 ]
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What :func:`evaluate_folders` computed and wrote.
-
-    Attributes:
-        output_csv: the per-(case, label) CSV.
-        summary_csv: the per-(label, metric) summary CSV.
-        metrics: metric columns, in order.
-        labels: labels scored.
-        label_names: label → name from dataset.json (may be empty).
-        cases: case → label → :class:`~segcli.metrics.LabelResult`, cases sorted by name.
-        summary: the summary rows.
-        overlays: overlay PNGs written (empty without ``overlays_dir``).
-        postprocessing: mean Dice per (step, label) before / after each postprocessing step
-            (empty unless ``postprocessing`` steps were given).
-        stray: case → prediction values outside ``labels`` that no reference contains and
-            dataset.json does not name (only when the labels were given by ``--labels``, the
-            spec or dataset.json); they have CSV rows (false alarms), no summary rows.
-    """
-
-    output_csv: Path
-    summary_csv: Path
-    metrics: tuple[str, ...]
-    labels: tuple[int, ...]
-    label_names: dict[int, str]
-    cases: dict[str, dict[int, LabelResult]]
-    summary: list[SummaryRow]
-    overlays: tuple[Path, ...] = ()
-    postprocessing: tuple[StepComparison, ...] = ()
-    stray: dict[str, tuple[StrayLabel, ...]] = field(default_factory=dict)
-    #: region names when regions were scored (``labels`` are then region numbers 1..K)
-    regions: tuple[str, ...] = ()
-
-    @property
-    def values(self) -> dict[str, dict[int, dict[str, float]]]:
-        """``{case: {label: {metric: value}}}``."""
-        return {
-            case: {label: dict(result.values) for label, result in per_label.items()}
-            for case, per_label in self.cases.items()
-        }
-
-    def statuses(self, label: int) -> dict[str, int]:
-        """How many cases are ``both``, ``missed``, ``false_alarm`` or ``absent`` for ``label``."""
-        counts = {"both": 0, "missed": 0, "false_alarm": 0, "absent": 0}
-        for per_label in self.cases.values():
-            counts[per_label[label].status] += 1
-        return counts
 
 
 # --------------------------------------------------------------------------- folders
