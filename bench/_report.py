@@ -42,10 +42,20 @@ def machine() -> str:
 
 def write_section(name: str, body: str, doc: Path = DOC) -> None:
     """Replace (or append) the section between the markers for ``name`` in ``doc``."""
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    text = doc.read_text() if doc.exists() else (HEADER if doc == DOC else "")
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
+    write_block(doc, start, end, body.rstrip(), empty=HEADER if doc == DOC else "")
+    print(f"wrote section '{name}' of {doc}", file=sys.stderr)
+
+
+def write_block(doc: Path, start: str, end: str, body: str, empty: str = "") -> None:
+    """Replace the text between the markers ``start`` and ``end`` of ``doc`` by ``body``, or
+    append the marked block when ``doc`` has none (``empty``: the text of a new ``doc``).
+
+    The file is replaced atomically (temporary file, then rename).
+    """
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else empty
+    block = f"{start}\n{body}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = (
         pattern.sub(lambda _: block, text)
@@ -55,7 +65,6 @@ def write_section(name: str, body: str, doc: Path = DOC) -> None:
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, doc)
-    print(f"wrote section '{name}' of {doc}", file=sys.stderr)
 
 
 def marked_sections(path: Path) -> str:

@@ -140,6 +140,20 @@ def main() -> None:
     val_names = split["val"][: args.val_max_cases]
     val_data = [case(n) for n in val_names] if args.val_every else []
 
+    def probabilities(x: torch.Tensor, cval: float) -> torch.Tensor:
+        """Softmax of a whole image ``(1, C, *spatial)`` by MONAI's sliding window (overlap 0.5,
+        Gaussian blend, padded with ``cval``), for validation and the final predictions alike."""
+        return sliding_window_inference(
+            x,
+            roi_size=patch,
+            sw_batch_size=4,
+            predictor=lambda t: torch.softmax(model(t), 1),
+            overlap=0.5,
+            mode="gaussian",
+            padding_mode="constant",
+            cval=cval,
+        )
+
     def validate() -> float:
         """Mean foreground Dice over the validation cases (segcli's validation Dice)."""
         from segcli.metrics import evaluate_case
@@ -148,16 +162,7 @@ def main() -> None:
         dices = []
         with torch.no_grad():
             for item in val_data:
-                probs = sliding_window_inference(
-                    torch.from_numpy(item["image"])[None],
-                    roi_size=patch,
-                    sw_batch_size=4,
-                    predictor=lambda t: torch.softmax(model(t), 1),
-                    overlap=0.5,
-                    mode="gaussian",
-                    padding_mode="constant",
-                    cval=item["min"],
-                )
+                probs = probabilities(torch.from_numpy(item["image"])[None], item["min"])
                 pred = probs.argmax(1)[0].numpy()
                 spacing = (1.0,) * pred.ndim  # Dice does not depend on it
                 scores = evaluate_case(
@@ -199,16 +204,7 @@ def main() -> None:
             image = array.astype(np.float32)
             image = (image - image.mean()) / max(float(image.std()), 1e-8)
             x = torch.from_numpy(image)[None, None]
-            probs = sliding_window_inference(
-                x,
-                roi_size=patch,
-                sw_batch_size=4,
-                predictor=lambda t: torch.softmax(model(t), 1),
-                overlap=0.5,
-                mode="gaussian",
-                padding_mode="constant",
-                cval=float(image.min()),
-            )
+            probs = probabilities(x, float(image.min()))
             pred = probs.argmax(1)[0].numpy().astype(np.uint8)
             written = sitk.GetImageFromArray(pred)
             written.CopyInformation(reference)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import time
@@ -475,21 +474,6 @@ def sections(work: Path) -> list[str]:
     return out
 
 
-def write_block(lines: list[str], doc: Path = DOC) -> None:
-    """Replace (or append) this part's block of ``doc``, atomically."""
-    from segcli.atomic import atomic_open
-
-    block = "\n".join([START, *lines, END])
-    text = doc.read_text() if doc.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with atomic_open(doc, "w") as handle:
-        handle.write(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "lecture")
@@ -498,7 +482,10 @@ def main() -> None:
     from segcli.engine.runtime import set_quiet
 
     set_quiet(True)
-    write_block(sections(args.work), args.doc)
+    lines = sections(args.work)  # puts bench/ on sys.path
+    from _report import write_block
+
+    write_block(args.doc, START, END, "\n".join(lines))
     print(f"wrote its block of {args.doc}", file=sys.stderr)
 
 

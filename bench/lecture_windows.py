@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -787,22 +786,6 @@ def sections(work: Path, train2d: Path, quick: bool = False) -> list[str]:
     return out
 
 
-def write_block(lines: list[str], doc: Path = DOC) -> None:
-    """Replace (or append) this part's block of ``doc``, atomically."""
-    from segcli.atomic import atomic_open
-
-    block = "\n".join([START, *lines, END])
-    text = doc.read_text() if doc.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    text = (
-        pattern.sub(lambda _: block, text)
-        if pattern.search(text)
-        else text.rstrip() + "\n\n" + block + "\n"
-    )
-    with atomic_open(doc, "w") as handle:
-        handle.write(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "lecture")
@@ -814,7 +797,10 @@ def main() -> None:
         from segcli.engine.synth import run_synth
 
         run_synth(train2d, dims=2, cases=400, seed=0)
-    write_block(sections(args.work, train2d, quick=args.quick), args.doc)
+    lines = sections(args.work, train2d, quick=args.quick)
+    from _report import write_block
+
+    write_block(args.doc, START, END, "\n".join(lines))
     print(f"wrote its block of {args.doc}", file=sys.stderr)
 
 

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: E402
@@ -130,15 +131,24 @@ def profile_one(precision: str, run_dir: str, iterations: int, epochs: int, val_
     }
 
 
+def _child_row(*argv: str) -> dict[str, Any]:
+    """Run this script in a fresh process with ``argv``; its last stdout line is a JSON row
+    (echoed to stderr as progress)."""
+    out = subprocess.run(
+        [sys.executable, __file__, *argv], capture_output=True, text=True, check=True
+    )
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(row, file=sys.stderr)
+    return row
+
+
 def profile_section(args: argparse.Namespace) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for precision in args.precisions:
             spec = f"{precision}|{Path(tmp) / precision}"
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
+            rows.append(
+                _child_row(
                     "--profile-child",
                     spec,
                     "--profile-iterations",
@@ -147,13 +157,8 @@ def profile_section(args: argparse.Namespace) -> str:
                     str(args.profile_epochs),
                     "--profile-val-cases",
                     str(args.profile_val_cases),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
+                )
             )
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(rows[-1], file=sys.stderr)
     lines = [
         "## Where a training epoch goes (`bench/train.py`, Hippocampus)",
         "",
@@ -234,14 +239,7 @@ def main() -> None:
         write_dataset(root, generate(40, dims=3, seed=0))
         for workers in args.workers:
             child = f"{workers}|{root}|{Path(tmp) / f'run{workers}'}"
-            out = subprocess.run(
-                [sys.executable, __file__, "--iterations", str(args.iterations), "--child", child],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(rows[-1], file=sys.stderr)
+            rows.append(_child_row("--iterations", str(args.iterations), "--child", child))
     lines = [
         "## Training loop (`bench/train.py`)",
         "",

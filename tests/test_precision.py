@@ -259,10 +259,12 @@ def test_bf16_and_fp16_train_a_toy_network_as_well_as_fp32(
     seen: dict[str, list[torch.dtype]] = {}
     compute_loss = train.compute_loss
 
-    def recording_loss(loss_fn: nn.Module, output: Any, target: torch.Tensor, ml: bool) -> Any:
+    def recording_loss(
+        loss_fn: nn.Module, output: Any, target: torch.Tensor, ml: bool, grids: Any = None
+    ) -> Any:
         outputs = output if isinstance(output, list) else [output]
         seen.setdefault("loss_input", []).extend(o.dtype for o in outputs)
-        return compute_loss(loss_fn, output, target, ml)
+        return compute_loss(loss_fn, output, target, ml, grids=grids)
 
     monkeypatch.setattr(train, "compute_loss", recording_loss)
     test_cases = generate(12, dims=2, size=24, lesion=5, ring_distance=2, seed=7)

@@ -19,24 +19,30 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from segcli.atomic import publish
 from segcli.config.schema import EvaluationSpec
 from segcli.engine import distributed
-from segcli.engine.evaluate_cases import CaseResult, CaseTask, absent_result, run_shared
+from segcli.engine.evaluate_cases import (
+    CaseResult,
+    CaseTask,
+    collect_cases,
+    discard_staging,
+    publish_overlays,
+    run_shared,
+    stage_overlays,
+    stray_rows,
+)
+from segcli.engine.evaluate_labels import scored_labels
 from segcli.engine.metrics_output import (
+    EvaluationResult,
     postprocessing_csv_path,
     print_comparison,
     print_summary,
     write_comparison_csv,
+    write_evaluation_meta,
     write_metric_csvs,
 )
 from segcli.engine.overlays import overlay_slices
@@ -44,14 +50,13 @@ from segcli.engine.runtime import check_writable_folder, info, is_quiet
 from segcli.errors import DataError, SpecError
 from segcli.io.dataset import check_pair_grids, labels_near, pair_cases, pair_images
 from segcli.io.images import read_geometry
-from segcli.metrics import LabelResult, resolve_metrics
+from segcli.metrics import resolve_metrics
 from segcli.metrics.postprocessing_gain import (
     StepComparison,
     postprocessing_steps,
     summarize_steps,
 )
-from segcli.metrics.stray import StrayLabel
-from segcli.metrics.summary import SummaryRow, summarize
+from segcli.metrics.summary import summarize
 
 __all__ = [
     "CaseResult",
@@ -60,55 +65,6 @@ __all__ = [
     "evaluate_folders",
     "overlay_slices",
 ]
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What :func:`evaluate_folders` computed and wrote.
-
-    Attributes:
-        output_csv: the per-(case, label) CSV.
-        summary_csv: the per-(label, metric) summary CSV.
-        metrics: metric columns, in order.
-        labels: labels scored.
-        label_names: label → name from dataset.json (may be empty).
-        cases: case → label → :class:`~segcli.metrics.LabelResult`, cases sorted by name.
-        summary: the summary rows.
-        overlays: overlay PNGs written (empty without ``overlays_dir``).
-        postprocessing: mean Dice per (step, label) before / after each postprocessing step
-            (empty unless ``postprocessing`` steps were given).
-        stray: case → prediction values outside ``labels`` that no reference contains and
-            dataset.json does not name (only when the labels were given by ``--labels``, the
-            spec or dataset.json); they have CSV rows (false alarms), no summary rows.
-    """
-
-    output_csv: Path
-    summary_csv: Path
-    metrics: tuple[str, ...]
-    labels: tuple[int, ...]
-    label_names: dict[int, str]
-    cases: dict[str, dict[int, LabelResult]]
-    summary: list[SummaryRow]
-    overlays: tuple[Path, ...] = ()
-    postprocessing: tuple[StepComparison, ...] = ()
-    stray: dict[str, tuple[StrayLabel, ...]] = field(default_factory=dict)
-    #: region names when regions were scored (``labels`` are then region numbers 1..K)
-    regions: tuple[str, ...] = ()
-
-    @property
-    def values(self) -> dict[str, dict[int, dict[str, float]]]:
-        """``{case: {label: {metric: value}}}``."""
-        return {
-            case: {label: dict(result.values) for label, result in per_label.items()}
-            for case, per_label in self.cases.items()
-        }
-
-    def statuses(self, label: int) -> dict[str, int]:
-        """How many cases are ``both``, ``missed``, ``false_alarm`` or ``absent`` for ``label``."""
-        counts = {"both": 0, "missed": 0, "false_alarm": 0, "absent": 0}
-        for per_label in self.cases.values():
-            counts[per_label[label].status] += 1
-        return counts
 
 
 # --------------------------------------------------------------------------- folders
@@ -182,38 +138,8 @@ def evaluate_folders(
             regions,
         )
         if distributed.is_main():  # the CSV's sidecar: where its label maps are (segcli report)
-            _write_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
+            write_evaluation_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
         return result
-
-
-def _write_meta(
-    result: EvaluationResult,
-    pred_dir: str | Path,
-    ref_dir: str | Path,
-    images_dir: str | Path | None,
-    nsd_tolerance: float,
-    spec_name: str | None,
-) -> None:
-    """Write ``<stem>_meta.json`` beside the CSV (:func:`segcli.report.write_meta`)."""
-    from segcli.report.data import write_meta
-
-    first_ref = next(iter(pair_cases(pred_dir, ref_dir).values()))[1]
-    write_meta(
-        result.output_csv,
-        pred_dir=pred_dir,
-        ref_dir=ref_dir,
-        images_dir=images_dir,
-        metrics=result.metrics,
-        labels=result.labels,
-        label_names=result.label_names,
-        nsd_tolerance=float(nsd_tolerance),
-        voxels={
-            case: {label: (r.ref_voxels, r.pred_voxels) for label, r in per.items()}
-            for case, per in result.cases.items()
-        },
-        spec_name=spec_name,
-        ndim=len(read_geometry(first_ref).size),
-    )
 
 
 def _evaluate_folders(
@@ -239,15 +165,9 @@ def _evaluate_folders(
         raise SpecError(f"workers must be at least 1, got {workers}")
     if images_dir is not None and overlays_dir is None:
         raise SpecError("--images only sets what the overlays are drawn on; add --overlays DIR")
-    label_names = labels_near(ref_dir)
-    region_values = _check_regions(regions, labels, postprocessing)
-    if regions is not None:
-        wanted: tuple[int, ...] | None = tuple(range(1, len(regions) + 1))
-        label_names = {k + 1: name for k, name in enumerate(regions)}
-    elif labels is not None:
-        wanted = _check_label_values(labels)
-    else:
-        wanted = tuple(k for k in sorted(label_names) if k > 0) or None
+    wanted, label_names, region_values = scored_labels(
+        labels, regions, postprocessing, labels_near(ref_dir)
+    )
 
     pairs = pair_cases(pred_dir, ref_dir)
     # fail before computing anything when the results could not be written
@@ -261,14 +181,8 @@ def _evaluate_folders(
     images = pair_images(Path(images_dir), list(pairs)) if images_dir is not None else None
     check_pair_grids(pairs, images)
 
-    staging = None
-    if overlays_dir is not None:
-        overlays_dir = Path(overlays_dir)
-        parent = overlays_dir.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        if distributed.is_main():
-            staging = Path(tempfile.mkdtemp(prefix=f".{overlays_dir.name}.", dir=parent))
-        staging = distributed.all_gather_object(staging)[0]  # torchrun: rank 0's folder
+    overlays_dir = Path(overlays_dir) if overlays_dir is not None else None
+    staging = stage_overlays(overlays_dir)
     tasks = [
         CaseTask(
             case,
@@ -287,18 +201,7 @@ def _evaluate_folders(
     try:
         results = run_shared(tasks, num_workers)
         ndim = len(read_geometry(next(iter(pairs.values()))[1]).size)
-        all_labels = (
-            wanted
-            if wanted is not None
-            else tuple(sorted({r.label for case in results for r in case.labels}))
-        )
-        cases: dict[str, dict[int, LabelResult]] = {}
-        for case in sorted(results, key=lambda c: c.case):
-            found = {r.label: r for r in case.labels}
-            cases[case.case] = {
-                label: found.get(label) or absent_result(label, metric_names, ndim)
-                for label in all_labels
-            }
+        all_labels, cases = collect_cases(results, wanted, metric_names, ndim)
         values = {case: {k: r.values for k, r in per.items()} for case, per in cases.items()}
         summary = summarize(values, metric_names)
         comparison: tuple[StepComparison, ...] = ()
@@ -309,21 +212,14 @@ def _evaluate_folders(
         summary_csv = output_csv.with_name(
             f"{output_csv.stem}_summary{output_csv.suffix or '.csv'}"
         )
-        stray, extra = _strays(results, label_names)
+        stray, extra = stray_rows(results, label_names)
         main = distributed.is_main()  # torchrun: rank 0 alone writes
         if main:
             text = label_names if regions is not None else None
             write_metric_csvs(output_csv, summary_csv, cases, metric_names, summary, extra, text)
-        overlays: tuple[Path, ...] = ()
-        if staging is not None and overlays_dir is not None:
-            overlays = tuple(overlays_dir / f"{case}.png" for case in cases)
-            if main:
-                overlays_dir.mkdir(parents=True, exist_ok=True)
-                for path in overlays:
-                    publish(staging / path.name, path)
+        overlays = publish_overlays(staging, overlays_dir, list(cases))
     finally:
-        if staging is not None and distributed.is_main():
-            shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging)
     distributed.barrier()  # no rank returns before rank 0 has written the files
     return EvaluationResult(
         output_csv,
@@ -338,57 +234,6 @@ def _evaluate_folders(
         stray,
         tuple(regions or ()),
     )
-
-
-def _strays(
-    results: list[CaseResult], label_names: dict[int, str]
-) -> tuple[dict[str, tuple[StrayLabel, ...]], dict[str, tuple[LabelResult, ...]]]:
-    """Stray labels per case and their CSV rows: values outside the labels scored that a
-    prediction holds, that no reference contains and that dataset.json does not name (a value
-    the user left out of ``--labels`` on purpose is in the references: not stray)."""
-    known = set(label_names) | {s.label for c in results for s in c.stray if s.ref_voxels}
-    stray, extra = {}, {}
-    for case in sorted(results, key=lambda c: c.case):
-        found = tuple(s for s in case.stray if s.pred_voxels and s.label not in known)
-        if found:
-            stray[case.case] = found
-            labels = {s.label for s in found}
-            extra[case.case] = tuple(r for r in case.stray_results if r.label in labels)
-    return stray, extra
-
-
-def _check_regions(
-    regions: Mapping[str, Sequence[int]] | None,
-    labels: Sequence[int] | None,
-    postprocessing: dict[str, dict[str, Any]] | None,
-) -> tuple[tuple[int, ...], ...] | None:
-    if regions is None:
-        return None
-    from segcli.labels import as_regions, region_problems
-
-    values = as_regions(regions)
-    problems = region_problems(values, list(regions))
-    if problems:
-        raise SpecError("regions: " + "; ".join(problems))
-    if labels is not None:
-        raise SpecError(
-            "--labels / evaluation.labels: the spec has regions, which evaluate scores instead "
-            "of labels; drop the labels (or evaluate without the spec to score labels)"
-        )
-    if postprocessing is not None:
-        raise SpecError("--compare-postprocessing compares labels; it does not work with regions")
-    return values
-
-
-def _check_label_values(labels: Sequence[int]) -> tuple[int, ...]:
-    out = []
-    for label in labels:
-        if isinstance(label, bool) or not isinstance(label, int | np.integer) or label < 1:
-            raise SpecError(f"labels must be integers >= 1 (0 is background), got {label!r}")
-        out.append(int(label))
-    if not out:
-        raise SpecError("labels: give at least one label, e.g. --labels 1")
-    return tuple(sorted(set(out)))
 
 
 # --------------------------------------------------------------------------- command
@@ -452,7 +297,9 @@ def evaluate_command(
         from segcli.engine.report import report_command
 
         if report_images is not None and images is None:  # record them for `segcli report`
-            _write_meta(result, pred, ref, report_images, evaluation.nsd_tolerance, spec_name)
+            write_evaluation_meta(
+                result, pred, ref, report_images, evaluation.nsd_tolerance, spec_name
+            )
         report_command([result.output_csv], report, images=report_images)
     if compare_postprocessing and ctx.is_main:  # rank 0 alone writes
         csv_path = write_comparison_csv(postprocessing_csv_path(output), result.postprocessing)

@@ -12,6 +12,8 @@ runs its share of the tasks and every rank gets all results.
 from __future__ import annotations
 
 import multiprocessing
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from segcli.atomic import publish
 from segcli.engine import distributed
 from segcli.engine.overlays import render_overlay
 from segcli.engine.runtime import progress_bar
@@ -28,7 +31,18 @@ from segcli.metrics import LabelResult, evaluate_labels
 from segcli.metrics.postprocessing_gain import CaseStepDice, case_step_dice
 from segcli.metrics.stray import StrayLabel, stray_labels
 
-__all__ = ["CaseResult", "CaseTask", "absent_result", "evaluate_one", "run_shared"]
+__all__ = [
+    "CaseResult",
+    "CaseTask",
+    "absent_result",
+    "collect_cases",
+    "discard_staging",
+    "evaluate_one",
+    "publish_overlays",
+    "run_shared",
+    "stage_overlays",
+    "stray_rows",
+]
 
 #: Metrics computed for every case when overlays are drawn (their titles show them).
 _OVERLAY_METRICS = ("dice", "hd95")
@@ -110,7 +124,7 @@ def evaluate_one(task: CaseTask) -> CaseResult:
     if task.steps is not None:
         post = case_step_dice(pred, ref, ref_geometry.spacing, task.labels, task.steps)
     # values outside the labels asked for; those only predicted here (a stray 7) get scored
-    # too, for the CSV rows (engine/evaluate.py drops values some reference contains)
+    # too, for the CSV rows (stray_rows drops values some reference contains)
     # (with regions, the label values the regions cover are the ones scored)
     scored = task.labels
     if task.regions is not None:
@@ -127,6 +141,93 @@ def absent_result(label: int, metrics: tuple[str, ...], ndim: int) -> LabelResul
     """The result of a label present in neither mask (scored by the same code path)."""
     empty = np.zeros((1,) * ndim, dtype=np.uint8)
     return evaluate_labels(empty, empty, (1.0,) * ndim, [label], metrics)[0]
+
+
+def collect_cases(
+    results: list[CaseResult],
+    labels: tuple[int, ...] | None,
+    metrics: tuple[str, ...],
+    ndim: int,
+) -> tuple[tuple[int, ...], dict[str, dict[int, LabelResult]]]:
+    """The labels scored and ``{case: {label: result}}``, cases sorted by name.
+
+    ``labels`` None: every label some case holds.  A label absent from a case (neither mask
+    holds it) gets :func:`absent_result`, so every case has a row per label.
+    """
+    all_labels = (
+        labels
+        if labels is not None
+        else tuple(sorted({r.label for case in results for r in case.labels}))
+    )
+    cases: dict[str, dict[int, LabelResult]] = {}
+    for case in sorted(results, key=lambda c: c.case):
+        found = {r.label: r for r in case.labels}
+        cases[case.case] = {
+            label: found.get(label) or absent_result(label, metrics, ndim) for label in all_labels
+        }
+    return all_labels, cases
+
+
+def stray_rows(
+    results: list[CaseResult], label_names: dict[int, str]
+) -> tuple[dict[str, tuple[StrayLabel, ...]], dict[str, tuple[LabelResult, ...]]]:
+    """Stray labels per case and their CSV rows: values outside the labels scored that a
+    prediction holds, that no reference contains and that dataset.json does not name (a value
+    the user left out of ``--labels`` on purpose is in the references: not stray)."""
+    known = set(label_names) | {s.label for c in results for s in c.stray if s.ref_voxels}
+    stray, extra = {}, {}
+    for case in sorted(results, key=lambda c: c.case):
+        found = tuple(s for s in case.stray if s.pred_voxels and s.label not in known)
+        if found:
+            stray[case.case] = found
+            labels = {s.label for s in found}
+            extra[case.case] = tuple(r for r in case.stray_results if r.label in labels)
+    return stray, extra
+
+
+# --------------------------------------------------------------------------- overlay staging
+#
+# Overlay PNGs are drawn into a hidden folder beside ``--overlays`` and moved into it only when
+# every case has succeeded: a failed run leaves no half set of pictures.
+
+
+def stage_overlays(overlays_dir: Path | None) -> Path | None:
+    """The hidden staging folder beside ``overlays_dir`` (None without overlays).
+
+    Under torchrun rank 0 creates it and every rank gets its path.
+    """
+    if overlays_dir is None:
+        return None
+    parent = overlays_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = None
+    if distributed.is_main():
+        staging = Path(tempfile.mkdtemp(prefix=f".{overlays_dir.name}.", dir=parent))
+    return distributed.all_gather_object(staging)[0]  # torchrun: rank 0's folder
+
+
+def publish_overlays(
+    staging: Path | None, overlays_dir: Path | None, cases: list[str]
+) -> tuple[Path, ...]:
+    """Move each case's staged ``<case>.png`` into ``overlays_dir`` (rank 0 alone moves).
+
+    Returns:
+        The published paths, one per case in ``cases`` order (empty without overlays).
+    """
+    if staging is None or overlays_dir is None:
+        return ()
+    overlays = tuple(overlays_dir / f"{case}.png" for case in cases)
+    if distributed.is_main():
+        overlays_dir.mkdir(parents=True, exist_ok=True)
+        for path in overlays:
+            publish(staging / path.name, path)
+    return overlays
+
+
+def discard_staging(staging: Path | None) -> None:
+    """Remove the staging folder and whatever is left in it (rank 0; None: nothing)."""
+    if staging is not None and distributed.is_main():
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_shared(tasks: list[CaseTask], workers: int) -> list[CaseResult]:

@@ -18,29 +18,78 @@ import csv
 import math
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from segcli.atomic import atomic_open
 from segcli.engine.runtime import console, info
 from segcli.errors import DataError
 from segcli.metrics import METRICS, LabelResult
 from segcli.metrics.postprocessing_gain import StepComparison
+from segcli.metrics.stray import StrayLabel
 from segcli.metrics.summary import SUMMARY_COLUMNS, SummaryRow
 
-if TYPE_CHECKING:
-    from segcli.engine.evaluate import EvaluationResult
-    from segcli.metrics.stray import StrayLabel
-
 __all__ = [
+    "EvaluationResult",
     "stray_warnings",
     "POSTPROCESSING_COLUMNS",
     "postprocessing_csv_path",
     "print_comparison",
     "print_summary",
     "write_comparison_csv",
+    "write_evaluation_meta",
     "write_metric_csvs",
 ]
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`segcli.engine.evaluate.evaluate_folders` computed and wrote.
+
+    Attributes:
+        output_csv: the per-(case, label) CSV.
+        summary_csv: the per-(label, metric) summary CSV.
+        metrics: metric columns, in order.
+        labels: labels scored.
+        label_names: label → name from dataset.json (may be empty).
+        cases: case → label → :class:`~segcli.metrics.LabelResult`, cases sorted by name.
+        summary: the summary rows.
+        overlays: overlay PNGs written (empty without ``overlays_dir``).
+        postprocessing: mean Dice per (step, label) before / after each postprocessing step
+            (empty unless ``postprocessing`` steps were given).
+        stray: case → prediction values outside ``labels`` that no reference contains and
+            dataset.json does not name (only when the labels were given by ``--labels``, the
+            spec or dataset.json); they have CSV rows (false alarms), no summary rows.
+    """
+
+    output_csv: Path
+    summary_csv: Path
+    metrics: tuple[str, ...]
+    labels: tuple[int, ...]
+    label_names: dict[int, str]
+    cases: dict[str, dict[int, LabelResult]]
+    summary: list[SummaryRow]
+    overlays: tuple[Path, ...] = ()
+    postprocessing: tuple[StepComparison, ...] = ()
+    stray: dict[str, tuple[StrayLabel, ...]] = field(default_factory=dict)
+    #: region names when regions were scored (``labels`` are then region numbers 1..K)
+    regions: tuple[str, ...] = ()
+
+    @property
+    def values(self) -> dict[str, dict[int, dict[str, float]]]:
+        """``{case: {label: {metric: value}}}``."""
+        return {
+            case: {label: dict(result.values) for label, result in per_label.items()}
+            for case, per_label in self.cases.items()
+        }
+
+    def statuses(self, label: int) -> dict[str, int]:
+        """How many cases are ``both``, ``missed``, ``false_alarm`` or ``absent`` for ``label``."""
+        counts = {"both": 0, "missed": 0, "false_alarm": 0, "absent": 0}
+        for per_label in self.cases.values():
+            counts[per_label[label].status] += 1
+        return counts
+
 
 POSTPROCESSING_COLUMNS = ("step", "label", "dice_before", "dice_after", "delta", "keep", "n")
 
@@ -141,6 +190,39 @@ def write_comparison_csv(path: str | Path, rows: Sequence[StepComparison]) -> Pa
                 ]
             )
     return path
+
+
+def write_evaluation_meta(
+    result: EvaluationResult,
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    images_dir: str | Path | None,
+    nsd_tolerance: float,
+    spec_name: str | None,
+) -> None:
+    """Write ``<stem>_meta.json`` beside the CSV (:func:`segcli.report.data.write_meta`): where
+    the label maps are, so ``segcli report`` finds them."""
+    from segcli.io.dataset import pair_cases
+    from segcli.io.images import read_geometry
+    from segcli.report.data import write_meta
+
+    first_ref = next(iter(pair_cases(pred_dir, ref_dir).values()))[1]
+    write_meta(
+        result.output_csv,
+        pred_dir=pred_dir,
+        ref_dir=ref_dir,
+        images_dir=images_dir,
+        metrics=result.metrics,
+        labels=result.labels,
+        label_names=result.label_names,
+        nsd_tolerance=float(nsd_tolerance),
+        voxels={
+            case: {label: (r.ref_voxels, r.pred_voxels) for label, r in per.items()}
+            for case, per in result.cases.items()
+        },
+        spec_name=spec_name,
+        ndim=len(read_geometry(first_ref).size),
+    )
 
 
 # --------------------------------------------------------------------------- console

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from segcli.atomic import atomic_open
 from segcli.errors import DataError
 from segcli.metrics import LabelResult
+from segcli.report.overlay import draw_outline
 
 __all__ = ["overlay_slices", "render_overlay"]
 
@@ -64,17 +64,6 @@ def overlay_slices(ref: np.ndarray, pred: np.ndarray, count: int = 3) -> list[tu
     return list(chosen.items())[:count]
 
 
-def _outline(ax: Any, mask: np.ndarray, colour: str, width: float, style: str) -> None:
-    """Draw the pixel-edge outline of a 2D mask (upsampled so corners stay square)."""
-    if not mask.any():
-        return
-    k = max(1, min(8, 512 // max(mask.shape)))
-    fine = np.pad(np.kron(mask.astype(np.float32), np.ones((k, k), np.float32)), 1)
-    rows = (np.arange(-1, mask.shape[0] * k + 1) + 0.5) / k - 0.5
-    cols = (np.arange(-1, mask.shape[1] * k + 1) + 0.5) / k - 0.5
-    ax.contour(cols, rows, fine, levels=[0.5], colors=[colour], linewidths=width, linestyles=style)
-
-
 def render_overlay(
     path: Path,
     case: str,
@@ -114,8 +103,8 @@ def render_overlay(
             ax.imshow(pick(image), cmap="gray", vmin=low, vmax=high, interpolation="nearest")
         else:
             ax.imshow(np.zeros(plane_shape), cmap="gray", vmin=0, vmax=1)
-        _outline(ax, pick(ref_fg), _REF_COLOUR, 2.2, "solid")
-        _outline(ax, pick(pred_fg), _PRED_COLOUR, 1.2, "dashed")
+        draw_outline(ax, pick(ref_fg), _REF_COLOUR, 2.2, "solid", pixels=512, max_factor=8)
+        draw_outline(ax, pick(pred_fg), _PRED_COLOUR, 1.2, "dashed", pixels=512, max_factor=8)
         ax.set_xlim(-0.5, plane_shape[1] - 0.5)
         ax.set_ylim(plane_shape[0] - 0.5, -0.5)
         ax.set_aspect(aspect)

@@ -28,13 +28,20 @@ from typing import TYPE_CHECKING, Any
 
 from segcli.atomic import atomic_open
 from segcli.engine.runtime import check_writable_folder
-from segcli.errors import SegcliError
+from segcli.errors import Interrupted, SegcliError
 
 if TYPE_CHECKING:
     from segcli.config import Experiment
     from segcli.io.checkpoint import Checkpoint
 
-__all__ = ["LOG_COLUMNS", "RunDir", "atomic_write_text", "read_log", "write_log"]
+__all__ = [
+    "LOG_COLUMNS",
+    "RunDir",
+    "TrainPosition",
+    "atomic_write_text",
+    "read_log",
+    "write_log",
+]
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds")
 
@@ -165,6 +172,28 @@ class RunDir:
             if created:
                 with contextlib.suppress(OSError):
                     self.path.rmdir()  # only succeeds when empty
+
+
+@dataclass
+class TrainPosition:
+    """Where a training loop is, for the message of an interrupted run (``segcli.engine.train``)."""
+
+    run: RunDir | None = None
+    epochs: int = 0
+    epoch: int | None = None  # 0-based epoch in progress
+    saved: int = 0  # complete epochs in checkpoint_last.pt
+
+    def interrupted(self) -> Interrupted:
+        assert self.run is not None and self.epoch is not None
+        done = self.saved > self.epoch  # the interrupt came after this epoch was saved
+        where = f"interrupted {'after' if done else 'at'} epoch {self.epoch + 1}/{self.epochs}"
+        if self.saved == 0:
+            return Interrupted(
+                f"{where}; no epoch was complete, so nothing was saved in {self.run.path}"
+            )
+        return Interrupted(
+            f"{where}; {self.run.last} keeps the {self.saved} complete epoch(s)", resumable=True
+        )
 
 
 def _acquire(path: Path) -> io.TextIOWrapper:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,9 @@ from torch import nn
 from segcli import __version__
 from segcli.config import Experiment
 from segcli.engine import distributed
+from segcli.engine.execution import Execution, announce_precision, prepare_model
 from segcli.engine.optim import build_optimizer, lr_factor
-from segcli.engine.run_dir import RunDir, read_log
+from segcli.engine.run_dir import RunDir, TrainPosition, read_log
 from segcli.engine.runtime import (
     EpochProgress,
     info,
@@ -42,12 +42,13 @@ from segcli.engine.runtime import (
     seed_everything,
     set_rng_state,
 )
-from segcli.engine.train_data import TrainData, load_train_data, patch_loader
+from segcli.engine.train_data import load_train_data, patch_loader
 from segcli.engine.validation import check_validation_size, validate
 from segcli.errors import Interrupted, SegcliError
 from segcli.io.checkpoint import Checkpoint, check_compatible
+from segcli.losses import experiment_loss
 from segcli.losses.deep_supervision import compute_loss, loss_target
-from segcli.precision import PrecisionChoice, float32_output, memory_format, resolve_precision
+from segcli.precision import float32_output
 
 __all__ = ["TrainResult", "fit", "lr_factor"]
 
@@ -65,39 +66,6 @@ class TrainResult:
     iterations: int = 0
     #: the precision the network trained in (fp32, bf16 or fp16; segcli.precision)
     precision: str = "fp32"
-
-
-@dataclass
-class _Execution:
-    """How a training step runs (see :func:`_prepare_model`)."""
-
-    model: nn.Module  # what the step calls: DDP-wrapped and/or compiled
-    memory_format: torch.memory_format
-    autocast: Callable[[], AbstractContextManager[Any]]
-    scaler: torch.amp.GradScaler
-    precision: PrecisionChoice
-
-
-@dataclass
-class _Position:
-    """Where the loop is, for the message of an interrupted run."""
-
-    run: RunDir | None = None
-    epochs: int = 0
-    epoch: int | None = None  # 0-based epoch in progress
-    saved: int = 0  # complete epochs in checkpoint_last.pt
-
-    def interrupted(self) -> Interrupted:
-        assert self.run is not None and self.epoch is not None
-        done = self.saved > self.epoch  # the interrupt came after this epoch was saved
-        where = f"interrupted {'after' if done else 'at'} epoch {self.epoch + 1}/{self.epochs}"
-        if self.saved == 0:
-            return Interrupted(
-                f"{where}; no epoch was complete, so nothing was saved in {self.run.path}"
-            )
-        return Interrupted(
-            f"{where}; {self.run.last} keeps the {self.saved} complete epoch(s)", resumable=True
-        )
 
 
 def fit(
@@ -118,7 +86,7 @@ def fit(
         Interrupted: Ctrl-C during the epochs (a ``KeyboardInterrupt`` saying which epoch was
             interrupted and whether ``checkpoint_last.pt`` can be resumed).
     """
-    position = _Position()
+    position = TrainPosition()
     with distributed.session(device) as ctx:  # torchrun: one process per device
         run = RunDir(Path(run_dir) if run_dir is not None else Path(exp.output) / exp.name)
         try:
@@ -136,7 +104,7 @@ def _fit(
     device: str,
     resume: bool,
     on_epoch_end: Callable[[dict[str, Any]], None] | None,
-    position: _Position,
+    position: TrainPosition,
 ) -> TrainResult:
     from segcli.models import build, check_input_size
 
@@ -155,7 +123,7 @@ def _fit(
     if data.val_cases:
         check_validation_size(exp)
     model = build(exp.model).to(device)
-    loss_fn = _build_loss(exp, data).to(device)
+    loss_fn = experiment_loss(exp, [c.label for c in data.train_cases]).to(device)
     optimizer, scheduler = build_optimizer(exp, model)
 
     start_epoch, best_dice, best_epoch, rows = 0, -math.inf, -1, []
@@ -182,7 +150,7 @@ def _fit(
     elif main:
         run.write_start(exp, data.train_names, data.val_names, data.stats, data.spacing)
 
-    execution = _prepare_model(model, exp, device)
+    execution = prepare_model(model, exp, device)
     if saved is not None and saved.scaler:
         execution.scaler.load_state_dict(saved.scaler)
     dataset, loader = patch_loader(exp, data.train_cases, device, world)
@@ -193,7 +161,7 @@ def _fit(
         f"{f' × {world} processes' if world > 1 else ''}, "
         f"run folder {run.path}"
     )
-    _announce_precision(run, execution, spec.legacy_note, main)
+    announce_precision(run, execution, spec.legacy_note, main)
     result = TrainResult(run.path, 0, best_dice, best_epoch, rows)
     result.precision = execution.precision.name
     drawn = -math.inf  # when curves.png was last drawn
@@ -261,7 +229,7 @@ def _fit(
 
 
 def _train_epoch(
-    execution: _Execution,
+    execution: Execution,
     model: nn.Module,
     loader: Any,
     loss_fn: nn.Module,
@@ -292,7 +260,9 @@ def _train_epoch(
             target = loss_target(label, exp.model.num_classes, exp.multilabel, exp.region_values)
             with execution.autocast():  # the network only; the loss sees float32 logits
                 output = execution.model(image)
-            loss = compute_loss(loss_fn, float32_output(output), target, exp.multilabel)
+            loss = compute_loss(
+                loss_fn, float32_output(output), target, exp.multilabel, grids=execution.grids
+            )
             if not torch.isfinite(loss):
                 raise SegcliError(
                     f"training diverged at epoch {epoch}: loss is {float(loss)}; lower train.lr "
@@ -315,59 +285,6 @@ def _train_epoch(
             progress.update(value, image.shape[0])
     epoch_loss, seen = distributed.all_reduce_sum([epoch_loss, seen])  # mean over ranks
     return epoch_loss / max(seen, 1)
-
-
-def _prepare_model(model: nn.Module, exp: Experiment, device: str) -> _Execution:
-    """Mixed precision, memory format, DistributedDataParallel and torch.compile, in one place.
-
-    ``train.precision`` is resolved for ``device`` (:func:`segcli.precision.resolve_precision`:
-    autocast in bf16/fp16 or none, a gradient scaler enabled for fp16 only); the activation
-    layout follows the rule measured by bench/precision.py
-    (:func:`segcli.precision.memory_format`); under torchrun DistributedDataParallel averages
-    the ranks' gradients.
-    """
-    spec = exp.train
-    precision = resolve_precision(spec.precision, device)
-    layout = memory_format(exp.model.dims, device)
-    model.to(memory_format=layout)
-    train_model = distributed.wrap_model(model, device)
-    train_model = torch.compile(train_model) if spec.compile else train_model
-    return _Execution(train_model, layout, precision.autocast, precision.grad_scaler(), precision)
-
-
-def _announce_precision(
-    run: RunDir, execution: _Execution, legacy_note: str | None, main: bool
-) -> None:
-    """Say on the console and in the run folder's ``precision.json`` what runs and why."""
-    import json
-
-    from segcli.engine.run_dir import atomic_write_text
-
-    if legacy_note:
-        info(f"warning: {legacy_note}")
-    choice = execution.precision
-    channels_last = execution.memory_format in (torch.channels_last, torch.channels_last_3d)
-    info(
-        f"precision {choice.describe()}; "
-        f"{'channels-last' if channels_last else 'contiguous'} activations"
-    )
-    if main:
-        record = {**choice.as_dict(), "channels_last": channels_last}
-        atomic_write_text(run.path / "precision.json", json.dumps(record, indent=1) + "\n")
-
-
-def _build_loss(exp: Experiment, data: TrainData) -> nn.Module:
-    """``exp.loss`` with its class weights (``weighted_ce``: given, or from the training labels)."""
-    from segcli.losses import build_loss, class_frequency_weights
-
-    class_weights = None
-    if exp.loss.name == "weighted_ce":
-        if exp.loss.weights == "auto":
-            labels = [c.label for c in data.train_cases]
-            class_weights = class_frequency_weights(labels, exp.model.num_classes)
-        else:
-            class_weights = list(exp.loss.weights)
-    return build_loss(exp.loss, exp.model.num_classes, exp.multilabel, class_weights)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from segcli.config.schema import (
     DiceCESpec,
     DiceSpec,
+    Experiment,
     FocalSpec,
     LossSpec,
     PlainLossSpec,
@@ -48,6 +51,7 @@ __all__ = [
     "FocalLoss",
     "WeightedCELoss",
     "build_loss",
+    "experiment_loss",
     "class_frequency_weights",
 ]
 
@@ -171,3 +175,19 @@ def build_loss(
             "foreground), got 1; use multilabel: true for a single sigmoid channel"
         )
     return LOSSES.get(spec.name)(spec, num_classes, multilabel, class_weights)
+
+
+def experiment_loss(exp: Experiment, train_labels: Sequence[npt.NDArray[np.integer]]) -> nn.Module:
+    """``exp.loss`` built for ``exp.model``, with its class weights.
+
+    ``weighted_ce`` takes the spec's ``loss.weights``, or with ``weights: auto`` the
+    :func:`class_frequency_weights` of ``train_labels`` (the training cases' label maps, any
+    shape); every other loss ignores ``train_labels``.
+    """
+    class_weights = None
+    if exp.loss.name == "weighted_ce":
+        if exp.loss.weights == "auto":
+            class_weights = class_frequency_weights(train_labels, exp.model.num_classes)
+        else:
+            class_weights = list(exp.loss.weights)
+    return build_loss(exp.loss, exp.model.num_classes, exp.multilabel, class_weights)

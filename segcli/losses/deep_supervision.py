@@ -6,11 +6,15 @@
 
 Deep supervision (nnU-Net): output ``i`` is at ``1/2^i`` of the patch size and is scored against
 the target downsampled to it (nearest neighbour), with weights ``1/2^i`` normalised to sum to 1.
-Networks with valid padding return outputs smaller than the patch: the target is centre-cropped
-to the output first.
+Networks with valid padding return outputs smaller than the patch, and each stage is cropped
+centrally by its own border: a single output is scored against the centre-cropped target; deep
+supervision's outputs need ``grids`` (``segcli.models.unet.UNet.deep_supervision_grids``), the
+input voxel under each output voxel, and each target keeps exactly those voxels.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +23,16 @@ from torch import nn
 from segcli.losses.functional import multilabel_target
 from segcli.losses.regions import region_target
 
-__all__ = ["centre_crop", "compute_loss", "downsample_target", "loss_target"]
+__all__ = [
+    "centre_crop",
+    "compute_loss",
+    "downsample_target",
+    "grid_target",
+    "loss_target",
+]
+
+#: per axis ``(offsets, strides)`` of one output on the input grid
+Grid = tuple[Sequence[int], Sequence[int]]
 
 
 def loss_target(
@@ -63,11 +76,33 @@ def downsample_target(
     )
 
 
+def grid_target(target: torch.Tensor, grid: Grid, spatial: tuple[int, ...]) -> torch.Tensor:
+    """The voxels of ``target`` under an output of size ``spatial``: per trailing axis
+    ``offset + j·stride`` for ``j < spatial`` (``grid`` = ``(offsets, strides)``).
+
+    Raises:
+        ValueError: the grid runs outside the target.
+    """
+    offsets, strides = grid
+    n = len(spatial)
+    index = [slice(None)] * (target.ndim - n)
+    for axis, (size, o, s) in enumerate(zip(spatial, offsets, strides, strict=True)):
+        have = target.shape[target.ndim - n + axis]
+        if o < 0 or o + (size - 1) * s >= have:
+            raise ValueError(
+                f"output of {size} voxels at offset {o}, stride {s} runs outside the target's "
+                f"{have} voxels (axis {axis})"
+            )
+        index.append(slice(o, o + (size - 1) * s + 1, s))
+    return target[tuple(index)]
+
+
 def compute_loss(
     loss_fn: nn.Module,
     output: torch.Tensor | list[torch.Tensor],
     target: torch.Tensor,
     multilabel: bool,
+    grids: Sequence[Grid] | None = None,
 ) -> torch.Tensor:
     """Loss for one output, or the deep-supervision sum with weights 1/2^i (normalised).
 
@@ -76,13 +111,19 @@ def compute_loss(
         output: logits ``(B, K, *spatial)``, or a list of them (full size first).
         target: from :func:`loss_target`, at the patch size.
         multilabel: whether ``target`` holds float channels.
+        grids: per output of a list, where it sits on the target (needed with valid padding,
+            see the module docstring); None: the outputs cover the patch, output ``i``
+            scored against the target downsampled to its size.
     """
     if isinstance(output, list | tuple):
         weights = [0.5**i for i in range(len(output))]
         total = sum(weights)
         loss = output[0].new_zeros(())
-        for w, out in zip(weights, output, strict=True):
+        for i, (w, out) in enumerate(zip(weights, output, strict=True)):
             spatial = tuple(out.shape[2:])
+            if grids is not None:
+                loss = loss + (w / total) * loss_fn(out, grid_target(target, grids[i], spatial))
+                continue
             tgt = centre_crop(target, tuple(target.shape[-len(spatial) :]))
             if tuple(tgt.shape[-len(spatial) :]) != spatial:
                 tgt = downsample_target(tgt, spatial, multilabel)

@@ -38,6 +38,7 @@ auxiliary 1×1 head per decoder stage below full resolution, ``depth − 1`` of 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -48,7 +49,15 @@ from segcli.models import layers
 from segcli.models.base import ARCHITECTURES, SegmentationNetwork
 from segcli.models.graph import Graph, Node
 
-__all__ = ["ConvBlock", "UNet", "build_unet"]
+__all__ = ["ConvBlock", "HeadGrid", "UNet", "build_unet", "supervision_grids"]
+
+
+class HeadGrid(NamedTuple):
+    """Where one network output sits on the input grid, per axis: output voxel ``j`` is
+    centred on input voxel ``offset + j·stride`` (:meth:`UNet.deep_supervision_grids`)."""
+
+    offset: tuple[int, ...]
+    stride: tuple[int, ...]
 
 
 class ConvBlock(nn.Module):
@@ -268,6 +277,39 @@ class UNet(SegmentationNetwork):
         return x
 
     def field_graph(self) -> Graph:
+        return self._field_graph()[0]
+
+    def deep_supervision_grids(self, input_size: Sequence[int]) -> list[HeadGrid]:
+        """Where each output of the training-mode forward sits on an ``input_size`` patch.
+
+        Per output (full resolution first, as :attr:`deep_supervision_scales`), per axis
+        ``(offset, stride)``: output voxel ``j`` stands for input voxel ``offset + j·stride``.
+        That voxel is found along the skip path (the encoder down to the output's stage, then
+        its decoder block, no deeper stage): the centre of each convolution's window and the
+        first voxel of each pooled block — nnU-Net's nearest-neighbour convention, under which
+        ``same`` padding gives offsets 0 (a target keeps every ``stride``-th voxel) and
+        ``valid`` padding the central crop of each stage.  Computed from :meth:`field_graph`.
+
+        Raises:
+            SizeError: ``input_size`` does not pass through the network.
+        """
+        g, decoded = self._field_graph()
+        sizes = g.sizes(tuple(int(n) for n in input_size))
+        # decoded[-1] is the block under the full-resolution head, decoded[-2] the 1/2 one, ...
+        nodes = [g.output] + [decoded[-2 - i] for i in range(len(self.aux_heads))]
+        grids = []
+        for node, scale in zip(nodes, self.deep_supervision_scales, strict=False):
+            offsets = []
+            for axis in range(self.dims):
+                lo, hi = _skip_path_field(node, sizes, axis)
+                # field of voxel 0 = [lo, hi]; each pooled block adds (stride - 1) / 2 to its
+                # centre in all, which the first-voxel convention drops
+                offsets.append((lo + hi - (scale[axis] - 1)) // 2)
+            grids.append(HeadGrid(tuple(offsets), scale))
+        return grids
+
+    def _field_graph(self) -> tuple[Graph, list[Node]]:
+        """The field graph and the output node of each decoder block (deepest first)."""
         g = Graph(self.dims, self.in_channels)
         x = g.input
         skips = []
@@ -277,6 +319,7 @@ class UNet(SegmentationNetwork):
             x = self._block_graph(g, x, block, f"down{level}" if level else "enc0", level)
             skips.append(x)
         skips.pop()
+        decoded: list[Node] = []
         for i, (up, block) in enumerate(zip(self.ups, self.decoder, strict=True)):
             level = self.depth - 1 - i
             if self.upsample_kind == "transpose":
@@ -300,6 +343,7 @@ class UNet(SegmentationNetwork):
             skip = g.crop(skips.pop(), x, f"up{level}.skip_crop")
             x = g.merge([skip, x], f"up{level}.concat")
             x = self._block_graph(g, x, block, f"up{level}", level)
+            decoded.append(x)
         g.set_output(
             g.conv(
                 x,
@@ -309,7 +353,26 @@ class UNet(SegmentationNetwork):
                 params=layers.count_parameters(self.head, self.aux_heads),
             )
         )
-        return g
+        return g, decoded
+
+
+def supervision_grids(model: nn.Module, input_size: Sequence[int]) -> list[HeadGrid] | None:
+    """:meth:`UNet.deep_supervision_grids` for a valid-padding U-Net with deep supervision;
+    None for every other network (its outputs cover the patch: downsampling is exact)."""
+    if isinstance(model, UNet) and model.deep_supervision and model.padding == "valid":
+        return model.deep_supervision_grids(input_size)
+    return None
+
+
+def _skip_path_field(node: Node, sizes: list[tuple[int, ...]], axis: int) -> tuple[int, int]:
+    """Input interval read by voxel 0 of ``node`` along first parents only: at a concatenation
+    the skip (``[skip, upsampled]``), at a residual sum the main path."""
+    lo = hi = 0
+    while node.op != "input":
+        parent = node.parents[0]
+        lo, hi = node.back(lo, hi, sizes[parent.index][axis], sizes[node.index][axis], axis=axis)
+        node = parent
+    return lo, hi
 
 
 @ARCHITECTURES.register("unet")

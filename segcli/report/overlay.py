@@ -21,7 +21,14 @@ import numpy as np
 
 from segcli.errors import DataError
 
-__all__ = ["CaseFiles", "error_centre", "find_case_file", "load_case", "render_case"]
+__all__ = [
+    "CaseFiles",
+    "draw_outline",
+    "error_centre",
+    "find_case_file",
+    "load_case",
+    "render_case",
+]
 
 _REF, _PRED = "#39e639", "#ff9f1c"
 _FN, _FP, _SWAP = (0.2, 0.45, 1.0, 0.55), (1.0, 0.15, 0.15, 0.55), (1.0, 0.9, 0.1, 0.6)
@@ -136,10 +143,32 @@ def _crop(fg: np.ndarray, margin_frac: float = 0.35, min_margin: int = 6) -> tup
     return tuple(out)
 
 
-def _outline(ax: object, mask: np.ndarray, colour: str, width: float, style: str) -> None:
-    if not mask.any() or min(mask.shape) < 2:
+def draw_outline(
+    ax: object,
+    mask: np.ndarray,
+    colour: str,
+    width: float,
+    style: str,
+    *,
+    pixels: int = 240,
+    max_factor: int = 6,
+) -> None:
+    """Draw the pixel-edge outline of a 2D mask on a matplotlib axes (nothing if it is empty).
+
+    The mask is upsampled by an integer factor (``pixels // longest side``, between 1 and
+    ``max_factor``) and contoured at 0.5, so the outline follows pixel edges and corners stay
+    square; the coordinates are those of ``imshow`` (pixel centres at integers).  Shared by
+    these report overlays and ``segcli evaluate --overlays`` (:mod:`segcli.engine.overlays`).
+
+    Args:
+        ax: a ``matplotlib.axes.Axes``.
+        mask: boolean, shape (rows, cols).
+        colour, width, style: the contour's colour, line width (points) and line style.
+        pixels, max_factor: how finely the outline is traced (see above).
+    """
+    if not mask.any():
         return
-    k = max(1, min(6, 240 // max(mask.shape)))
+    k = max(1, min(max_factor, pixels // max(mask.shape)))
     fine = np.pad(np.kron(mask.astype(np.float32), np.ones((k, k), np.float32)), 1)
     rows = (np.arange(-1, mask.shape[0] * k + 1) + 0.5) / k - 0.5
     cols = (np.arange(-1, mask.shape[1] * k + 1) + 0.5) / k - 0.5
@@ -208,8 +237,8 @@ def render_case(
             colours[mask] = rgba
         ax.imshow(colours, interpolation="nearest")
         for label in labels:
-            _outline(ax, pick(ref) == label, _REF, 1.8, "solid")
-            _outline(ax, pick(pred) == label, _PRED, 1.1, "dashed")
+            draw_outline(ax, pick(ref) == label, _REF, 1.8, "solid")
+            draw_outline(ax, pick(pred) == label, _PRED, 1.1, "dashed")
         ax.set_xlim(-0.5, plane.shape[1] - 0.5)
         ax.set_ylim(plane.shape[0] - 0.5, -0.5)
         ax.set_aspect(sy / sx)

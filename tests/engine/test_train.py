@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from segcli.engine.execution import prepare_model
 from segcli.engine.optim import build_optimizer, lr_factor
-from segcli.engine.train import _prepare_model, fit
+from segcli.engine.train import fit
 from segcli.engine.train_data import check_label_range
 from segcli.errors import DataError
 from segcli.io.checkpoint import Checkpoint
@@ -81,7 +82,7 @@ def test_prepare_model_follows_train_precision_and_the_layout_rule(
 ) -> None:
     exp = make_tiny_run(tmp_path, epochs=2, precision=precision)
     model = build(exp.model)
-    execution = _prepare_model(model, exp, "cpu")
+    execution = prepare_model(model, exp, "cpu")
     assert execution.precision.name == precision
     assert execution.memory_format == torch.contiguous_format  # 2D on CPU (bench/precision.py)
     assert not execution.scaler.is_enabled()  # a gradient scaler for fp16 only

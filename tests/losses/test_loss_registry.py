@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 from segcli.config import from_dict
 from segcli.config.schema import LOSS_NAMES, DiceCESpec, DiceSpec, LossSpec, WeightedCESpec
 from segcli.errors import SpecError
-from segcli.losses import LOSSES, build_loss
+from segcli.losses import LOSSES, build_loss, experiment_loss
 from segcli.losses import functional as LF
 
 
@@ -125,6 +125,27 @@ def test_weighted_ce_from_spec_list_and_auto() -> None:
     auto = build_loss(WeightedCESpec(name="weighted_ce"), 2, False, class_weights=[0.2, 1.8])
     expected = LF.cross_entropy(logits, target, weight=[0.2, 1.8])
     assert float(auto(logits, target)) == pytest.approx(float(expected))
+
+
+def test_experiment_loss_weights_from_the_spec_or_the_training_labels() -> None:
+    """weighted_ce: the spec's list as given; ``auto``: inverse class frequency of the labels
+    passed in (what training passes: its training cases' label maps)."""
+    import numpy as np
+
+    labels = [np.zeros((4, 4), np.int64), np.zeros((4, 4), np.int64)]
+    labels[0][0, :2] = 1  # 2 of 32 voxels foreground: frequencies 30/32 and 2/32
+    base = {"data": {"synthetic": {"cases": 4}}, "model": {"arch": "cnn"}}
+    listed = experiment_loss(
+        from_dict({**base, "loss": {"name": "weighted_ce", "weights": [1.0, 4.0]}}), labels
+    )
+    assert listed.weight.tolist() == [1.0, 4.0]
+    auto = experiment_loss(from_dict({**base, "loss": {"name": "weighted_ce"}}), labels)
+    # w_c ∝ 1/f_c = (32/30, 32/2), normalised to sum to 2 classes → (2/16, 30/16)
+    assert auto.weight.tolist() == pytest.approx([2 / 16, 30 / 16])
+    # other losses ignore the labels
+    assert type(experiment_loss(from_dict({**base, "loss": {"name": "ce"}}), [])).__name__ == (
+        "CELoss"
+    )
 
 
 def test_build_loss_errors() -> None:

@@ -253,9 +253,9 @@ def test_two_training_iterations_of_an_anisotropic_3d_unet(
     seen: list[list[tuple[int, ...]]] = []
     original = train_engine.compute_loss
 
-    def spy(loss_fn, output, target, multilabel):  # type: ignore[no-untyped-def]
+    def spy(loss_fn, output, target, multilabel, grids=None):  # type: ignore[no-untyped-def]
         seen.append([tuple(o.shape) for o in output])
-        return original(loss_fn, output, target, multilabel)
+        return original(loss_fn, output, target, multilabel, grids=grids)
 
     monkeypatch.setattr(train_engine, "compute_loss", spy)
     result = train_engine.fit(exp, device="cpu")

@@ -172,9 +172,9 @@ def test_one_epoch_trains_the_auxiliary_heads_and_inference_uses_full_resolution
     seen: list[Any] = []
     original = train_engine.compute_loss
 
-    def spy(loss_fn, output, target, multilabel):
+    def spy(loss_fn, output, target, multilabel, grids=None):
         seen.append([tuple(o.shape) for o in output] if isinstance(output, list) else output)
-        return original(loss_fn, output, target, multilabel)
+        return original(loss_fn, output, target, multilabel, grids=grids)
 
     monkeypatch.setattr(train_engine, "compute_loss", spy)
     result = train_engine.fit(exp, device="cpu")

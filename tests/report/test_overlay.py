@@ -7,7 +7,7 @@ import io
 import numpy as np
 from matplotlib.image import imread
 
-from segcli.report.overlay import error_centre, render_case
+from segcli.report.overlay import draw_outline, error_centre, render_case
 
 
 def test_error_centre_is_in_the_largest_error_component() -> None:
@@ -52,3 +52,29 @@ def test_render_3d_and_2d_with_and_without_image() -> None:
     assert not (plain[..., 2] - plain[..., 0] > 0.3).any()  # no error: no blue fill
     same = _png(render_case(ref, ref, (1.0, 1.0, 1.0), None, labels=(1, 2), centre=(5, 14, 14)))
     assert same.shape[0] > 0
+
+
+def test_outline_follows_pixel_edges_at_any_upsampling() -> None:
+    """The one outline helper (report and evaluate --overlays): a mask's contour runs along
+    the pixel edges, i.e. on the box [lo - 0.5, hi + 0.5] around the pixels, for the report's
+    and the evaluate overlays' upsampling alike; an empty mask draws nothing."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    mask = np.zeros((12, 9), bool)
+    mask[3:7, 2:8] = True  # rows 3..6, cols 2..7
+    for pixels, max_factor in ((240, 6), (512, 8), (1, 1)):
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        draw_outline(ax, np.zeros_like(mask), "r", 1.0, "solid")
+        assert not ax.collections
+        draw_outline(ax, mask, "r", 1.0, "solid", pixels=pixels, max_factor=max_factor)
+        (contour,) = ax.collections
+        vertices = np.concatenate([p.vertices for p in contour.get_paths()])
+        cols, rows = vertices[:, 0], vertices[:, 1]
+        np.testing.assert_allclose([cols.min(), cols.max()], [1.5, 7.5], atol=1e-6)
+        np.testing.assert_allclose([rows.min(), rows.max()], [2.5, 6.5], atol=1e-6)
+        on_edge = np.isclose(cols, 1.5) | np.isclose(cols, 7.5)
+        on_edge |= np.isclose(rows, 2.5) | np.isclose(rows, 6.5)
+        assert on_edge.all()  # square corners: every vertex on the box
