@@ -38,9 +38,12 @@ from segcli.plan.planner import Plan, PlanOptions, make_plan
 
 __all__ = ["PlanResult", "fingerprint_path", "measure_spec", "plan_command"]
 
-#: timed training steps per candidate (after warm-up); more while under MIN_MEASURE_SECONDS
-MEASURE_STEPS = 3
-WARMUP_STEPS = 2
+#: timed training steps per candidate (after warm-up); more while under MIN_MEASURE_SECONDS.
+#: The step time is the median of the timed steps: the first steps of a new shape (oneDNN and
+#: cuDNN pick and compile kernels, bf16 most of all) and stray slow steps would otherwise
+#: inflate it many times over (the warm-up of a run is a fixed cost, timed once per epoch-0)
+MEASURE_STEPS = 8
+WARMUP_STEPS = 4
 MIN_MEASURE_SECONDS = 1.5
 #: cases loaded to time loading and to draw patches from
 MEASURE_CASES = 4
@@ -270,12 +273,13 @@ def measure_spec(
         pin_memory=device.startswith("cuda"),
     )  # fmt: skip
     dataset.set_epoch(0)
-    timed, t0 = 0, 0.0
+    durations: list[float] = []
+    t0 = last = time.perf_counter()
     model.train()
     for i, (image, label) in enumerate(loader):
         if i == WARMUP_STEPS:
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = last = time.perf_counter()
         image = image.to(device).contiguous(memory_format=fmt)
         label = label.to(device)
         with precision.autocast():  # the network only; the loss sees float32 logits
@@ -286,29 +290,36 @@ def measure_spec(
         scaler.step(optimizer)
         scaler.update()
         if i >= WARMUP_STEPS:
-            timed += 1
             _sync(device)
-            if timed >= steps and time.perf_counter() - t0 >= MIN_MEASURE_SECONDS:
+            now = time.perf_counter()
+            durations.append(now - last)
+            last = now
+            if len(durations) >= steps and now - t0 >= MIN_MEASURE_SECONDS:
                 break
     _sync(device)
-    step_seconds = (time.perf_counter() - t0) / max(timed, 1)
+    step_seconds = float(np.median(durations)) if durations else time.perf_counter() - t0
     del loader
     case = cases[0]
     model.eval()
-    started = time.perf_counter()
-    sliding_window(
-        model,
-        torch.from_numpy(case.image),
-        patch_size=exp.inference.patch_size,
-        overlap=exp.inference.overlap,
-        blend=exp.inference.blend,
-        batch_size=exp.inference.batch_size,
-        device=device,
-        pad_mode=exp.inference.pad_mode,
-        precision=precision.name,  # validation runs in the training precision
-    )
-    _sync(device)
-    val_seconds = time.perf_counter() - started
+
+    def validate_case() -> float:
+        started = time.perf_counter()
+        sliding_window(
+            model,
+            torch.from_numpy(case.image),
+            patch_size=exp.inference.patch_size,
+            overlap=exp.inference.overlap,
+            blend=exp.inference.blend,
+            batch_size=exp.inference.batch_size,
+            device=device,
+            pad_mode=exp.inference.pad_mode,
+            precision=precision.name,  # validation runs in the training precision
+        )
+        _sync(device)
+        return time.perf_counter() - started
+
+    validate_case()  # warm-up: the first pass of new window shapes picks its kernels
+    val_seconds = validate_case()
     # the sliding window's cost scales with the image: rescale to the median case
     target = exp.data.spacing
     median_voxels = float(
