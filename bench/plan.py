@@ -59,17 +59,31 @@ NNUNET_TASK04 = {
 }
 
 
+def settled_load(max_wait: float = 90.0) -> float:
+    """The 1-minute load average once the previous job's tail has decayed (at most ``max_wait``
+    seconds): the budget run measures this machine, so it starts on a quiet one if it can."""
+    cores = os.cpu_count() or 1
+    deadline = time.monotonic() + max_wait
+    while os.getloadavg()[0] > cores * 0.75 and time.monotonic() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
+
+
 def load_note(start: float, budget: bool = False) -> str:
     """Whether other work shared the CPUs while this ran (1-minute load averages)."""
+    # only the reading taken before the work began tells about other jobs: at the end the
+    # 1-minute average is this script's own training (2 threads and the loader workers)
     end = os.getloadavg()[0]
     cores = os.cpu_count() or 1
-    worst = max(start, end)
-    if worst <= cores * 0.75:
-        return f"The machine was otherwise idle (load average {start:.1f} → {end:.1f} on {cores} cores)."
+    if start <= cores * 0.75:
+        return (
+            f"The machine was otherwise idle when the run began (load average {start:.1f}; "
+            f"{end:.1f} at the end, this run's own work, on {cores} cores)."
+        )
     return (
-        f"**Contended run**: other jobs shared the CPUs (load average {start:.1f} at the start, "
-        f"{end:.1f} at the end, on {cores} cores), so every time here is slower than on a quiet "
-        "machine"
+        f"**Possibly contended run**: the 1-minute load average was {start:.1f} on {cores} cores "
+        f"when the run began ({end:.1f} at the end), so times here may be slower than on a "
+        "quiet machine"
         + (" and the budget-fitted plan is smaller than it would be there." if budget else ".")
     )
 
@@ -372,7 +386,7 @@ def train_and_score(spec: Path, name: str, sets: list[str], val: list[str]) -> d
 
 def hippocampus(budget: float) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
-    load_start = os.getloadavg()[0]
+    load_start = settled_load()
     spec = WORK / "hippocampus-planned.yaml"
     started = time.perf_counter()
     plan = plan_json(HIPPO, spec, "--budget-minutes", f"{budget:g}", "--name", "plan-hippocampus")

@@ -198,7 +198,13 @@ def test_one_epoch_trains_the_auxiliary_heads_and_inference_uses_full_resolution
     from segcli.data.loaders import load_cases
 
     image = load_cases(exp.data, [case], exp.seed)[0].image
-    probs = sliding_window(network.eval(), torch.from_numpy(image), [16, 16], batch_size=8)
+    probs = sliding_window(
+        network.eval(),
+        torch.from_numpy(image),
+        [16, 16],
+        batch_size=8,
+        precision=exp.inference.precision,  # predict runs the spec's precision (auto: bf16 here)
+    )
     assert label.shape == geometry.size == tuple(probs.shape[1:])
     np.testing.assert_array_equal(label, probs.argmax(0).numpy())
 
