@@ -219,7 +219,8 @@ def measure_spec(
     import torch
 
     from segcli.config import from_dict
-    from segcli.data.loaders import PatchDataset, build_loader, load_cases
+    from segcli.data.loaders import load_cases
+    from segcli.engine.train_data import patch_loader
     from segcli.inference import sliding_window
     from segcli.losses import build_loss
     from segcli.losses.deep_supervision import compute_loss
@@ -258,20 +259,11 @@ def measure_spec(
     loss_fn = build_loss(exp.loss, exp.model.num_classes, exp.multilabel).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=exp.train.lr)
     total = WARMUP_STEPS + max(steps, 1) * 4  # upper bound; the loop stops on time
-    dataset = PatchDataset(
-        cases,
-        patch_size=exp.data.patch_size,
-        foreground_fraction=exp.data.foreground_fraction,
-        augment=exp.data.augment,
-        pad_mode=exp.inference.pad_mode,
-        pad_value=exp.inference.pad_value,
-        length=total * exp.train.batch_size,
-        seed=exp.seed,
+    # the DataLoader of segcli train (one epoch of ``total`` batches, one process)
+    sized = exp.model_copy(
+        update={"train": exp.train.model_copy(update={"iterations_per_epoch": total})}
     )
-    loader = build_loader(
-        dataset, exp.train.batch_size, exp.train.workers, exp.seed,
-        pin_memory=device.startswith("cuda"),
-    )  # fmt: skip
+    dataset, loader = patch_loader(sized, cases, device, world=1)
     dataset.set_epoch(0)
     durations: list[float] = []
     t0 = last = time.perf_counter()

@@ -439,23 +439,19 @@ def _read_case(
     args: tuple[str, tuple[str, ...], str, int],
 ) -> tuple[CaseFingerprint, list[npt.NDArray[np.float32]], list[tuple[bool, float]]]:
     """Worker: read one case's channels and label, fingerprint it (picklable arguments)."""
-    from segcli.io.images import check_same_grid, read_image, read_label
+    from segcli.io.dataset import read_case
+    from segcli.io.images import check_same_grid, read_label
 
     name, image_paths, label_path, samples = args
     started = time.perf_counter()
-    channels = []
-    first = None
-    for path in image_paths:
-        array, geometry = read_image(path)
-        if first is None:
-            first = geometry
-        else:
-            check_same_grid(geometry, first, f"case '{name}': {Path(path).name}")
-        channels.append(array)
+    files = tuple(Path(path) for path in image_paths)
+    try:
+        image, first = read_case(files, len(files))
+    except DataError as exc:
+        raise DataError(f"case '{name}': {exc}") from None
     label, lgeom = read_label(label_path)
-    assert first is not None
     check_same_grid(lgeom, first, f"case '{name}': label {Path(label_path).name}")
-    record, drawn, kinds = case_fingerprint(name, np.stack(channels), label, first.spacing, samples)
+    record, drawn, kinds = case_fingerprint(name, image, label, first.spacing, samples)
     seconds = time.perf_counter() - started
     record = CaseFingerprint(**{**record.__dict__, "seconds": seconds})
     return record, drawn, kinds
