@@ -224,6 +224,18 @@ class FCNSpec(_ModelBase):
     fc_kernel: int = Field(3, gt=0)
 
 
+def _check_per_axis(key: str, entries: list[list[int]], dims: int, item: str, plural: str) -> None:
+    """Each of ``model.<key>``'s entries has one value ≥ 1 per spatial axis."""
+    for i, entry in enumerate(entries):
+        if len(entry) != dims:
+            raise ValueError(
+                f"model.{key}[{i}] {entry} has {len(entry)} entries but model.dims is {dims}; "
+                f"give one {item} per axis (array axis order)"
+            )
+        if any(v < 1 for v in entry):
+            raise ValueError(f"model.{key}[{i}] {entry}: {plural} must be 1 or more")
+
+
 class UNetSpec(_ModelBase):
     """Ronneberger et al. 2015 and modern variants (nnU-Net style with ``same`` padding)."""
 
@@ -253,14 +265,7 @@ class UNetSpec(_ModelBase):
         if self.strides is not None:
             if not self.strides:
                 raise ValueError("model.strides is empty; give one stride per axis per stage")
-            for i, entry in enumerate(self.strides):
-                if len(entry) != dims:
-                    raise ValueError(
-                        f"model.strides[{i}] {entry} has {len(entry)} entries but model.dims "
-                        f"is {dims}; give one stride per axis (array axis order)"
-                    )
-                if any(v < 1 for v in entry):
-                    raise ValueError(f"model.strides[{i}] {entry}: strides must be 1 or more")
+            _check_per_axis("strides", self.strides, dims, "stride", "strides")
             if "depth" not in self.model_fields_set:
                 object.__setattr__(self, "depth", len(self.strides))
             elif len(self.strides) != self.depth:
@@ -276,14 +281,8 @@ class UNetSpec(_ModelBase):
                     f"{self.depth}; give depth + 1 = {self.depth + 1} entries (the encoder "
                     "stages and the bottleneck)"
                 )
+            _check_per_axis("kernel_sizes", self.kernel_sizes, dims, "kernel size", "sizes")
             for i, entry in enumerate(self.kernel_sizes):
-                if len(entry) != dims:
-                    raise ValueError(
-                        f"model.kernel_sizes[{i}] {entry} has {len(entry)} entries but "
-                        f"model.dims is {dims}; give one kernel size per axis (array axis order)"
-                    )
-                if any(v < 1 for v in entry):
-                    raise ValueError(f"model.kernel_sizes[{i}] {entry}: sizes must be 1 or more")
                 if self.padding == "same" and any(v % 2 == 0 for v in entry):
                     raise ValueError(
                         f"model.kernel_sizes[{i}] {entry}: a same-padding U-Net needs odd "
