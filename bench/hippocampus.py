@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, marked_sections  # noqa: E402
+from hippocampus_monai import matching_args  # noqa: E402
 
 SEGCLI = [sys.executable, "-m", "segcli"]
 DOC = REPO / "docs" / "results.md"
@@ -161,6 +162,7 @@ def main() -> None:
                 f"{train_seconds:.0f}",
                 "--output",
                 str(monai_dir),
+                *matching_args(exp),
             ],
             monai_dir.parent / "monai.log",
         )
@@ -263,8 +265,10 @@ def main() -> None:
             "## Side by side: a plain MONAI script, same split, same wall-clock budget",
             "",
             f"`bench/hippocampus_monai.py`: MONAI {__import__('monai').__version__} UNet (residual units, "
-            f"{info['parameters']:,} parameters), DiceCELoss, RandCropByPosNegLabeld, flips, intensity "
-            f"augmentation, AdamW; {info['iterations']} iterations × batch {info['batch_size']} in "
+            f"{info['parameters']:,} parameters), DiceCELoss, RandCropByPosNegLabeld, "
+            f"{'flips, ' if exp.data.augment.flip else ''}intensity augmentation, AdamW, with the "
+            f"spec's patch {'×'.join(map(str, exp.data.patch_size))}, batch size and learning "
+            f"rate; {info['iterations']} iterations × batch {info['batch_size']} in "
             f"{info['train_seconds'] / 60:.1f} min; gaussian `sliding_window_inference`; scored by the same "
             "`segcli evaluate`.",
             "",

@@ -5,7 +5,7 @@
 
 Written the way a MONAI user would write it (the tutorials' 3D U-Net recipe): MONAI's UNet
 with residual units, DiceCELoss, RandCropByPosNegLabeld (1 positive : 2 negative, the same
-foreground share as segcli's 0.33), flips and intensity augmentation, AdamW, and
+foreground share as segcli's 0.33), flips (unless --no-flip) and intensity augmentation, AdamW, and
 `sliding_window_inference` with gaussian blending for the validation cases.  It trains for the
 same wall-clock budget as the segcli run it is compared with, on the same split, and writes
 NIfTI predictions that `segcli evaluate` then scores with exactly the same metric code.
@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -34,6 +35,21 @@ REPO = Path(__file__).resolve().parent.parent
 def load(path: Path) -> tuple[np.ndarray, sitk.Image]:
     image = sitk.ReadImage(str(path))
     return sitk.GetArrayFromImage(image), image
+
+
+def matching_args(exp: Any) -> list[str]:
+    """This script's options that give it a segcli spec's data choices: patch, batch size,
+    learning rate and flips (bench/hippocampus.py and bench/time_to_dice.py compare like with
+    like; the network, loss and loop stay MONAI's)."""
+    return [
+        "--patch",
+        *map(str, exp.data.patch_size),
+        "--batch-size",
+        str(exp.train.batch_size),
+        "--lr",
+        str(exp.train.lr),
+        "--flip" if exp.data.augment.flip else "--no-flip",
+    ]
 
 
 def main() -> None:
@@ -62,6 +78,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="random flips on the three axes (the tutorials' recipe; --no-flip as a segcli "
+        "spec with data.augment.flip false)",
+    )
     parser.add_argument(
         "--val-every",
         type=int,
@@ -109,9 +132,10 @@ def main() -> None:
                 neg=2,
                 num_samples=1,
             ),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=1),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=2),
+            *(
+                RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=axis)
+                for axis in (range(3) if args.flip else ())
+            ),
             RandScaleIntensityd(keys=["image"], factors=0.1, prob=0.5),
             RandShiftIntensityd(keys=["image"], offsets=0.1, prob=0.5),
         ]

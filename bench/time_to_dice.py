@@ -1,16 +1,19 @@
 """Time-to-Dice on MSD Task04 Hippocampus: segcli (fp32 and bf16) against a plain MONAI script.
 
-    make time-to-dice          # or: .venv/bin/python bench/time_to_dice.py   (~45 min quiet)
+    make time-to-dice          # or: .venv/bin/python bench/time_to_dice.py   (~35 min quiet)
     .venv/bin/python bench/time_to_dice.py --quick --no-write    # a smoke run (~5 min)
 
 1. `segcli train experiments/hippocampus.yaml` twice, `train.precision` fp32 and bf16 (same
    seed, same split), each in its own process; every validation (mean foreground Dice over
-   the validation cases, every 4 epochs) is timestamped from the start of the process's work
-   (data loading included) by the loop's ``on_epoch_end`` hook.
+   the validation cases, every ``train.val_every`` epochs) is timestamped from the start of
+   the process's work (data loading included) by the loop's ``on_epoch_end`` hook.
 2. bench/hippocampus_monai.py on the same split (split.json of the fp32 run) for the same
-   10-minute budget, validating every 320 iterations (segcli's 4 epochs × 80 iterations, same
-   batch size) with the same Dice, timestamped the same way; its validation time counts in its
-   clock as segcli's does.
+   10-minute budget, twice: as the tutorials write it (patch 40×56×40, flips on three axes)
+   and with the spec's data choices (patch, batch size, learning rate, flips:
+   ``hippocampus_monai.matching_args``), so that the second differs from segcli only in the
+   tool.  Both validate at segcli's interval in iterations (``val_every`` ×
+   ``iterations_per_epoch``) with the same Dice, timestamped the same way; validation time
+   counts in MONAI's clock as in segcli's.
 3. `segcli predict` of the fp32 run's best checkpoint on the validation images with
    `inference.precision` fp32 and bf16: argmax agreement per voxel.
 
@@ -40,20 +43,48 @@ from _report import machine, write_section  # noqa: E402
 
 SPEC = "experiments/hippocampus.yaml"
 THRESHOLDS = (0.85, 0.86)
+MONAI_RECIPE = "MONAI script, tutorial recipe (fp32)"
+MONAI_MATCHED = "MONAI script, the spec's data choices (fp32)"
 DOC = REPO / "docs" / "results.md"
 
 
-def segcli_child(precision: str, out: Path, overrides: list[str]) -> None:
-    """Train in this process; print the timestamped validations as JSON (last line)."""
+#: nnU-Net's patch for this data set (the median crop shape, rounded up): the ablation's
+ABLATION_PATCH = [40, 56, 40]
+
+
+def segcli_runs(exp: Any, ablation: bool) -> dict[str, tuple[str, str, list[str]]]:
+    """Run folder name → (table label, precision, spec overrides): the spec in fp32 and bf16,
+    then (``ablation``) bf16 with each of the spec's two measured data choices undone."""
+    runs = {"fp32": ("segcli fp32", "fp32", []), "bf16": ("segcli bf16", "bf16", [])}
+    if ablation:
+        flip = not exp.data.augment.flip
+        patch = "×".join(map(str, ABLATION_PATCH))
+        runs["bf16-flip"] = (
+            f"ablation: segcli bf16, flips {'on' if flip else 'off'}",
+            "bf16",
+            [f"data.augment.flip={str(flip).lower()}"],
+        )
+        runs["bf16-patch"] = (
+            f"ablation: segcli bf16, patch {patch}",
+            "bf16",
+            [f"data.patch_size={ABLATION_PATCH}".replace(" ", "")],
+        )
+    return runs
+
+
+def segcli_child(name: str, out: Path, overrides: list[str]) -> None:
+    """Train run ``name`` of :func:`segcli_runs` in this process; print the timestamped
+    validations as JSON (last line)."""
     start = time.perf_counter()
     from segcli.config import load
     from segcli.engine.runtime import set_quiet
     from segcli.engine.train import fit
 
     set_quiet(True)
+    _label, precision, extra = segcli_runs(load(REPO / SPEC), ablation=True)[name]
     exp = load(
         REPO / SPEC,
-        [f"train.precision={precision}", f"output={out}", f"name={precision}", *overrides],
+        [f"train.precision={precision}", f"output={out}", f"name={name}", *extra, *overrides],
     )
     records: list[dict[str, Any]] = []
 
@@ -121,9 +152,24 @@ def agreement(a: Path, b: Path) -> float:
     return 100.0 * same / max(total, 1)
 
 
+def train_spec(args: argparse.Namespace) -> Any:
+    """The ``train`` section segcli runs with (the spec and this run's overrides)."""
+    from segcli.config import load
+
+    return load(REPO / SPEC, quick_overrides(args)).train
+
+
 def val_every(args: argparse.Namespace) -> int:
     """MONAI's validation interval in iterations: segcli's (val_every × iterations_per_epoch)."""
-    return 6 if args.quick else 320
+    train = train_spec(args)
+    return train.val_every * train.iterations_per_epoch
+
+
+def quick_overrides(args: argparse.Namespace) -> list[str]:
+    """The spec overrides of this run: the smoke-test schedule with --quick, then --set."""
+    quick = ["train.epochs=2", "train.iterations_per_epoch=6", "train.val_every=1"]
+    quick += ["train.val_max_cases=4"]
+    return [*(quick if args.quick else []), *args.overrides]
 
 
 def main() -> None:
@@ -132,13 +178,16 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float, default=600.0)
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "time-to-dice")
     parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument(
+        "--no-ablation",
+        action="store_true",
+        help="skip the two bf16 runs that undo the spec's data choices",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    quick = ["train.epochs=2", "train.iterations_per_epoch=6", "train.val_every=1"]
-    quick += ["train.val_max_cases=4"]
-    overrides = [*(quick if args.quick else []), *args.overrides]
+    overrides = quick_overrides(args)
     if args.child:
         segcli_child(args.child, args.output, overrides)
         return
@@ -152,18 +201,25 @@ def main() -> None:
     shutil.rmtree(args.output, ignore_errors=True)
     args.output.mkdir(parents=True)
     results: dict[str, dict[str, Any]] = {}
-    for precision in ("fp32", "bf16"):
-        cmd = [sys.executable, __file__, "--child", precision, "--output", str(args.output)]
+    for name in segcli_runs(exp, not args.no_ablation):
+        cmd = [sys.executable, __file__, "--child", name, "--output", str(args.output)]
         cmd += [part for o in overrides for part in ("--set", o)]
-        out = run(cmd, args.output / f"segcli-{precision}.log")
-        results[precision] = json.loads(out.strip().splitlines()[-1])
-        print(precision, results[precision], file=sys.stderr)
+        out = run(cmd, args.output / f"segcli-{name}.log")
+        results[name] = json.loads(out.strip().splitlines()[-1])
+        print(name, results[name], file=sys.stderr)
 
     split = json.loads((args.output / "fp32" / "split.json").read_text())
-    monai: dict[str, Any] | None = None
-    if not args.skip_monai:
-        monai_dir = args.output / "monai"
-        val_log = args.output / "monai-validations.jsonl"
+    # MONAI twice: the tutorials' recipe (patch 40×56×40, flips), and with the spec's data
+    # choices (patch, batch size, learning rate, flips) so that only the tool differs
+    from hippocampus_monai import matching_args
+
+    monai: dict[str, dict[str, Any]] = {}
+    variants = {MONAI_RECIPE: [], MONAI_MATCHED: matching_args(exp)}
+    for key, (name, extra) in enumerate(variants.items()):
+        if args.skip_monai:
+            break
+        monai_dir = args.output / f"monai-{key}"
+        val_log = args.output / f"monai-{key}-validations.jsonl"
         cmd = [
             sys.executable,
             "bench/hippocampus_monai.py",
@@ -177,13 +233,14 @@ def main() -> None:
             str(val_every(args)),
             "--val-log",
             str(val_log),
+            *extra,
         ]
         if args.quick:
             cmd += ["--val-max-cases", "4"]
-        run(cmd, args.output / "monai.log")
+        run(cmd, args.output / f"monai-{key}.log")
         summary = json.loads((monai_dir / "summary.json").read_text())
         validations = [json.loads(line) for line in val_log.read_text().splitlines() if line]
-        monai = {**summary, "validations": validations}
+        monai[name] = {**summary, "validations": validations}
 
     # predict's agreement: the fp32 run's checkpoint, inference in fp32 and in bf16
     val_names = split["val"][:4] if args.quick else split["val"]
@@ -207,16 +264,21 @@ def main() -> None:
 def report(
     args: argparse.Namespace,
     results: dict[str, dict[str, Any]],
-    monai: dict[str, Any] | None,
+    monai: dict[str, dict[str, Any]],
     agree: float,
     n_train: int,
     n_val: int,
 ) -> str:
+    from hippocampus_monai import matching_args
+
+    from segcli.config import load
+
     budget = args.budget_seconds
     fmt = lambda s: "not reached" if s is None else f"{s / 60:.1f} min"  # noqa: E731
-    runs = [(f"segcli {p}", results[p]["validations"]) for p in ("fp32", "bf16")]
-    if monai is not None:
-        runs.append(("MONAI script (fp32)", monai["validations"]))
+    labels = segcli_runs(load(REPO / SPEC), ablation=True)
+    runs = [(labels[k][0], results[k]["validations"]) for k in ("fp32", "bf16")]
+    runs += [(name, record["validations"]) for name, record in monai.items()]
+    runs += [(labels[k][0], r["validations"]) for k, r in results.items() if k.startswith("bf16-")]
     lines = [
         "## Time to Dice: segcli against a plain MONAI script",
         "",
@@ -225,13 +287,18 @@ def report(
         f"Machine: {machine()}.",
         "",
         f"Same split ({n_train} training / {n_val} validation cases, the fp32 run's split.json), "
-        f"one run each.  segcli: `{SPEC}` (validation every 4 epochs) with `train.precision` "
-        f"fp32 and bf16; MONAI: bench/hippocampus_monai.py for {budget / 60:g} min, "
-        f"validating every {val_every(args)} iterations (the same interval in samples).  "
+        f"one run each.  segcli: `{SPEC}` (validation every {train_spec(args).val_every} "
+        "epochs) with `train.precision` fp32 and bf16.  MONAI: bench/hippocampus_monai.py for "
+        f"{budget / 60:g} min, validating every {val_every(args)} iterations (the same interval "
+        "in samples), twice: the tutorial recipe (MONAI's residual UNet, patch 40×56×40, flips "
+        "on three axes) and the same script given the spec's data choices (`"
+        + " ".join(matching_args(load(REPO / SPEC)))
+        + "`), where only the tool differs.  "
         "Clock: from the start "
         "of each process's work (data loading and validation included) to the end of the "
         "validation; Dice: mean over labels 1 and 2 and over the validation cases "
-        "(`segcli.metrics`).",
+        "(`segcli.metrics`).  The ablation rows train the spec in bf16 with one of its two "
+        "data choices undone (flips; nnU-Net's median-shape patch): what each choice buys.",
         "",
         f"| run | first Dice ≥ {THRESHOLDS[0]} | first Dice ≥ {THRESHOLDS[1]} | Dice at "
         f"{budget / 60:.0f} min | best Dice | validations |",
@@ -256,18 +323,19 @@ def report(
         "Targets (issue 18):",
         "",
     ]
-    if monai is not None:
-        ours = runs[1][1] if results["bf16"]["precision"] == "bf16" else runs[0][1]
+    ours = runs[1][1] if results["bf16"]["precision"] == "bf16" else runs[0][1]
+    for name, record in monai.items():
+        theirs = record["validations"]
         for t in THRESHOLDS:
-            a, b = first_reach(ours, t), first_reach(monai["validations"], t)
+            a, b = first_reach(ours, t), first_reach(theirs, t)
             met = a is not None and (b is None or a <= 0.5 * b)
             lines.append(
-                f"- Dice {t}: segcli bf16 in {fmt(a)} vs MONAI {fmt(b)}, at most half — {ok(met)}"
+                f"- Dice {t}: segcli bf16 in {fmt(a)} vs {name} {fmt(b)}, at most half — {ok(met)}"
             )
-        d_ours, d_monai = dice_at(ours, budget), dice_at(monai["validations"], budget)
+        d_ours, d_monai = dice_at(ours, budget), dice_at(theirs, budget)
         lines.append(
-            f"- Dice at {budget / 60:.0f} min: segcli bf16 {d_ours:.4f} vs MONAI {d_monai:.4f} — "
-            f"{ok(d_ours > d_monai)}"
+            f"- Dice at {budget / 60:.0f} min: segcli bf16 {d_ours:.4f} vs {name} "
+            f"{d_monai:.4f} — {ok(d_ours > d_monai)}"
         )
     lines += [
         f"- bf16 training: best validation Dice {bf16:.4f} vs fp32 {fp32:.4f} "

@@ -567,14 +567,15 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
             ("loss", "model.deep_supervision"),
         )  # fmt: skip
     )
+    flip, flip_rule = rules.mirroring(labels_map.values())
     decisions.append(
         Decision(
             "sampling",
-            "foreground 33 %, flips, intensity",
+            f"foreground 33 %, {'flips, ' if flip else ''}intensity",
             "a third of the patches "
             "centred on a foreground voxel (nnU-Net's oversample_foreground_percent 0.33); "
-            "mirroring and intensity augmentation",
-            {},
+            f"intensity augmentation; {flip_rule}",
+            {"flip": flip},
             ("data.foreground_fraction", "data.augment"),
         )  # fmt: skip
     )
@@ -781,7 +782,12 @@ def _spec(
                 ]  # fmt: skip
             ),
             "spacing": None if all_same else [round(s, 6) for s in spacing],
-            "augment": {"flip": True, "rotate90": False, "intensity": True, "probability": 0.5},
+            "augment": {
+                "flip": rules.mirroring(labels_map.values())[0],
+                "rotate90": False,
+                "intensity": True,
+                "probability": 0.5,
+            },
         },
         "model": model,
         "loss": {"name": "dice_ce"},

@@ -16,7 +16,8 @@ estimate).  Everything is in array axis order (z, y, x); spacings in mm; sizes i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "fit_patch_to_memory",
     "initial_patch",
     "memory_reference",
+    "mirroring",
     "normalization_for",
     "resampled_shape",
     "shrink_patch",
@@ -363,3 +365,34 @@ def normalization_for(ct_flags: Sequence[bool]) -> str:
     per-volume z-score (nnU-Net would normalise each channel by its own scheme).
     """
     return "ct_auto" if ct_flags and all(ct_flags) else "zscore"
+
+
+# --------------------------------------------------------------------------- augmentation
+
+#: words that give a label a side or an end of the body: mirroring moves such a structure to the
+#: other side while its label stays (nnU-Net has a trainer without mirroring for these data sets)
+SIDED_WORDS = frozenset({"left", "right", "anterior", "posterior", "superior", "inferior"})
+#: the words of a name: snake_case, kebab-case, spaces, CamelCase and digits all separate them
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def _words(name: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(name)]
+
+
+def mirroring(label_names: Iterable[str]) -> tuple[bool, str]:
+    """Whether to train with random flips (``data.augment.flip``) and why.
+
+    nnU-Net mirrors every axis.  A label named by a side or an end (``left kidney``,
+    ``Anterior``) keeps its name when the patch is mirrored, so the flipped patch shows the
+    structure where the data never has it; segcli's flips act on every axis at once, so any
+    such label turns them off.  Words count whole: ``Right_lung``, ``kidneyLeft`` and
+    ``left2`` are sided, ``bright`` and ``leftover`` are not.
+    """
+    sided = [name for name in label_names if SIDED_WORDS.intersection(_words(name))]
+    if sided:
+        return False, (
+            f"no flips: label(s) {', '.join(repr(n) for n in sided)} name a side or an end, "
+            "and a mirrored patch would show them where the data never has them"
+        )
+    return True, "mirroring on every axis (nnU-Net)"

@@ -16,8 +16,8 @@ from segcli.plan.budget import (
 )
 
 
-def test_hand_tuned_hippocampus_schedule_is_reproduced() -> None:
-    # 2,400 steps → 30 epochs × 80, validation every 4 epochs (experiments/hippocampus.yaml)
+def test_a_2400_step_budget_gives_30_epochs_of_80() -> None:
+    # 2,400 steps → 30 epochs × 80, validation every 4 epochs (the 10-minute CPU plan of Task04)
     assert schedule_for_iterations(2400) == (30, 80, 4)
     assert validation_count(30, 4) == 8
 

@@ -36,18 +36,25 @@ def quiet_two_cores(spec: dict) -> Measurement:
     return Measurement(0.19 * (spec["model"]["filters"] / 8) ** 1.5, 0.15, 0.03, 6.0)
 
 
-def test_quiet_cpu_budget_reproduces_the_hand_tuned_spec() -> None:
+def test_quiet_cpu_budget_plans_the_hand_tuned_network_at_nnunets_patch() -> None:
     options = PlanOptions(root="data/hippo", budget_minutes=10, device="cpu")
     plan = make_plan(hippocampus_like(), options, quiet_two_cores)
     exp = from_dict(plan.spec)
     hand = load(EXPERIMENTS / "hippocampus.yaml")
-    assert exp.data.patch_size == hand.data.patch_size == [40, 56, 40]
+    # the rules' patch is nnU-Net's (median shape rounded up); the hand spec trains on a
+    # smaller one (measured in docs/results.md), the network and the optimiser are the same
+    assert exp.data.patch_size == [40, 56, 40]
     assert (exp.model.filters, exp.model.depth) == (hand.model.filters, hand.model.depth)
     assert exp.model.deep_supervision and exp.loss.name == hand.loss.name
     assert exp.train.batch_size == hand.train.batch_size
     assert (exp.train.optimizer, exp.train.lr) == (hand.train.optimizer, hand.train.lr)
-    assert exp.train.epochs == hand.train.epochs and exp.train.val_every == hand.train.val_every
-    assert abs(exp.train.iterations_per_epoch - hand.train.iterations_per_epoch) <= 5
+    # the labels are Anterior and Posterior: no flips, as in the hand spec, and the plan says why
+    assert exp.data.augment.flip is hand.data.augment.flip is False
+    sampling = next(d for d in plan.decisions if d.name == "sampling")
+    assert "'Anterior', 'Posterior'" in sampling.rule and sampling.numbers == {"flip": False}
+    # 0.19 s per step fills the budget with 2,400 steps: 30 epochs of ~80, validation every 4
+    assert (exp.train.epochs, exp.train.val_every) == (30, 4)
+    assert abs(exp.train.iterations_per_epoch - 80) <= 5
     assert plan.schedule is not None and plan.schedule.predicted_seconds <= 600
 
 

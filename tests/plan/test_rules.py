@@ -116,3 +116,23 @@ def test_ct_channel_gets_ct_auto() -> None:
 
 def test_stage_widths_cap() -> None:
     assert rules.stage_widths(32, 6, 320) == (32, 64, 128, 256, 320, 320)
+
+
+@pytest.mark.parametrize(
+    ("names", "sided"),
+    [
+        (["background", "Anterior", "Posterior"], ["Anterior", "Posterior"]),  # MSD Task04
+        (["background", "Right_lung", "Left_lung"], ["Right_lung", "Left_lung"]),
+        (["kidneyLeft", "spleen"], ["kidneyLeft"]),
+        (["LEFT_KIDNEY"], ["LEFT_KIDNEY"]),
+        (["left2"], ["left2"]),
+        (["background", "liver", "tumour"], []),
+        (["bright", "leftover", "rightmost"], []),  # the words, not the letters
+    ],
+)
+def test_sided_label_names_turn_mirroring_off(names: list[str], sided: list[str]) -> None:
+    flip, rule = rules.mirroring(names)
+    assert flip is (not sided)
+    if sided:
+        assert rule.startswith("no flips")
+        assert [n for n in names if repr(n) in rule] == sided
