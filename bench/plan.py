@@ -192,7 +192,11 @@ def hippocampus_vs_nnunet(plan: dict) -> str:
     why = {
         "target spacing": "same rule (median; no anisotropy)",
         "median shape": "same rule; segcli's 208 shared cases vs MSD's 260",
-        "patch size": "same rule: median shape rounded up to a multiple of 2³",
+        "patch size": "same rule: median shape rounded up to a multiple of 2³"
+        if ours["patch size"] == NNUNET_TASK04["patch size"]
+        else "on a CPU the median shape goes to the nearest multiple of 2³, not the next one "
+        "(the step time grows with the padded voxels; `--device cuda` rounds up as nnU-Net "
+        "does)",
         "pooling": "same rule (stop at a 4-voxel bottleneck edge)",
         "kernels": "same rule (isotropic: 3 everywhere)",
         "filters": "nnU-Net sizes for a GPU (32 → 320); without a budget on a CPU segcli starts "

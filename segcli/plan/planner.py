@@ -300,6 +300,17 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
             )  # fmt: skip
         )
         topo = _uniform(topo)
+    # CPU: the nearest multiple of the divisor, not nnU-Net's next one (rules.nearest_patch)
+    up_patch = topo.patch
+    if not _is_cuda(options.device) and shrinks == 0:
+        nearest = rules.nearest_patch(
+            plan_spacing, rules.initial_patch(plan_spacing, plan_median), topo
+        )
+        topo = _uniform(nearest) if fallback else nearest
+    rounded_nearest = topo.patch != up_patch
+    if rounded_nearest:
+        widths = rules.stage_widths(32, topo.depth + 1, cap)
+        estimate = rules.feature_map_size(topo.patch, topo.strides, widths, num_classes)
     mem_batch, from_memory, covered = rules.batch_size_for_memory(
         estimate, reference, ref_batch, topo.patch, dataset_voxels
     )
@@ -329,8 +340,9 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         width_rule = (
             "nnU-Net's 32 filters (GPU, no budget)"
             if cuda
-            else "no budget on a CPU: the narrow network (8 filters) that trains the hand-tuned "
-            "Hippocampus spec to Dice 0.87 in 10 minutes; pass --budget-minutes to size it"
+            else "no budget on a CPU: the narrow network (8 filters) of the hand-tuned "
+            "Hippocampus spec (its time to Dice: docs/results.md); pass --budget-minutes to "
+            "size it"
         )
         sched_rule = (
             f"no --budget-minutes: {epochs} epochs × {per_epoch} iterations"
@@ -441,10 +453,17 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
 
     # patch / topology decisions
     divisor_note = "×".join(f"2^{p}" for p in topo.pools_per_axis)
-    patch_rule = (
-        f"median shape {fmt_shape(tuple(round(v) for v in plan_median))} "
-        f"(nnU-Net: at most a 256³/2048² box), rounded up to a multiple of {divisor_note} per axis"
-    )
+    median = tuple(round(v) for v in plan_median)
+    patch_rule = f"median shape {fmt_shape(median)} (nnU-Net: at most a 256³/2048² box), "
+    if rounded_nearest:
+        padding = 1.0 - float(np.prod(median)) / float(np.prod(up_patch))
+        patch_rule += (
+            f"rounded to the nearest multiple of {divisor_note} per axis (CPU: nnU-Net's "
+            f"rounding up to {fmt_shape(up_patch)} makes {padding:.0%} of each step padding "
+            "for a median case, and a CPU's step time grows with the voxels)"
+        )
+    else:
+        patch_rule += f"rounded up to a multiple of {divisor_note} per axis"
     if shrinks:
         patch_rule += f"; shrunk {shrinks}× to fit {gpu_gb:g} GB (feature-map estimate)"
     patch_rule += (

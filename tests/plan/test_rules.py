@@ -136,3 +136,24 @@ def test_sided_label_names_turn_mirroring_off(names: list[str], sided: list[str]
     if sided:
         assert rule.startswith("no flips")
         assert [n for n in names if repr(n) in rule] == sided
+
+
+@pytest.mark.parametrize(
+    ("wanted", "expected"),
+    [
+        ((36, 50, 35), (32, 48, 32)),  # Task04: 40×56×40 would be 42 % padding; 36 is a tie
+        ((38, 54, 38), (40, 56, 40)),  # nearer the multiple above: the same as nnU-Net
+        ((29, 29, 29), (32, 32, 32)),  # 3 poolings from 29 voxels: 32 is the nearer multiple
+        ((35, 20, 35), (32, 20, 32)),  # per axis: 20 pools twice (divisor 4) and stays
+        ((64, 64, 64), (64, 64, 64)),  # already a multiple
+    ],
+)
+def test_nearest_patch_rounds_to_the_nearer_multiple_keeping_the_pooling(
+    wanted: tuple[int, ...], expected: tuple[int, ...]
+) -> None:
+    spacing = (1.0, 1.0, 1.0)
+    up = rules.topology(spacing, wanted)
+    near = rules.nearest_patch(spacing, wanted, up)
+    assert near.patch == expected
+    assert near.pools_per_axis == up.pools_per_axis
+    assert np.prod(near.patch) <= np.prod(up.patch)
