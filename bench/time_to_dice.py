@@ -2,6 +2,7 @@
 
     make time-to-dice          # or: .venv/bin/python bench/time_to_dice.py   (~35 min quiet)
     .venv/bin/python bench/time_to_dice.py --quick --no-write    # a smoke run (~5 min)
+    .venv/bin/python bench/time_to_dice.py --rerun monai-0       # one run again, keep the rest
 
 1. `segcli train experiments/hippocampus.yaml` twice, `train.precision` fp32 and bf16 (same
    seed, same split), each in its own process; every validation (mean foreground Dice over
@@ -152,6 +153,29 @@ def agreement(a: Path, b: Path) -> float:
     return 100.0 * same / max(total, 1)
 
 
+def monai_command(
+    args: argparse.Namespace, monai_dir: Path, val_log: Path, extra: list[str]
+) -> list[str]:
+    """bench/hippocampus_monai.py on the fp32 run's split, for the budget, validating at
+    segcli's interval, with ``extra`` options."""
+    cmd = [
+        sys.executable,
+        "bench/hippocampus_monai.py",
+        "--split",
+        str(args.output / "fp32" / "split.json"),
+        "--budget-seconds",
+        f"{args.budget_seconds:.0f}",
+        "--output",
+        str(monai_dir),
+        "--val-every",
+        str(val_every(args)),
+        "--val-log",
+        str(val_log),
+        *extra,
+    ]
+    return cmd + (["--val-max-cases", "4"] if args.quick else [])
+
+
 def train_spec(args: argparse.Namespace) -> Any:
     """The ``train`` section segcli runs with (the spec and this run's overrides)."""
     from segcli.config import load
@@ -184,6 +208,14 @@ def main() -> None:
         help="skip the two bf16 runs that undo the spec's data choices",
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    parser.add_argument(
+        "--rerun",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="keep the finished runs in --output and train only these again (fp32, bf16, "
+        "bf16-flip, bf16-patch, monai-0, monai-1), e.g. one that other work slowed down",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
@@ -198,14 +230,22 @@ def main() -> None:
 
     exp = load(REPO / SPEC)
     root = (REPO / exp.data.root).resolve()
-    shutil.rmtree(args.output, ignore_errors=True)
-    args.output.mkdir(parents=True)
+    if args.rerun is None:
+        shutil.rmtree(args.output, ignore_errors=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    def again(run_name: str, result: Path) -> bool:
+        return args.rerun is None or run_name in args.rerun or not result.is_file()
+
     results: dict[str, dict[str, Any]] = {}
     for name in segcli_runs(exp, not args.no_ablation):
-        cmd = [sys.executable, __file__, "--child", name, "--output", str(args.output)]
-        cmd += [part for o in overrides for part in ("--set", o)]
-        out = run(cmd, args.output / f"segcli-{name}.log")
-        results[name] = json.loads(out.strip().splitlines()[-1])
+        result = args.output / f"segcli-{name}.json"
+        if again(name, result):
+            cmd = [sys.executable, __file__, "--child", name, "--output", str(args.output)]
+            cmd += [part for o in overrides for part in ("--set", o)]
+            out = run(cmd, args.output / f"segcli-{name}.log")
+            result.write_text(out.strip().splitlines()[-1])
+        results[name] = json.loads(result.read_text())
         print(name, results[name], file=sys.stderr)
 
     split = json.loads((args.output / "fp32" / "split.json").read_text())
@@ -220,24 +260,10 @@ def main() -> None:
             break
         monai_dir = args.output / f"monai-{key}"
         val_log = args.output / f"monai-{key}-validations.jsonl"
-        cmd = [
-            sys.executable,
-            "bench/hippocampus_monai.py",
-            "--split",
-            str(args.output / "fp32" / "split.json"),
-            "--budget-seconds",
-            f"{args.budget_seconds:.0f}",
-            "--output",
-            str(monai_dir),
-            "--val-every",
-            str(val_every(args)),
-            "--val-log",
-            str(val_log),
-            *extra,
-        ]
-        if args.quick:
-            cmd += ["--val-max-cases", "4"]
-        run(cmd, args.output / f"monai-{key}.log")
+        if again(f"monai-{key}", monai_dir / "summary.json"):
+            shutil.rmtree(monai_dir, ignore_errors=True)
+            val_log.unlink(missing_ok=True)
+            run(monai_command(args, monai_dir, val_log, extra), args.output / f"monai-{key}.log")
         summary = json.loads((monai_dir / "summary.json").read_text())
         validations = [json.loads(line) for line in val_log.read_text().splitlines() if line]
         monai[name] = {**summary, "validations": validations}
