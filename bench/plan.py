@@ -55,6 +55,7 @@ NNUNET_TASK04 = {
     "batch size": "9",
     "normalization": "zscore",
     "loss": "dice_ce, deep supervision",
+    "sampling": "foreground 33 %, mirroring on 3 axes, intensity and spatial augmentation",
     "schedule": "1000 epochs × 250 iterations, SGD 0.01",
 }
 
@@ -206,6 +207,15 @@ def hippocampus_vs_nnunet(plan: dict) -> str:
         "memory, limits and segcli takes nnU-Net's minimum 2",
         "normalization": "same rule (not CT → z-score)",
         "loss": "same",
+        "sampling": "same foreground share; "
+        + (
+            "segcli mirrors too"
+            if "flips" in ours.get("sampling", "")
+            else "no flips: the labels name a side (Anterior, Posterior), and mirroring costs "
+            "Dice on this data (the flips ablation of docs/results.md, time to Dice)"
+        )
+        + "; segcli's spatial augmentation stops at flips and 90° rotations (no rotation by any "
+        "angle, no scaling)",
         "schedule": "nnU-Net trains for days on a GPU; segcli fits the schedule to a budget "
         "(AdamW 3e-3 for short schedules)",
     }
