@@ -190,6 +190,7 @@ def make_two_channel(dest: Path) -> Path:
 
 def hippocampus_vs_nnunet(plan: dict) -> str:
     ours = {d["name"]: d["value"] for d in plan["decisions"]}
+    flips = next(d["numbers"]["flip"] for d in plan["decisions"] if d["name"] == "sampling")
     why = {
         "target spacing": "same rule (median; no anisotropy)",
         "median shape": "same rule; segcli's 208 shared cases vs MSD's 260",
@@ -210,7 +211,7 @@ def hippocampus_vs_nnunet(plan: dict) -> str:
         "sampling": "same foreground share; "
         + (
             "segcli mirrors too"
-            if "flips" in ours.get("sampling", "")
+            if flips
             else "no flips: the labels name a side (Anterior, Posterior), and mirroring costs "
             "Dice on this data (the flips ablation of docs/results.md, time to Dice)"
         )

@@ -82,7 +82,7 @@ def segcli_child(name: str, out: Path, overrides: list[str]) -> None:
     from segcli.engine.train import fit
 
     set_quiet(True)
-    _label, precision, extra = segcli_runs(load(REPO / SPEC), ablation=True)[name]
+    _label, precision, extra = segcli_runs(load(REPO / SPEC, overrides), ablation=True)[name]
     exp = load(
         REPO / SPEC,
         [f"train.precision={precision}", f"output={out}", f"name={name}", *extra, *overrides],
@@ -154,10 +154,10 @@ def agreement(a: Path, b: Path) -> float:
 
 
 def monai_command(
-    args: argparse.Namespace, monai_dir: Path, val_log: Path, extra: list[str]
+    args: argparse.Namespace, exp: Any, monai_dir: Path, val_log: Path, extra: list[str]
 ) -> list[str]:
     """bench/hippocampus_monai.py on the fp32 run's split, for the budget, validating at
-    segcli's interval, with ``extra`` options."""
+    segcli's interval (``exp``: the spec as segcli runs it), with ``extra`` options."""
     cmd = [
         sys.executable,
         "bench/hippocampus_monai.py",
@@ -168,7 +168,7 @@ def monai_command(
         "--output",
         str(monai_dir),
         "--val-every",
-        str(val_every(args)),
+        str(val_every(exp)),
         "--val-log",
         str(val_log),
         *extra,
@@ -176,17 +176,9 @@ def monai_command(
     return cmd + (["--val-max-cases", "4"] if args.quick else [])
 
 
-def train_spec(args: argparse.Namespace) -> Any:
-    """The ``train`` section segcli runs with (the spec and this run's overrides)."""
-    from segcli.config import load
-
-    return load(REPO / SPEC, quick_overrides(args)).train
-
-
-def val_every(args: argparse.Namespace) -> int:
+def val_every(exp: Any) -> int:
     """MONAI's validation interval in iterations: segcli's (val_every × iterations_per_epoch)."""
-    train = train_spec(args)
-    return train.val_every * train.iterations_per_epoch
+    return exp.train.val_every * exp.train.iterations_per_epoch
 
 
 def quick_overrides(args: argparse.Namespace) -> list[str]:
@@ -228,7 +220,7 @@ def main() -> None:
 
     from segcli.config import load
 
-    exp = load(REPO / SPEC)
+    exp = load(REPO / SPEC, overrides)  # the spec as every segcli run of this benchmark sees it
     root = (REPO / exp.data.root).resolve()
     if args.rerun is None:
         shutil.rmtree(args.output, ignore_errors=True)
@@ -254,16 +246,15 @@ def main() -> None:
     from hippocampus_monai import matching_args
 
     monai: dict[str, dict[str, Any]] = {}
-    variants = {MONAI_RECIPE: [], MONAI_MATCHED: matching_args(exp)}
+    variants = {} if args.skip_monai else {MONAI_RECIPE: [], MONAI_MATCHED: matching_args(exp)}
     for key, (name, extra) in enumerate(variants.items()):
-        if args.skip_monai:
-            break
         monai_dir = args.output / f"monai-{key}"
         val_log = args.output / f"monai-{key}-validations.jsonl"
         if again(f"monai-{key}", monai_dir / "summary.json"):
             shutil.rmtree(monai_dir, ignore_errors=True)
             val_log.unlink(missing_ok=True)
-            run(monai_command(args, monai_dir, val_log, extra), args.output / f"monai-{key}.log")
+            cmd = monai_command(args, exp, monai_dir, val_log, extra)
+            run(cmd, args.output / f"monai-{key}.log")
         summary = json.loads((monai_dir / "summary.json").read_text())
         validations = [json.loads(line) for line in val_log.read_text().splitlines() if line]
         monai[name] = {**summary, "validations": validations}
@@ -281,7 +272,7 @@ def main() -> None:
         run(cmd, args.output / f"predict-{precision}.log")
     agree = agreement(preds["bf16"], preds["fp32"])
 
-    body = report(args, results, monai, agree, len(split["train"]), len(val_names))
+    body = report(args, exp, results, monai, agree, len(split["train"]), len(val_names))
     print(body)
     if not args.no_write:
         write_section("time-to-dice", body, doc=DOC)
@@ -289,6 +280,7 @@ def main() -> None:
 
 def report(
     args: argparse.Namespace,
+    exp: Any,
     results: dict[str, dict[str, Any]],
     monai: dict[str, dict[str, Any]],
     agree: float,
@@ -297,11 +289,9 @@ def report(
 ) -> str:
     from hippocampus_monai import matching_args
 
-    from segcli.config import load
-
     budget = args.budget_seconds
     fmt = lambda s: "not reached" if s is None else f"{s / 60:.1f} min"  # noqa: E731
-    labels = segcli_runs(load(REPO / SPEC), ablation=True)
+    labels = segcli_runs(exp, ablation=True)
     runs = [(labels[k][0], results[k]["validations"]) for k in ("fp32", "bf16")]
     runs += [(name, record["validations"]) for name, record in monai.items()]
     runs += [(labels[k][0], r["validations"]) for k, r in results.items() if k.startswith("bf16-")]
@@ -313,12 +303,12 @@ def report(
         f"Machine: {machine()}.",
         "",
         f"Same split ({n_train} training / {n_val} validation cases, the fp32 run's split.json), "
-        f"one run each.  segcli: `{SPEC}` (validation every {train_spec(args).val_every} "
+        f"one run each.  segcli: `{SPEC}` (validation every {exp.train.val_every} "
         "epochs) with `train.precision` fp32 and bf16.  MONAI: bench/hippocampus_monai.py for "
-        f"{budget / 60:g} min, validating every {val_every(args)} iterations (the same interval "
+        f"{budget / 60:g} min, validating every {val_every(exp)} iterations (the same interval "
         "in samples), twice: the tutorial recipe (MONAI's residual UNet, patch 40×56×40, flips "
         "on three axes) and the same script given the spec's data choices (`"
-        + " ".join(matching_args(load(REPO / SPEC)))
+        + " ".join(matching_args(exp))
         + "`), where only the tool differs.  "
         "Clock: from the start "
         "of each process's work (data loading and validation included) to the end of the "

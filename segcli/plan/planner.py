@@ -33,6 +33,8 @@ __all__ = ["Candidate", "Plan", "PlanOptions", "make_plan"]
 
 #: filters of the first stage tried under a budget, widest first (nnU-Net uses 32)
 WIDTHS = (32, 16, 8)
+#: the first stage's filters of nnU-Net's memory estimate (its 3d_fullres width)
+ESTIMATE_FILTERS = 32
 #: the schedule without --budget-minutes: a quarter of nnU-Net's 1000 × 250 on a GPU, and
 #: 100 × 100 steps of the narrow CPU network on a CPU
 DEFAULT_SCHEDULE_GPU = (250, 250)
@@ -280,7 +282,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     reference = rules.memory_reference(plan_dims, gpu_gb)
     ref_batch = rules.reference_batch(plan_dims)
     topo, estimate, shrinks = rules.fit_patch_to_memory(
-        plan_spacing, plan_median, 32, cap, num_classes, reference, ref_batch
+        plan_spacing, plan_median, ESTIMATE_FILTERS, cap, num_classes, reference, ref_batch
     )
     fallback = not _schema_has_strides() and not (topo.uniform and not slice_mode)
     if fallback:
@@ -309,8 +311,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         topo = _uniform(nearest) if fallback else nearest
     rounded_nearest = topo.patch != up_patch
     if rounded_nearest:
-        widths = rules.stage_widths(32, topo.depth + 1, cap)
-        estimate = rules.feature_map_size(topo.patch, topo.strides, widths, num_classes)
+        estimate = rules.topology_feature_maps(topo, ESTIMATE_FILTERS, cap, num_classes)
     mem_batch, from_memory, covered = rules.batch_size_for_memory(
         estimate, reference, ref_batch, topo.patch, dataset_voxels
     )
@@ -327,9 +328,12 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         # CPU: time, not memory, is the limit; nnU-Net's minimum batch in 3D, its 2D reference
         batch = rules.MIN_BATCH if plan_dims == 3 else min(mem_batch, rules.REFERENCE_BATCH_2D)
 
+    flip, flip_rule = rules.mirroring(labels_map.values())
+
     def spec_for(filters: int, t: rules.Topology, b: int, sched: tuple[int, int, int]) -> dict:
         return _spec(fp, options, plan_dims, slice_mode, spacing, all_same, t, filters, cap, b,
-                     num_classes, contiguous, labels_map, values, sched, None, False)  # fmt: skip
+                     num_classes, contiguous, labels_map, values, sched, None, False,
+                     flip=flip)  # fmt: skip
 
     width_rule: str
     if options.budget_minutes is None:
@@ -467,7 +471,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     if shrinks:
         patch_rule += f"; shrunk {shrinks}× to fit {gpu_gb:g} GB (feature-map estimate)"
     patch_rule += (
-        f"; feature maps {estimate / 1e6:.1f} M voxels per sample at 32 filters vs "
+        f"; feature maps {estimate / 1e6:.1f} M voxels per sample at {ESTIMATE_FILTERS} filters vs "
         f"{reference / 1e6:.0f} M for {gpu_gb:g} GB at batch {ref_batch}"
     )
     if candidates and topo.patch != candidates[0].patch:
@@ -586,7 +590,6 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
             ("loss", "model.deep_supervision"),
         )  # fmt: skip
     )
-    flip, flip_rule = rules.mirroring(labels_map.values())
     decisions.append(
         Decision(
             "sampling",
@@ -633,7 +636,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     small_checks, add_lesion = plan_checks.small_structure_checks(summaries)
     spec = _spec(fp, options, plan_dims, slice_mode, spacing, all_same, topo, filters, cap, batch,
                  num_classes, contiguous, labels_map, values, sched_tuple, val_max,
-                 add_lesion, optim)  # fmt: skip
+                 add_lesion, optim, flip=flip)  # fmt: skip
     field_size = _receptive_field(spec)
     rf_checks = plan_checks.receptive_field_checks(
         field_size, spec["data"]["patch_size"], summaries
@@ -742,6 +745,8 @@ def _spec(
     val_max: int | None,
     add_lesion: bool,
     optim: dict[str, Any] | None = None,
+    *,
+    flip: bool,
 ) -> dict[str, Any]:
     """The spec mapping for one candidate (see :func:`make_plan`)."""
     model_dims = 3 if slice_mode else plan_dims
@@ -802,7 +807,7 @@ def _spec(
             ),
             "spacing": None if all_same else [round(s, 6) for s in spacing],
             "augment": {
-                "flip": rules.mirroring(labels_map.values())[0],
+                "flip": flip,
                 "rotate90": False,
                 "intensity": True,
                 "probability": 0.5,

@@ -41,6 +41,7 @@ __all__ = [
     "stage_widths",
     "target_spacing",
     "topology",
+    "topology_feature_maps",
 ]
 
 #: an axis is "low resolution" when its spacing exceeds 3× the others' (nnU-Net ANISO_THRESHOLD)
@@ -317,6 +318,13 @@ def shrink_patch(
     return None
 
 
+def topology_feature_maps(topo: Topology, base_filters: int, cap: int, num_classes: int) -> int:
+    """:func:`feature_map_size` of ``topo``'s patch and strides, filters doubling from
+    ``base_filters`` per stage up to ``cap``."""
+    widths = stage_widths(base_filters, topo.depth + 1, cap)
+    return feature_map_size(topo.patch, topo.strides, widths, num_classes)
+
+
 def fit_patch_to_memory(
     spacing: Sequence[float],
     median_shape: Sequence[float],
@@ -337,8 +345,7 @@ def fit_patch_to_memory(
     steps = 0
     while True:
         topo = topology(spacing, patch)
-        widths = stage_widths(base_filters, topo.depth + 1, cap)
-        estimate = feature_map_size(topo.patch, topo.strides, widths, num_classes)
+        estimate = topology_feature_maps(topo, base_filters, cap, num_classes)
         if estimate / ref_batch * MIN_BATCH <= reference:
             return topo, estimate, steps
         smaller = shrink_patch(topo.patch, median_shape, spacing)
