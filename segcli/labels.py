@@ -162,10 +162,13 @@ def check_region_labels(cases: Sequence[object], regions: Mapping[str, Sequence[
 
     covered = {int(v) for region in regions.values() for v in region}
     for case in cases:
-        label = getattr(case, "label", None)
-        if label is None or not np.size(label):
-            continue
-        stray = sorted(set(np.unique(label).tolist()) - covered - {0})
+        values = getattr(case, "label_values", None)  # the loaders' cases know their values
+        if values is None:
+            label = getattr(case, "label", None)
+            if label is None or not np.size(label):
+                continue
+            values = np.unique(label).tolist()
+        stray = sorted(set(values) - covered - {0})
         if stray:
             listed = ", ".join(f"{k}: {list(v)}" for k, v in regions.items())
             raise DataError(

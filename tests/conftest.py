@@ -44,6 +44,17 @@ def totalseg() -> Path:
     return _shared("totalsegmentator_example_ct")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _preprocessing_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test's preprocessing cache lives in a session temp folder, never in ~/.cache.
+
+    Set in the environment (not a spec key) so that subprocesses (torchrun, the CLI) see it.
+    """
+    from segcli.data.cache import CACHE_ENV
+
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("segcli-cache"))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

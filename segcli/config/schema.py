@@ -122,8 +122,24 @@ class DataSpec(_Spec):
     #: label resampling: ``onehot`` (each class's share by cubic B-spline, then argmax) or ``nearest``
     label_resampling: Literal["onehot", "nearest"] = "onehot"
     augment: AugmentSpec = AugmentSpec()
-    #: cache decoded, normalised training volumes in memory (fast; turn off for huge datasets)
-    cache: bool = True
+    #: crop every case to the bounding box of its non-zero voxels before anything else
+    #: (nnU-Net); predict crops alike and pastes the label map back into the full grid
+    crop_nonzero: bool = True
+    #: where training reads patches from, once ``data.root`` is preprocessed into the cache:
+    #: ``memory`` (every case loaded), ``disk`` (patches read from the cache files by the loader
+    #: workers: memory flat in the number of cases), ``auto`` (memory when the training and
+    #: validation cases take at most 1 GiB, else disk).  Old specs' true/false read as auto/disk.
+    cache: Literal["auto", "memory", "disk"] = "auto"
+    #: folder of the preprocessing cache (null: $SEGCLI_CACHE, else ~/.cache/segcli/preprocessed)
+    cache_dir: str | None = None
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _legacy_cache(cls, value: Any) -> Any:
+        # data.cache was a boolean that no code read (true = in memory, the default)
+        if isinstance(value, bool):
+            return "auto" if value else "disk"
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:

@@ -28,13 +28,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from segcli.config.schema import AugmentSpec, DataSpec
 from segcli.data.augment import build_augment
 from segcli.data.preprocessing import normalize
-from segcli.data.sampling import foreground_locations, sample_patch
+from segcli.data.sampling import foreground_locations, pad_region, patch_region, sample_patch
 from segcli.errors import DataError, SpecError
 from segcli.io.images import ImageGeometry, make_geometry
 from segcli.registry import did_you_mean
 
 __all__ = [
     "CaseData",
+    "DiskCase",
     "PatchDataset",
     "build_loader",
     "list_case_names",
@@ -63,6 +64,91 @@ class CaseData:
     label: np.ndarray | None
     spacing: tuple[float, ...]
     geometry: ImageGeometry | None = None
+
+    @property
+    def label_counts(self) -> dict[int, int]:
+        """Voxels per label value (``{}`` without a label)."""
+        if self.label is None or not self.label.size:
+            return {}
+        values, counts = np.unique(self.label, return_counts=True)
+        return {int(v): int(n) for v, n in zip(values, counts, strict=True)}
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The values present in the label map, sorted."""
+        return tuple(self.label_counts)
+
+    def materialize(self) -> CaseData:
+        """The case with its arrays in memory (this one)."""
+        return self
+
+
+class DiskCase:
+    """A cached case whose patches are read from the preprocessing cache when drawn.
+
+    Holds the index entry, the normalisation of the case and its foreground locations (a few
+    hundred kB at most): nothing that grows with the image.  Each read opens the files as
+    memory maps, copies the patch's region and closes them again, so pages a loader worker has
+    read are the page cache's, not the worker's (its RSS stays flat).
+
+    Attributes:
+        name, spacing, geometry: as :class:`CaseData`.
+        cached: the :class:`segcli.data.cache.CachedCase`.
+        foreground: ``{class: (N, dims)}`` voxel coordinates.
+    """
+
+    def __init__(self, cached: Any, data_spec: DataSpec, stats: Any = None) -> None:
+        if data_spec.normalization == "ct_auto" and stats is None:
+            _normalise(np.zeros((1, 1), np.float32), data_spec, None)  # raises the SpecError
+        self.cached = cached
+        self.name = cached.name
+        self.spacing = tuple(cached.spacing)
+        self.geometry = cached.geometry
+        self.scheme = data_spec.normalization
+        self.window = tuple(data_spec.window)
+        self.stats = stats
+        self.foreground, _ = cached.extras()
+        # the normalised image's per-channel minimum (every scheme is increasing)
+        raw_min = np.array(cached.stats.min, dtype=np.float32).reshape(-1, 1)
+        self.minimum = self._normalise(raw_min)[:, 0]
+
+    @property
+    def channels(self) -> int:
+        return int(self.cached.shape[0])
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return tuple(self.cached.shape[1:])
+
+    @property
+    def label_counts(self) -> dict[int, int]:
+        return dict(self.cached.label_counts)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        return tuple(self.cached.label_values)
+
+    def _normalise(self, raw: np.ndarray) -> np.ndarray:
+        from segcli.data.preprocessing import normalize_with
+
+        out = np.asarray(raw, dtype=np.float32)
+        return normalize_with(out, self.scheme, self.cached.stats, self.window, self.stats, out=out)
+
+    def read(self, region: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised image ``(C, *region)`` and label of one region, fresh arrays."""
+        image_map, label_map = self.cached.open_image(), self.cached.open_label()
+        try:
+            image = np.array(image_map[(slice(None), *region)], dtype=np.float32, copy=True)
+            label = np.array(label_map[region], copy=True)
+        finally:
+            del image_map, label_map
+        return self._normalise(image), label
+
+    def materialize(self) -> CaseData:
+        """The whole case in memory (validation reads one case at a time)."""
+        image, label = self.cached.load()
+        image = self._normalise(np.asarray(image, dtype=np.float32))
+        return CaseData(self.name, image, label, self.spacing, self.geometry)
 
 
 # --------------------------------------------------------------------------- case lists
@@ -179,27 +265,33 @@ def load_cases(
     stats: dict[str, Sequence[float]] | None = None,
     progress: Progress | None = None,
     spacing: Sequence[float] | None = None,
-) -> list[CaseData]:
-    """Load, stack, normalise and resample the cases ``names`` (in that order).
+    mode: str = "memory",
+    workers: int | None = None,
+) -> list[Any]:
+    """Preprocess (crop, resample) and normalise the cases ``names`` (in that order).
 
-    From ``data.root``: the channel files ``<case>_0000 ...`` are read with
-    :func:`segcli.io.images.read_image` and stacked to ``(C, *spatial)``, the label with
-    ``read_label``.  From ``data.synthetic``: the toy cases are generated in memory with
-    ``synthetic.seed`` (or ``seed`` when that is null), exactly as ``segcli synth`` would write
-    them.  Either way the image is normalised with ``data.normalization`` and then, when
-    ``data.spacing`` is set, image and label are resampled to that spacing
-    (:func:`segcli.data.resample.resample_case` with ``data.resample_order`` and
-    ``data.label_resampling``; ``CaseData.spacing`` and ``geometry`` describe the new grid).
+    From ``data.root``: the cases go through the preprocessing cache
+    (:func:`segcli.data.cache.build_cache`: built where missing or stale, in ``workers``
+    processes, ``progress`` wrapping the cases built), then each is loaded into memory
+    (``mode="memory"``: :class:`CaseData`) or left on disk (``"disk"``: :class:`DiskCase`,
+    patches read when drawn).  From ``data.synthetic``: the toy cases are generated in memory
+    with ``synthetic.seed`` (or ``seed`` when that is null), exactly as ``segcli synth`` would
+    write them, and preprocessed alike.  Either way: crop to the non-zero region
+    (``data.crop_nonzero``), resample to ``data.spacing`` (``data.resample_order``,
+    ``data.label_resampling``), normalise with ``data.normalization`` (per-volume statistics
+    of the cropped image; ``CaseData.spacing`` and ``geometry`` describe the new grid).
 
     Args:
         data_spec: the ``data:`` section.
         names: case names, e.g. one side of :func:`split_cases`.
         seed: the experiment seed (synthetic data without its own seed).
         stats: dataset statistics for ``normalization: ct_auto``.
-        progress: optional wrapper around the iteration over cases (a progress bar).
+        progress: optional wrapper around the iteration over cases preprocessed.
         spacing: the resolved target spacing when ``data.spacing`` is ``auto`` (what
             :func:`resolve_spacing` returns; ``segcli train`` resolves it once); None resolves
             it here.  Ignored when ``data.spacing`` is null.
+        mode: ``memory`` or ``disk`` (``data.root`` only; synthetic cases are in memory).
+        workers: preprocessing processes (None: :func:`segcli.data.cache.default_workers`).
 
     Raises:
         DataError: missing dataset, unknown case names, unreadable files, or images with
@@ -208,10 +300,72 @@ def load_cases(
     target: tuple[float, ...] | None = None
     if data_spec.spacing is not None:
         target = tuple(spacing) if spacing is not None else resolve_spacing(data_spec, seed)
-    wrap = progress or (lambda items: items)
     if data_spec.synthetic is not None:
-        return _load_synthetic(data_spec, names, seed, stats, wrap, target)
-    return _load_root(data_spec, names, stats, wrap, target)
+        return _load_synthetic(data_spec, names, seed, stats, target)
+    report = preprocess(data_spec, names, target, workers=workers, progress=progress)
+    return cases_from_cache(report, names, data_spec, stats, mode)
+
+
+def preprocess(
+    data_spec: DataSpec,
+    names: Sequence[str],
+    spacing: Sequence[float] | None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> Any:
+    """Build (or reuse) the preprocessing cache of ``names``; the
+    :class:`segcli.data.cache.CacheReport`.  ``spacing``: the resolved target (None: keep)."""
+    from segcli.data.cache import CacheSettings, build_cache
+
+    root = data_spec.root
+    assert root is not None
+    if not Path(root).is_dir():
+        raise _missing_root_error(root)
+    from segcli.io.dataset import find_cases
+
+    _check_known(names, {c.name for c in find_cases(root, "Tr", check_geometry=False)}, "root")
+    settings = CacheSettings.of(data_spec, spacing)
+    return build_cache(data_spec, names, settings, workers=workers, progress=progress)
+
+
+#: ``data.cache: auto`` keeps the cases in memory up to this many bytes of cached arrays
+MEMORY_CACHE_BYTES = 1 << 30
+
+
+def cache_mode(data_spec: DataSpec, nbytes: int) -> str:
+    """``memory`` or ``disk`` for ``data.cache`` and the cached arrays' total size."""
+    if data_spec.cache != "auto":
+        return data_spec.cache
+    return "memory" if nbytes <= MEMORY_CACHE_BYTES else "disk"
+
+
+def cases_from_cache(
+    report: Any,
+    names: Sequence[str],
+    data_spec: DataSpec,
+    stats: Any,
+    mode: str,
+) -> list[Any]:
+    """:class:`CaseData` (``mode="memory"``) or :class:`DiskCase` (``"disk"``) of ``names``."""
+    if mode not in ("memory", "disk"):
+        raise ValueError(f"mode must be 'memory' or 'disk', got {mode!r}")
+    out: list[Any] = []
+    for name in names:
+        cached = report.cases[name]
+        if mode == "disk":
+            out.append(DiskCase(cached, data_spec, stats))
+            continue
+        from segcli.data.preprocessing import normalize_with
+
+        image, label = cached.load()
+        if data_spec.normalization == "ct_auto" and stats is None:
+            _normalise(image, data_spec, None)  # raises the SpecError
+        image = np.asarray(image, dtype=np.float32)
+        normalize_with(
+            image, data_spec.normalization, cached.stats, data_spec.window, stats, out=image
+        )
+        out.append(CaseData(name, image, label, tuple(cached.spacing), cached.geometry))
+    return out
 
 
 def resolve_spacing(data_spec: DataSpec, seed: int = 0) -> tuple[float, ...] | None:
@@ -243,32 +397,6 @@ def resolve_spacing(data_spec: DataSpec, seed: int = 0) -> tuple[float, ...] | N
     return median_spacing(case.images[0] for case in find_cases(data_spec.root, "Tr"))
 
 
-def _resample(
-    data_spec: DataSpec,
-    name: str,
-    image: np.ndarray,
-    label: np.ndarray | None,
-    geometry: ImageGeometry,
-    target: tuple[float, ...] | None,
-) -> tuple[np.ndarray, np.ndarray | None, ImageGeometry]:
-    if target is None:
-        return image, label, geometry
-    from segcli.data.resample import resample_case
-
-    if len(target) != geometry.dims:
-        raise DataError(
-            f"case '{name}': the image has {geometry.dims} axes {geometry.size} but data.spacing "
-            f"{list(target)} has {len(target)} entries"
-        )
-    if label is not None and tuple(label.shape) != tuple(geometry.size):
-        raise DataError(
-            f"case '{name}': label shape {label.shape} differs from image {geometry.size}"
-        )
-    return resample_case(
-        image, label, geometry, target, data_spec.resample_order, data_spec.label_resampling
-    )
-
-
 def _normalise(image: np.ndarray, data_spec: DataSpec, stats: Any) -> np.ndarray:
     if data_spec.normalization == "ct_auto" and stats is None:
         raise SpecError(
@@ -283,9 +411,10 @@ def _load_synthetic(
     names: Sequence[str],
     seed: int,
     stats: Any,
-    wrap: Progress,
     target: tuple[float, ...] | None = None,
 ) -> list[CaseData]:
+    from segcli.data.cache import CacheSettings, preprocess_arrays
+    from segcli.data.preprocessing import normalize_with
     from segcli.data.synth import generate
 
     syn = data_spec.synthetic
@@ -302,47 +431,23 @@ def _load_synthetic(
         malign_fraction=syn.malign_fraction,
     )
     by_name = {case.name: case for case in generated}
+    settings = CacheSettings.of(data_spec, target)
     spacing = (1.0,) * syn.dims
+    if data_spec.normalization == "ct_auto" and stats is None:
+        _normalise(np.zeros((1, 1), np.float32), data_spec, None)  # raises the SpecError
     out = []
-    for name in wrap(list(names)):
+    for name in names:
         case = by_name[name]
-        image = _normalise(case.image[None].astype(np.float32), data_spec, stats)
         geometry = make_geometry(case.image.shape, spacing)
-        image, label, geometry = _resample(data_spec, name, image, case.label, geometry, target)
-        out.append(CaseData(name, image, label, tuple(geometry.spacing), geometry))
-    return out
-
-
-def _load_root(
-    data_spec: DataSpec,
-    names: Sequence[str],
-    stats: Any,
-    wrap: Progress,
-    target: tuple[float, ...] | None = None,
-) -> list[CaseData]:
-    from segcli.io.dataset import find_cases
-    from segcli.io.images import read_image, read_label
-
-    root = data_spec.root
-    assert root is not None
-    if not Path(root).is_dir():
-        raise _missing_root_error(root)
-    found = {case.name: case for case in find_cases(root, "Tr")}
-    _check_known(names, set(found), "root")
-    out = []
-    for name in wrap(list(names)):
-        case = found[name]
-        channels = []
-        geometry: ImageGeometry | None = None
-        for path in case.images:
-            array, geometry = read_image(path)
-            channels.append(array)
-        image = _normalise(np.stack(channels, axis=0), data_spec, stats)
-        label = None
-        if case.label is not None:
-            label, _ = read_label(case.label)
-        assert geometry is not None
-        image, label, geometry = _resample(data_spec, name, image, label, geometry, target)
+        try:
+            image, label, geometry, _, own = preprocess_arrays(
+                case.image[None].astype(np.float32), case.label, geometry, settings
+            )
+        except DataError as exc:
+            raise DataError(f"case '{name}': {exc}") from None
+        image = normalize_with(
+            image, data_spec.normalization, own, data_spec.window, stats, out=image
+        )
         out.append(CaseData(name, image, label, tuple(geometry.spacing), geometry))
     return out
 
@@ -364,7 +469,9 @@ class PatchDataset(Dataset):
     current epoch).
 
     Args:
-        cases: labelled cases (every ``label`` set), all with the same channel count.
+        cases: labelled cases (every ``label`` set), all with the same channel count: in
+            memory (:class:`CaseData`) or in the preprocessing cache (:class:`DiskCase`, each
+            patch read from disk when drawn, in the loader's workers).
         patch_size: spatial patch size, one entry per spatial axis.
         foreground_fraction: share of patches centred on a foreground voxel, in [0, 1].
         augment: ``data.augment``.
@@ -396,22 +503,26 @@ class PatchDataset(Dataset):
             raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
         self.patch_size = tuple(int(p) for p in patch_size)
         dims = len(self.patch_size)
-        channels = {c.image.shape[0] for c in cases}
+        channels = {_channels(c) for c in cases}
         if len(channels) > 1:
             raise DataError(f"cases have different numbers of channels: {sorted(channels)}")
         for case in cases:
-            if case.label is None:
-                raise DataError(f"case '{case.name}' has no label; training needs labels")
-            if case.image.ndim - 1 != dims:
+            if isinstance(case, DiskCase):
+                spatial = case.spatial
+            else:
+                if case.label is None:
+                    raise DataError(f"case '{case.name}' has no label; training needs labels")
+                spatial = tuple(case.image.shape[1:])
+                if tuple(case.label.shape) != spatial:
+                    raise DataError(
+                        f"case '{case.name}': label shape {case.label.shape} differs from image "
+                        f"{spatial}"
+                    )
+            if len(spatial) != dims:
                 raise DataError(
-                    f"case '{case.name}' has {case.image.ndim - 1} spatial axes "
-                    f"(image {case.image.shape}) but data.patch_size {list(self.patch_size)} "
+                    f"case '{case.name}' has {len(spatial)} spatial axes "
+                    f"(image {spatial}) but data.patch_size {list(self.patch_size)} "
                     f"has {dims}"
-                )
-            if tuple(case.label.shape) != tuple(case.image.shape[1:]):
-                raise DataError(
-                    f"case '{case.name}': label shape {case.label.shape} differs from image "
-                    f"{case.image.shape[1:]}"
                 )
         self.cases = cases
         self.foreground_fraction = float(foreground_fraction)
@@ -421,8 +532,12 @@ class PatchDataset(Dataset):
         self.length = int(length)
         self.seed = int(seed)
         self.epoch = 0
-        # computed once here (in the parent process, shared with forked workers)
-        self.foreground = [foreground_locations(c.label) for c in cases]  # type: ignore[arg-type]
+        # computed once here (in the parent process, shared with forked workers); a DiskCase
+        # brings its own from the cache
+        self.foreground = [
+            c.foreground if isinstance(c, DiskCase) else foreground_locations(c.label)  # type: ignore[arg-type]
+            for c in cases
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose patches ``ds[i]`` and the loader's next pass return."""
@@ -442,22 +557,34 @@ class PatchDataset(Dataset):
         k = int(rng.integers(len(self.cases)))
         case = self.cases[k]
         force = bool(rng.random() < self.foreground_fraction)
-        image, label = sample_patch(
-            case.image,
-            case.label,  # type: ignore[arg-type]
-            self.patch_size,
-            rng,
-            force_foreground=force,
-            pad_mode=self.pad_mode,
-            pad_value=self.pad_value,
-            foreground=self.foreground[k],
-        )
+        if isinstance(case, DiskCase):
+            region, pad = patch_region(
+                case.spatial, self.patch_size, rng, force, self.foreground[k]
+            )
+            image, label = case.read(region)
+            image = pad_region(image, pad, self.pad_mode, self.pad_value, case.minimum)
+            label = pad_region(label[None], pad, "constant", 0)[0]
+        else:
+            image, label = sample_patch(
+                case.image,
+                case.label,  # type: ignore[arg-type]
+                self.patch_size,
+                rng,
+                force_foreground=force,
+                pad_mode=self.pad_mode,
+                pad_value=self.pad_value,
+                foreground=self.foreground[k],
+            )
         image, label = self.augment(image, label, rng)
         # np.array(copy=True), not ascontiguousarray: a flipped axis of length 1 (a one-slice
         # patch) keeps its negative stride through ascontiguousarray, which torch refuses
         image_t = torch.from_numpy(np.array(image, dtype=np.float32, copy=True))
         label_t = torch.from_numpy(np.array(label, dtype=np.int64, copy=True))
         return image_t, label_t
+
+
+def _channels(case: Any) -> int:
+    return case.channels if isinstance(case, DiskCase) else int(case.image.shape[0])
 
 
 class EpochSampler(Sampler):

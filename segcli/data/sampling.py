@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from segcli.padding import pad_amounts, pad_to_shape
 
-__all__ = ["MAX_LOCATIONS", "foreground_locations", "sample_patch"]
+__all__ = ["MAX_LOCATIONS", "foreground_locations", "pad_region", "patch_region", "sample_patch"]
 
 #: at most this many voxel coordinates are kept per class (randomly chosen), as in nnU-Net
 MAX_LOCATIONS = 10_000
@@ -58,6 +58,78 @@ def foreground_locations(
     return out
 
 
+def patch_region(
+    spatial: Sequence[int],
+    patch_size: Sequence[int],
+    rng: np.random.Generator,
+    force_foreground: bool,
+    foreground: dict[int, npt.NDArray[np.int64]] | None,
+) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
+    """Where one training patch lies: the region of the image to read and how to pad it.
+
+    The draws of :func:`sample_patch` without touching any voxel, so that a patch can be read
+    from a file (the preprocessing cache) without loading the image.
+
+    Returns:
+        ``(region, pad)``: ``region`` = one slice per spatial axis inside the image; ``pad`` =
+        ``(before, after)`` per axis that brings the region to ``patch_size`` (non-zero only on
+        axes where the image is smaller than the patch, where the region is the whole axis).
+    """
+    patch = tuple(int(p) for p in patch_size)
+    spatial = tuple(int(s) for s in spatial)
+    amounts = pad_amounts(spatial, patch)
+    offset = np.array([before for before, _ in amounts], dtype=np.int64)
+    size = np.array([max(s, p) for s, p in zip(spatial, patch, strict=True)], dtype=np.int64)
+    psize = np.array(patch, dtype=np.int64)
+    high = size - psize  # inclusive upper bound of the patch start (padded coordinates)
+    classes = []
+    if force_foreground and foreground:
+        classes = sorted(c for c, loc in foreground.items() if len(loc))
+    if classes:
+        cls = classes[int(rng.integers(len(classes)))]
+        locations = foreground[cls]  # type: ignore[index]
+        voxel = locations[int(rng.integers(len(locations)))] + offset
+        jitter = psize // 4
+        shift = rng.integers(-jitter, jitter + 1)
+        start = np.clip(voxel - psize // 2 + shift, 0, high)
+    else:
+        start = rng.integers(0, high + 1)
+    region, pad = [], []
+    for s, p, st, (before, after) in zip(spatial, patch, start, amounts, strict=True):
+        if s < p:  # the whole axis, padded (the start is 0 there)
+            region.append(slice(0, s))
+            pad.append((before, after))
+        else:
+            region.append(slice(int(st), int(st) + p))
+            pad.append((0, 0))
+    return tuple(region), pad
+
+
+def pad_region(
+    image: npt.NDArray[np.floating],
+    pad: Sequence[tuple[int, int]],
+    mode: str,
+    value: float = 0.0,
+    minimum: npt.NDArray[np.floating] | Sequence[float] | None = None,
+) -> npt.NDArray[np.floating]:
+    """Pad a region ``(C, *spatial)`` read by :func:`patch_region` to the patch.
+
+    ``minimum`` (per channel) is the whole image's minimum for ``mode="minimum"`` (the region's
+    own minimum when None — the same when the region is the whole image).
+    """
+    if not any(b or a for b, a in pad):
+        return image
+    target = [s + b + a for s, (b, a) in zip(image.shape[1:], pad, strict=True)]
+    if mode == "minimum" and minimum is not None:
+        filled = np.empty((image.shape[0], *target), dtype=image.dtype)
+        filled[...] = np.asarray(minimum, dtype=image.dtype).reshape((-1,) + (1,) * len(pad))
+        inner = tuple(slice(b, b + s) for (b, _), s in zip(pad, image.shape[1:], strict=True))
+        filled[(slice(None), *inner)] = image
+        return filled
+    padded, _ = pad_to_shape(image, target, mode=mode, value=value)
+    return padded
+
+
 def sample_patch(
     image: npt.NDArray[np.floating],
     label: npt.NDArray[np.integer],
@@ -76,6 +148,8 @@ def sample_patch(
     is closer), clipped to lie inside the (padded) image.  Otherwise, or when the case has no
     foreground, the patch position is uniform over all positions that fit.
 
+    Only the patch's region of ``image`` and ``label`` is read (they may be memory maps).
+
     Args:
         image: ``(C, *spatial)``.
         label: ``(*spatial)``, same spatial shape.
@@ -84,8 +158,8 @@ def sample_patch(
         force_foreground: centre the patch on a foreground voxel.
         pad_mode, pad_value: how an image smaller than the patch is padded (see
             :func:`segcli.padding.pad_to_shape`); the label is padded with 0.
-        foreground: precomputed :func:`foreground_locations` of ``label`` (unpadded
-            coordinates); computed on the fly when ``None`` and needed.
+        foreground: precomputed :func:`foreground_locations` of ``label``; computed on the fly
+            when ``None`` and needed.
 
     Returns:
         ``(image_patch (C, *patch), label_patch (*patch))``, fresh contiguous arrays.
@@ -104,32 +178,14 @@ def sample_patch(
         raise ValueError(
             f"label shape {tuple(label.shape)} differs from the image's spatial {spatial}"
         )
-    offset = np.zeros(len(spatial), dtype=np.int64)
-    if any(s < p for s, p in zip(spatial, patch, strict=True)):
-        offset = np.array([before for before, _ in pad_amounts(spatial, patch)], dtype=np.int64)
-        image, _ = pad_to_shape(image, patch, mode=pad_mode, value=pad_value)
-        padded_label, _ = pad_to_shape(label[None], patch, mode="constant", value=0)
-        label = padded_label[0]
-    size = np.array(label.shape, dtype=np.int64)
-    psize = np.array(patch, dtype=np.int64)
-    high = size - psize  # inclusive upper bound of the patch start
-    if force_foreground:
-        if foreground is None:
-            foreground = foreground_locations(label)
-            offset = np.zeros_like(offset)  # computed on the padded label already
-        classes = sorted(c for c, loc in foreground.items() if len(loc))
-    else:
-        classes = []
-    if classes:
-        cls = classes[int(rng.integers(len(classes)))]
-        locations = foreground[cls]  # type: ignore[index]
-        voxel = locations[int(rng.integers(len(locations)))] + offset
-        jitter = psize // 4
-        shift = rng.integers(-jitter, jitter + 1)
-        start = np.clip(voxel - psize // 2 + shift, 0, high)
-    else:
-        start = rng.integers(0, high + 1)
-    box = tuple(slice(int(s), int(s) + int(p)) for s, p in zip(start, psize, strict=True))
-    image_patch = np.ascontiguousarray(image[(slice(None), *box)])
-    label_patch = np.ascontiguousarray(label[box])
-    return image_patch, label_patch
+    if force_foreground and foreground is None:
+        foreground = foreground_locations(label)
+    region, pad = patch_region(spatial, patch, rng, force_foreground, foreground)
+    image_patch = np.array(image[(slice(None), *region)], copy=True)
+    label_patch = np.array(label[region], copy=True)
+    minimum = None
+    if pad_mode == "minimum" and any(b or a for b, a in pad):
+        minimum = np.asarray(image).reshape(image.shape[0], -1).min(axis=1)
+    image_patch = pad_region(image_patch, pad, pad_mode, pad_value, minimum)
+    label_patch = pad_region(label_patch[None], pad, "constant", 0)[0]
+    return np.ascontiguousarray(image_patch), np.ascontiguousarray(label_patch)

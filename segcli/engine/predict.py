@@ -14,12 +14,13 @@ This module orchestrates; each step has its home:
 - checkpoints: :func:`segcli.io.checkpoint.resolve_checkpoints` picks them,
   :func:`segcli.inference.ensemble.load_models` loads them after the one spec check
   (:func:`segcli.io.checkpoint.check_compatible`);
-- probabilities: :func:`segcli.inference.ensemble.ensemble_probabilities` normalises exactly as
-  training does (``data.normalization``, with the dataset statistics stored in the checkpoint
-  for ``ct_auto``), resamples to the spacing the checkpoint was trained at, runs
-  :func:`segcli.inference.from_spec.window_probabilities` (sliding windows, or overlap-tile for
-  valid-padding networks) with the spec's ``inference`` settings and resamples
-  the probabilities linearly back onto the input grid (several checkpoints: averaged there);
+- probabilities: :func:`segcli.inference.volume.predict_volume` preprocesses exactly as
+  training does (crop to the non-zero region, resample to the spacing the checkpoint was
+  trained at, ``data.normalization`` with the dataset statistics stored in the checkpoint for
+  ``ct_auto``), runs the sliding windows slab by slab (or overlap-tile for valid-padding
+  networks) with the spec's ``inference`` settings, resamples the probabilities linearly back
+  onto the cropped input grid (several checkpoints: averaged there, float16) and pastes the
+  labels into the input's full grid — in memory bounded per voxel (docs/benchmarks.md);
 - labels: :func:`segcli.inference.decode.decode_labels` (argmax; multilabel: value ``k + 1``
   where channel ``k`` exceeds 0.5, the highest such ``k`` winning, as in training's
   validation; with ``regions``, each region's own label value, later regions on top:
@@ -48,8 +49,8 @@ from segcli.config import Experiment
 from segcli.engine import distributed
 from segcli.engine.runtime import check_writable_folder, info, progress_bar, resolve_device
 from segcli.errors import DataError, SegcliError, SpecError
-from segcli.inference.decode import decode_labels
-from segcli.inference.ensemble import LoadedModel, ensemble_probabilities, load_models
+from segcli.inference.ensemble import LoadedModel, load_models
+from segcli.inference.volume import predict_volume
 from segcli.io.checkpoint import resolve_checkpoints
 from segcli.io.dataset import find_inputs, read_case
 from segcli.io.images import make_geometry, write_image
@@ -260,8 +261,8 @@ def predict_case(
     grid = geometry
     if squeezed:  # resampling happens in the plane; the slice's own 2-D grid
         grid = make_geometry(image.shape[1:], geometry.spacing[1:])
-    probs = ensemble_probabilities(exp, models, image, device, grid)
-    labels = decode_labels(probs, exp.multilabel, exp.region_values)
+    labels, probs = predict_volume(exp, models, image, device, grid, prob_path is not None)
+    del image
     post = exp.inference.postprocess
     if post.largest_component or post.min_size > 0 or post.fill_holes:
         from segcli.postprocess import postprocess_labels
@@ -273,9 +274,10 @@ def predict_case(
             fill_holes=post.fill_holes,
         )
     if squeezed:
-        labels, probs = labels[None], probs[:, None]
-    if prob_path is not None:
-        _write_npz(prob_path, probs.astype(np.float16))
+        labels = labels[None]
+        probs = None if probs is None else probs[:, None]
+    if prob_path is not None and probs is not None:
+        _write_npz(prob_path, probs.astype(np.float16, copy=False))
     try:
         write_image(label_path, labels, geometry)
     except BaseException:

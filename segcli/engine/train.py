@@ -123,7 +123,7 @@ def _fit(
     if data.val_cases:
         check_validation_size(exp)
     model = build(exp.model).to(device)
-    loss_fn = experiment_loss(exp, [c.label for c in data.train_cases]).to(device)
+    loss_fn = experiment_loss(exp, [c.label_counts for c in data.train_cases]).to(device)
     optimizer, scheduler = build_optimizer(exp, model)
 
     start_epoch, best_dice, best_epoch, rows = 0, -math.inf, -1, []
@@ -161,6 +161,7 @@ def _fit(
         f"{f' × {world} processes' if world > 1 else ''}, "
         f"run folder {run.path}"
     )
+    info(data.describe())
     announce_precision(run, execution, spec.legacy_note, main)
     result = TrainResult(run.path, 0, best_dice, best_epoch, rows)
     result.precision = execution.precision.name

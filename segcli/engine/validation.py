@@ -67,7 +67,8 @@ def _validation_sums(
     regions = exp.region_values  # None for softmax models
     losses, dices = [], []
     model.eval()
-    for case in cases:
+    for item in cases:
+        case = item.materialize()  # a case read from the cache: in memory for its turn only
         image = torch.from_numpy(case.image)
         probs = window_probabilities(
             model, image, exp.inference, exp.multilabel, device, tta=False, precision=precision

@@ -4,10 +4,10 @@
     >>> models = load_models(exp, [Path("runs/x/checkpoint_best.pt")], "cpu")
     >>> probs = ensemble_probabilities(exp, models, image, "cpu", geometry)  # (classes, *spatial)
 
-Each model sees the image normalised as in training (``data.normalization``, with the dataset
-statistics stored in its checkpoint for ``ct_auto``) and, when it was trained at a spacing,
-resampled to it (``data.resample_order``); its probabilities are resampled linearly back onto
-the input grid before the average.
+Each model sees the image preprocessed as in training: cropped to its non-zero region, resampled
+to the model's training spacing (``data.resample_order``) and normalised (``data.normalization``,
+with the dataset statistics stored in its checkpoint for ``ct_auto``); its probabilities are
+resampled linearly back onto the input grid before the average.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segcli.data.preprocessing import normalize
-from segcli.errors import CheckpointError, DataError, SpecError
+from segcli.errors import CheckpointError
 from segcli.io.checkpoint import Checkpoint, check_compatible
 from segcli.io.images import ImageGeometry, make_geometry
 
@@ -84,64 +83,52 @@ def ensemble_probabilities(
 ) -> np.ndarray:
     """Mean probabilities of every model on the input grid, ``(classes, *spatial)`` float32.
 
+    The preprocessing of :func:`segcli.inference.volume.predict_volume` (crop to the non-zero
+    region, resample to the training spacing, normalise), with float32 probabilities of the
+    whole image kept — for scripts and small images; ``segcli predict`` uses
+    :func:`~segcli.inference.volume.predict_volume`, which never holds them.
+
     Args:
         image: the raw ``(C, *spatial)`` image (normalised here, per model's statistics).
-        geometry: the image's grid; needed when a model was trained at a spacing.
+        geometry: the image's grid (default: unit spacing); the result is on this grid.
 
     Raises:
         SpecError: the network cannot run sliding windows of ``inference.patch_size``.
         DataError: out of GPU memory, or an image whose dimensionality the spacing lacks.
     """
-    from segcli.inference.from_spec import window_probabilities
+    from segcli.data.preprocessing import crop_geometry, nonzero_bbox
+    from segcli.data.resample import resample_image, same_grid
+    from segcli.inference.volume import _network_input, probability_slabs
 
-    total: torch.Tensor | None = None
-    normalized: dict[str, tuple[torch.Tensor, ImageGeometry | None]] = {}
+    full = geometry if geometry is not None else make_geometry(image.shape[1:])
+    spatial = tuple(image.shape[1:])
+    box = nonzero_bbox(image) if exp.data.crop_nonzero else tuple((0, s) for s in spatial)
+    region = (slice(None), *(slice(a, b) for a, b in box))
+    cropped = image[region]
+    grid = crop_geometry(full, box) if cropped.shape[1:] != spatial else full
+    total: np.ndarray | None = None
+    inputs: dict[str, tuple[torch.Tensor, ImageGeometry]] = {}
     for model in models:
         key = json.dumps([model.stats, model.spacing], sort_keys=True)
-        if key not in normalized:  # ensemble members usually share the preprocessing
-            array = normalize(image, exp.data.normalization, exp.data.window, model.stats)
-            grid = None
-            if model.spacing is not None:
-                array, grid = _resample_input(exp, array, geometry, model.spacing)
-            normalized[key] = (torch.from_numpy(array), grid)
-        network_input, grid = normalized[key]
-        try:
-            probs = window_probabilities(
-                model.network, network_input, exp.inference, exp.multilabel, device
-            ).cpu()
-        except ValueError as exc:
-            raise SpecError(f"model.arch '{exp.model.arch}': {exc}") from None
-        except torch.cuda.OutOfMemoryError:
-            raise DataError(
-                f"out of GPU memory on an image of size {tuple(image.shape[1:])}; lower "
-                "inference.batch_size or inference.patch_size, or use --device cpu"
-            ) from None
-        if grid is not None and geometry is not None:
-            from segcli.data.resample import resample_image
-
-            probs = torch.from_numpy(resample_image(probs.float().numpy(), grid, geometry, order=1))
-        total = probs if total is None else total.add_(probs)
+        if key not in inputs:  # ensemble members usually share the preprocessing
+            inputs[key] = _network_input(exp, model, cropped, grid)
+        network_input, net_grid = inputs[key]
+        probs = np.zeros((0,), np.float32)
+        for start, stop, slab in probability_slabs(model.network, network_input, exp, device):
+            part = slab.float().cpu().numpy()
+            if probs.size == 0:
+                probs = np.zeros((part.shape[0], *network_input.shape[1:]), np.float32)
+            probs[:, start:stop] = part
+        if model.spacing is not None and not same_grid(net_grid, grid):
+            probs = resample_image(probs, net_grid, grid, order=1)
+        total = probs if total is None else np.add(total, probs, out=total)
     assert total is not None  # models is not empty
     if len(models) > 1:
-        total.div_(len(models))
-    return total.numpy()
-
-
-def _resample_input(
-    exp: Experiment,
-    image: np.ndarray,
-    geometry: ImageGeometry | None,
-    spacing: tuple[float, ...],
-) -> tuple[np.ndarray, ImageGeometry]:
-    """The normalised ``(C, *spatial)`` image on its grid resampled to ``spacing``."""
-    from segcli.data.resample import resample_image, resampled_geometry
-
-    if geometry is None:
-        geometry = make_geometry(image.shape[1:])
-    if len(spacing) != geometry.dims:
-        raise DataError(
-            f"the image has {geometry.dims} axes {geometry.size} but the model was trained at "
-            f"spacing {list(spacing)} ({len(spacing)} axes)"
-        )
-    grid = resampled_geometry(geometry, spacing)
-    return resample_image(image, geometry, grid, exp.data.resample_order), grid
+        total /= len(models)
+    if cropped.shape[1:] == spatial:
+        return total
+    out = np.zeros((total.shape[0], *spatial), dtype=np.float32)
+    if not exp.multilabel:
+        out[0] = 1.0
+    out[region] = total
+    return out

@@ -32,7 +32,7 @@ from segcli.inference.windows import BLEND_MODES, blend_profiles, blend_weights,
 from segcli.padding import PAD_MODES, pad_to_shape
 from segcli.precision import inference_autocast
 
-__all__ = ["accumulator_device", "mirror_axes", "sliding_window"]
+__all__ = ["accumulator_device", "mirror_axes", "sliding_window", "sliding_window_slabs"]
 
 #: Share of the free CUDA memory the accumulators and the image may take; the rest is left
 #: for the network's activations.
@@ -94,6 +94,51 @@ def sliding_window(
             valid-padding network whose output is smaller than its input — not supported).
     """
     image = torch.as_tensor(image)
+    out: torch.Tensor | None = None
+    for start, stop, slab in sliding_window_slabs(
+        model, image, patch_size, overlap, blend, batch_size, tta, multilabel, device,
+        pad_mode, pad_value, channels_last, precision,
+    ):  # fmt: skip
+        if out is None:
+            shape = (slab.shape[0], *image.shape[1:])
+            store = accumulator_device(slab.device, (shape[0] + 1) * _numel(shape[1:]) * 4)
+            out = torch.empty(shape, dtype=torch.float32, device=store)
+        out[:, start:stop] = slab
+    assert out is not None  # at least one window always exists
+    return out
+
+
+def sliding_window_slabs(
+    model: nn.Module,
+    image: torch.Tensor | np.ndarray,
+    patch_size: Sequence[int],
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 8,
+    tta: bool = False,
+    multilabel: bool = False,
+    device: str | torch.device | None = None,
+    pad_mode: str = "minimum",
+    pad_value: float = 0.0,
+    channels_last: bool | None = None,
+    precision: str | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """:func:`sliding_window`'s probabilities, slab by slab along the first spatial axis.
+
+    Windows run row by row (all windows sharing a first-axis start), accumulating into a
+    float32 band one patch deep; once no later window reaches a slab of the band, it is divided
+    by its weight sum and yielded.  The whole image's probabilities never exist at once: peak
+    memory is the band (``classes × patch[0] × rest`` floats) plus one batch of windows, so a
+    caller can decode, downcast or write each slab as it comes (``segcli predict`` on big CT).
+
+    Yields:
+        ``(start, stop, probabilities)``: rows ``start:stop`` of the first axis (image
+        coordinates, increasing, covering the image once) and their float32
+        ``(classes, stop - start, *spatial[1:])`` probabilities, on ``device`` when they fit
+        (see :func:`accumulator_device`), else on CPU.  Same arguments and errors as
+        :func:`sliding_window`.
+    """
+    image = torch.as_tensor(image)
     patch = tuple(int(p) for p in patch_size)
     _check_arguments(image, patch, overlap, blend, batch_size, pad_mode)
     device = _model_device(model, image) if device is None else torch.device(device)
@@ -107,11 +152,34 @@ def sliding_window(
     flips = mirror_axes(len(patch)) if tta else [()]
     amp = inference_autocast(device, precision)
     layout = _layout(len(patch), device, channels_last)
+    sums = _weight_sums(starts, profiles, spatial)
+    rest_sum = sums[1:]
+    first, last = crop[1].start, crop[1].stop  # the image's rows inside the padded rows
 
-    acc: torch.Tensor | None = None
+    band: torch.Tensor | None = None  # probability sums of rows band_start:band_start + depth
+    band_start = starts[0][0]
     buffer: torch.Tensor | None = None  # one batch of windows, reused (created in ``layout``)
+
+    def finish(upto: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        # rows band_start:upto are complete (no later window reaches them): divide, crop, yield
+        nonlocal band, band_start
+        assert band is not None
+        slab = band[:, : upto - band_start]
+        band = band[:, upto - band_start :]
+        total = _outer(sums[0][band_start:upto], rest_sum).to(slab.device)
+        slab.div_(total.unsqueeze(0))
+        lo, hi = max(band_start, first), min(upto, last)
+        band_start = upto
+        if hi > lo:
+            rows = slice(lo - (upto - slab.shape[1]), hi - (upto - slab.shape[1]))
+            yield lo - first, hi - first, slab[(slice(None), rows, *crop[2:])]
+
     with _weights_in_layout(model, layout), torch.no_grad():
         for corners in _batches(itertools.product(*starts), batch_size):
+            # windows come row by row (first-axis start non-decreasing): every row before this
+            # batch's first is finished
+            if band is not None and corners[0][0] > band_start:
+                yield from finish(corners[0][0])
             regions = [
                 (slice(None), *(slice(s, s + p) for s, p in zip(c, patch, strict=True)))
                 for c in corners
@@ -124,20 +192,30 @@ def sliding_window(
             batch = buffer[: len(regions)].to(device, non_blocking=True)
             probs = _predict(model, batch, flips, multilabel, amp)
             probs.mul_(weights)
-            if acc is None:
+            depth = corners[-1][0] + patch[0] - band_start
+            if band is None:
                 store = accumulator_device(
-                    device, (probs.shape[1] + image.shape[0]) * _numel(spatial) * 4
+                    device, (2 * probs.shape[1] + image.shape[0]) * _numel(spatial) * 4
                 )
-                acc = torch.zeros((probs.shape[1], *spatial), dtype=torch.float32, device=store)
+                band = torch.zeros(
+                    (probs.shape[1], depth, *spatial[1:]), dtype=torch.float32, device=store
+                )
                 padded = padded.to(store)
-            probs = probs.to(acc.device)
-            for region, window in zip(regions, probs, strict=True):
-                acc[region].add_(window)
-        assert acc is not None  # at least one window always exists
-        _divide_by_weight_sum(acc, starts, profiles)
-    if spatial != tuple(image.shape[1:]):
-        return acc[crop].clone()
-    return acc
+            elif band.shape[1] < depth:
+                more = torch.zeros(
+                    (band.shape[0], depth - band.shape[1], *band.shape[2:]),
+                    dtype=band.dtype,
+                    device=band.device,
+                )
+                band = torch.cat([band, more], dim=1)
+            probs = probs.to(band.device)
+            for corner, window in zip(corners, probs, strict=True):
+                local = (slice(None), slice(corner[0] - band_start, corner[0] - band_start + patch[0]), *(
+                    slice(s, s + p) for s, p in zip(corner[1:], patch[1:], strict=True)
+                ))  # fmt: skip
+                band[local].add_(window)
+        assert band is not None  # at least one window always exists
+        yield from finish(spatial[0])
 
 
 def mirror_axes(dims: int) -> list[tuple[int, ...]]:
@@ -290,15 +368,26 @@ def _predict(
     return probs
 
 
-def _divide_by_weight_sum(
-    acc: torch.Tensor, starts: list[list[int]], profiles: Sequence[torch.Tensor]
-) -> None:
-    """``acc /= Σ_windows weight``, the sum taken as the product of per-axis 1-D sums."""
-    dims = len(starts)
-    for axis, (axis_starts, profile) in enumerate(zip(starts, profiles, strict=True)):
-        total = torch.zeros(acc.shape[1 + axis], dtype=torch.float64)
+def _weight_sums(
+    starts: list[list[int]], profiles: Sequence[torch.Tensor], spatial: Sequence[int]
+) -> list[torch.Tensor]:
+    """Per axis, the sum over windows of the blend profile at each position (float64).
+
+    The windows form a Cartesian grid and the weight is a product of per-axis profiles, so the
+    total weight at a voxel is the product of these 1-D sums.
+    """
+    out = []
+    for axis_starts, profile, size in zip(starts, profiles, spatial, strict=True):
+        total = torch.zeros(int(size), dtype=torch.float64)
         for s in axis_starts:
             total[s : s + profile.numel()] += profile.double()
-        shape = [1] * (dims + 1)
-        shape[1 + axis] = -1
-        acc.mul_(total.reciprocal().to(torch.float32).reshape(shape).to(acc.device))
+        out.append(total)
+    return out
+
+
+def _outer(first: torch.Tensor, rest: Sequence[torch.Tensor]) -> torch.Tensor:
+    """float32 weight sums ``(len(first), *rest)`` as the outer product of 1-D sums."""
+    total = first
+    for axis_sum in rest:
+        total = total.unsqueeze(-1) * axis_sum
+    return total.to(torch.float32)

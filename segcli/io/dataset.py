@@ -9,6 +9,7 @@ DATASET/dataset.json                   (optional: labels, channel names)
 >>> cases = find_cases("data/toy", "Tr")
 >>> cases[0].name, cases[0].images, cases[0].label
 >>> find_inputs("data/toy/imagesTs")             # predict: {case: channel files}
+>>> find_inputs("dicom/ct_007")                   # a DICOM series folder: {"ct_007": (folder,)}
 >>> pair_cases("pred", "data/toy/labelsTs")      # evaluate: {case: (pred, ref)}
 
 The ``_0000`` channel suffix is recognised here and nowhere else (:func:`split_channel`).
@@ -31,6 +32,10 @@ from segcli.io.images import (
     IMAGE_SUFFIXES,
     ImageGeometry,
     check_same_grid,
+    dicom_series_files,
+    is_dicom_file,
+    is_dicom_folder,
+    read_dicom_series,
     read_geometry,
     read_image,
     strip_suffix,
@@ -252,15 +257,23 @@ def find_inputs(input: str | Path) -> dict[str, tuple[Path, ...]]:
 
     A file stands for its case: ``ct_007_0000.nii.gz`` brings along ``ct_007_0001.nii.gz`` ...
     from the same folder.  A folder is read like ``imagesTs/`` (files grouped by the
-    ``_0000`` channel suffix, or one file per case without it).
+    ``_0000`` channel suffix, or one file per case without it).  A folder without such image
+    files may be one DICOM series (one case named after the folder, its "files" the folder
+    itself) or hold one DICOM series per sub-folder (one case per sub-folder, named after it).
 
     Raises:
         DataError: the path does not exist, holds no images (with a hint when it is a dataset
-            root with ``imagesTs/``), or the channel files are inconsistent.
+            root with ``imagesTs/``), the channel files are inconsistent, or a DICOM folder
+            holds several series or damaged files.
     """
     path = Path(input)
     if path.is_file():
         if not any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+            if is_dicom_file(path):
+                raise DataError(
+                    f"{path}: a single DICOM file; give --input the folder of its series "
+                    f"({path.parent})"
+                )
             raise DataError(
                 f"{path}: not an image file SimpleITK reads ({', '.join(IMAGE_SUFFIXES)})"
             )
@@ -285,17 +298,44 @@ def find_inputs(input: str | Path) -> dict[str, tuple[Path, ...]]:
                 f"{path}: no images directly in this folder; it looks like a dataset root — "
                 f"point --input at the images folder, e.g. {path / sub[0]}"
             )
-        raise DataError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+        dicom = _dicom_inputs(path)
+        if dicom:
+            return dicom
+        raise DataError(
+            f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)}, or DICOM series files)"
+        )
     return group_images(files, path)
+
+
+def _dicom_inputs(folder: Path) -> dict[str, tuple[Path, ...]]:
+    """``{folder name: (folder,)}`` for a DICOM series folder (checked: exactly one readable
+    series), ``{sub-folder name: (sub-folder,)}`` for each DICOM sub-folder (checked when
+    read, so one damaged series fails only its case), or {} when there is no DICOM."""
+    if is_dicom_folder(folder):
+        dicom_series_files(folder)  # several series or damaged files: refused before any work
+        return {folder.resolve().name or "series": (folder,)}
+    subfolders = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return {d.name: (d,) for d in subfolders if is_dicom_folder(d)}
 
 
 def read_case(files: tuple[Path, ...], in_channels: int) -> tuple[np.ndarray, ImageGeometry]:
     """Stack a case's channel files into ``(C, *spatial)`` float32 on the first file's grid.
 
+    ``files`` may instead hold one DICOM series folder (see :func:`find_inputs`): one channel,
+    ``(1, z, y, x)``, with the geometry SimpleITK derives from the series.
+
     Raises:
-        DataError: unreadable file, NaN/inf intensities, channels on different grids, or a
-            channel count other than ``in_channels``.
+        DataError: unreadable file or series, NaN/inf intensities, channels on different grids,
+            or a channel count other than ``in_channels``.
     """
+    if len(files) == 1 and files[0].is_dir():
+        if in_channels != 1:
+            raise DataError(
+                f"{files[0]}: a DICOM series folder is one channel but the model takes "
+                f"model.in_channels = {in_channels}"
+            )
+        array, geometry = read_dicom_series(files[0])
+        return array[None], geometry
     if len(files) != in_channels:
         raise DataError(
             f"{files[0]}: the case has {len(files)} channel file(s) but the model takes "

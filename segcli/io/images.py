@@ -8,15 +8,18 @@ on write, so the rest of segcli never thinks about it.
     >>> array, geometry = read_image("case_0000.nii.gz")   # array (z, y, x), float32
     >>> geometry.spacing                                     # (sz, sy, sx) in mm
     >>> write_image("out.nii.gz", array > 0, geometry)       # same grid, written atomically
+    >>> array, geometry = read_dicom_series("ct_series/")    # a DICOM series folder
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import locale
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +35,14 @@ __all__ = [
     "ImageGeometry",
     "check_same_grid",
     "from_sitk",
+    "dicom_series_files",
     "index_to_physical",
+    "is_dicom_file",
+    "is_dicom_folder",
     "make_geometry",
     "physical_to_index",
     "to_sitk",
+    "read_dicom_series",
     "read_geometry",
     "read_image",
     "read_label",
@@ -264,6 +271,228 @@ def read_label(path: str | Path) -> tuple[npt.NDArray[np.integer], ImageGeometry
     if array.dtype.kind == "b":
         array = array.astype(np.uint8)
     return array, _geometry(image)
+
+
+# --------------------------------------------------------------------------- DICOM series
+
+#: Name endings of DICOM files (many carry none: those are known by their content).
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+#: Slice gaps may differ from the series' typical gap by this share (plus 1 µm) before the
+#: series counts as unevenly spaced (a missing slice doubles a gap).
+_SLICE_GAP_TOLERANCE = 0.01
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    """Whether ``path`` has the DICOM Part 10 preamble: ``DICM`` at byte 128."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file that looks like DICOM (``DICM`` marker or a DICOM name ending)."""
+    path = Path(path)
+    return path.is_file() and (
+        path.name.lower().endswith(_DICOM_SUFFIXES) or _has_dicom_magic(path)
+    )
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The regular, non-hidden files directly in ``folder``, sorted ([] if unreadable)."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _sitk_reason(exc: RuntimeError) -> str:
+    """The line of a SimpleITK exception that says what went wrong."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line]
+    return (errors or lines or [""])[-1]
+
+
+@contextlib.contextmanager
+def _keep_locale() -> Iterator[None]:
+    """Restore the C library's locale after GDCM, which sets it to "C" — after which Python's
+    default text encoding in this process (subprocess output, open()) is ASCII."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+@_keep_locale()
+def _dicom_series(folder: Path) -> dict[str, tuple[Path, ...]]:
+    """Series instance UID → its files in ``folder`` (not recursive), in GDCM's slice order."""
+    reader = sitk.ImageSeriesReader
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's "No Series were found"
+    try:
+        return {
+            uid: tuple(Path(f) for f in reader.GetGDCMSeriesFileNames(str(folder), uid))
+            for uid in reader.GetGDCMSeriesIDs(str(folder))
+        }
+    except RuntimeError as exc:
+        raise DataError(
+            f"{folder}: cannot scan the folder for DICOM series. {_sitk_reason(exc)}"
+        ) from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+
+
+def is_dicom_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding DICOM files (directly, not in sub-folders).
+
+    A file with the ``DICM`` marker at byte 128 is enough; otherwise GDCM is asked whether it
+    finds a series (DICOM files without the preamble).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    files = _folder_files(path)
+    if any(_has_dicom_magic(p) for p in files):
+        return True
+    if not files:
+        return False
+    try:
+        return bool(_dicom_series(path))
+    except DataError:
+        return False
+
+
+def dicom_series_files(folder: str | Path) -> tuple[Path, ...]:
+    """The files of the one DICOM series in ``folder``, ordered by slice position (GDCM).
+
+    Raises:
+        DataError: the folder is missing, holds no series or several series, or holds DICOM
+            files that belong to no series (truncated or damaged files GDCM skipped).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: DICOM series folder not found")
+    series = _dicom_series(folder)
+    if not series:
+        raise DataError(
+            f"{folder}: no DICOM series found (no file in the folder reads as a DICOM image)"
+        )
+    if len(series) > 1:
+        listed = "; ".join(f"{uid} ({len(files)} files)" for uid, files in series.items())
+        raise DataError(
+            f"{folder}: holds {len(series)} DICOM series ({listed}); give --input a folder "
+            "with one series (move each series into its own folder)"
+        )
+    files = next(iter(series.values()))
+    listed_names = {p.name for p in files}
+    skipped = [
+        p.name
+        for p in _folder_files(folder)
+        if p.name not in listed_names and p.name.upper() != "DICOMDIR" and is_dicom_file(p)
+    ]
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        raise DataError(
+            f"{folder}: {len(skipped)} DICOM file(s) cannot be read as part of the series "
+            f"({shown}): truncated or damaged; re-export the series"
+        )
+    return files
+
+
+@_keep_locale()
+def _check_slices(folder: Path, files: Sequence[Path]) -> None:
+    """Every slice file readable, of one size and orientation, and evenly spaced.
+
+    SimpleITK reads a series with a missing slice without error (the spacing becomes the
+    average gap, so every slice after the gap lands in the wrong place); refuse it instead.
+    """
+    if len(files) < 2:
+        return
+    reader = sitk.ImageFileReader()
+    sizes, origins, directions = [], [], []
+    for path in files:
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise DataError(
+                f"{folder}: cannot read the DICOM file {path.name} (truncated or damaged); "
+                "re-export the series"
+            ) from None
+        sizes.append(tuple(reader.GetSize()))
+        origins.append(reader.GetOrigin())
+        directions.append(reader.GetDirection())
+    for path, size, direction in zip(files, sizes, directions, strict=True):
+        if size != sizes[0]:
+            raise DataError(
+                f"{folder}: the slices differ in size: {path.name} is {size[:2]} but "
+                f"{files[0].name} is {sizes[0][:2]} (x, y); the folder must hold one series"
+            )
+        if not np.allclose(direction, directions[0], atol=1e-4):
+            raise DataError(
+                f"{folder}: the slices differ in orientation (0020|0037): {path.name} vs "
+                f"{files[0].name}; the folder must hold one series"
+            )
+    if len(sizes[0]) != 3 or sizes[0][2] != 1:
+        return  # multi-frame files: SimpleITK places their frames itself
+    normal = np.asarray(directions[0], dtype=np.float64).reshape(3, 3)[:, 2]
+    gaps = np.diff(np.asarray(origins, dtype=np.float64) @ normal)
+    step = float(np.median(gaps))
+    for k, gap in enumerate(gaps):
+        if abs(gap) < 1e-6 or abs(step) < 1e-6:
+            raise DataError(
+                f"{folder}: slices {files[k].name} and {files[k + 1].name} lie at the same "
+                "position (0020|0032 image position); the folder must hold one series"
+            )
+        if abs(gap - step) > _SLICE_GAP_TOLERANCE * abs(step) + 1e-3:
+            raise DataError(
+                f"{folder}: the slices are not evenly spaced: {abs(gap):g} mm between "
+                f"{files[k].name} and {files[k + 1].name}, {abs(step):g} mm elsewhere "
+                "(a missing slice?); re-export the complete series"
+            )
+
+
+@_keep_locale()
+def read_dicom_series(folder: str | Path) -> tuple[npt.NDArray[np.float32], ImageGeometry]:
+    """Read the one DICOM series in ``folder`` as float32 ``(z, y, x)`` with its geometry.
+
+    Slices are ordered by position (GDCM's order, not by file name); spacing, origin and
+    direction are what SimpleITK derives from the series' image position / orientation and
+    pixel spacing tags; the rescale slope / intercept is applied (CT in HU).
+
+    Raises:
+        DataError: naming the folder: no series, several series, an unreadable or truncated
+            file, slices of different sizes or orientations, a missing slice, a multi-component
+            (colour) series, or non-finite values.
+    """
+    folder = Path(folder)
+    files = dicom_series_files(folder)
+    _check_slices(folder, files)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(p) for p in files])
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise DataError(
+            f"{folder}: cannot read the DICOM series ({len(files)} files; a file is truncated "
+            f"or damaged, or the slices differ). {_sitk_reason(exc)}"
+        ) from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(
+            f"{folder}: the DICOM series has {image.GetNumberOfComponentsPerPixel()} components "
+            "per voxel (colour); segcli reads single-channel (grey-scale) series"
+        )
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise DataError(f"{folder}: the DICOM series contains NaN or infinite intensities")
+    return array, _geometry(image)
+
+
+# --------------------------------------------------------------------------- grids
 
 
 def check_same_grid(a: ImageGeometry, b: ImageGeometry, what: str, atol: float = 1e-4) -> None:

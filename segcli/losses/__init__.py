@@ -14,7 +14,7 @@ an index map whose value ``k + 1`` marks channel ``k``); see :mod:`segcli.losses
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -177,12 +177,14 @@ def build_loss(
     return LOSSES.get(spec.name)(spec, num_classes, multilabel, class_weights)
 
 
-def experiment_loss(exp: Experiment, train_labels: Sequence[npt.NDArray[np.integer]]) -> nn.Module:
+def experiment_loss(
+    exp: Experiment, train_labels: Sequence[npt.NDArray[np.integer] | Mapping[int, int]]
+) -> nn.Module:
     """``exp.loss`` built for ``exp.model``, with its class weights.
 
     ``weighted_ce`` takes the spec's ``loss.weights``, or with ``weights: auto`` the
     :func:`class_frequency_weights` of ``train_labels`` (the training cases' label maps, any
-    shape); every other loss ignores ``train_labels``.
+    shape, or their ``{value: voxels}`` counts); every other loss ignores ``train_labels``.
     """
     class_weights = None
     if exp.loss.name == "weighted_ce":

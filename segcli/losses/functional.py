@@ -20,7 +20,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -281,7 +281,7 @@ def dice_loss(
 
 
 def class_frequency_weights(
-    label_arrays: Sequence[npt.NDArray[np.integer]], num_classes: int
+    label_arrays: Sequence[npt.NDArray[np.integer] | Mapping[int, int]], num_classes: int
 ) -> list[float]:
     """Per-class weights inversely proportional to the class frequency in ``label_arrays``.
 
@@ -291,7 +291,8 @@ def class_frequency_weights(
     its weight would be unused, and 0 keeps the others from being diluted.
 
     Args:
-        label_arrays: integer label maps of any shape (the training labels).
+        label_arrays: integer label maps of any shape (the training labels), or each case's
+            voxel count per label value (``{value: count}``, what the preprocessing cache keeps).
         num_classes: number of classes including background.
 
     Returns:
@@ -302,16 +303,21 @@ def class_frequency_weights(
     """
     counts = np.zeros(num_classes, dtype=np.float64)
     for array in label_arrays:
-        flat = np.asarray(array).ravel()
-        if flat.size == 0:
+        if isinstance(array, Mapping):  # a case's voxel count per label value (the cache's)
+            values = np.array(sorted(array), dtype=np.int64)
+            found = np.array([array[v] for v in sorted(array)], dtype=np.float64)
+        else:
+            values, found = np.unique(np.asarray(array).ravel(), return_counts=True)
+            values = values.astype(np.int64)
+        if values.size == 0:
             continue
-        lo, hi = int(flat.min()), int(flat.max())
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
                 f"label value {hi if hi >= num_classes else lo} outside the model's "
                 f"{num_classes} classes (0..{num_classes - 1})"
             )
-        counts += np.bincount(flat.astype(np.int64), minlength=num_classes)[:num_classes]
+        counts[values] += found
     total = counts.sum()
     if total == 0:
         raise ValueError("no labelled voxels to compute class frequencies from")
