@@ -190,6 +190,53 @@ def train(
         raise Interrupted(f"{exc}; {how}: {shlex.join(again)}", exc.resumable) from None
 
 
+@app.command()
+@_user_errors
+def preprocess(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML) with data.root.")],
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=0, help="Worker processes (default: the cores, at most 4; 0: none)."
+        ),
+    ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check every cached file's checksum (reads them all); rebuild bad ones.",
+        ),
+    ] = False,
+    overrides: SetOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Crop, resample and index every case of data.root into the preprocessing cache, once.
+
+    train and plan --budget-minutes build it too when missing or stale; a second run reuses it.
+    """
+    exp = _load(spec, overrides)
+    from segcli.engine.preprocess import preprocess_dataset, verify_cache
+    from segcli.engine.runtime import info
+
+    try:
+        report = preprocess_dataset(exp, workers=workers)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted; the cases finished so far stay cached and the next run (or "
+            f"`segcli preprocess {spec}`) goes on with the rest",
+            False,
+        ) from None
+    info(report.summary())
+    if verify:
+        damaged = verify_cache(report)
+        if damaged:  # their index entries go: the next build redoes them
+            for name in damaged:
+                (report.folder / f"{name}.json").unlink(missing_ok=True)
+            report = preprocess_dataset(exp, workers=workers)
+            info(f"rebuilt {len(damaged)} case(s) whose files did not match their checksum")
+        info(f"verified {len(report.cases)} case(s)")
+
+
 # --------------------------------------------------------------------------- predict
 
 

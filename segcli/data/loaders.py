@@ -312,9 +312,11 @@ def preprocess(
     spacing: Sequence[float] | None,
     workers: int | None = None,
     progress: Progress | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> Any:
     """Build (or reuse) the preprocessing cache of ``names``; the
-    :class:`segcli.data.cache.CacheReport`.  ``spacing``: the resolved target (None: keep)."""
+    :class:`segcli.data.cache.CacheReport`.  ``spacing``: the resolved target (None: keep);
+    ``on_wait``: called when another process is building the same cache."""
     from segcli.data.cache import CacheSettings, build_cache
 
     root = data_spec.root
@@ -325,7 +327,9 @@ def preprocess(
 
     _check_known(names, {c.name for c in find_cases(root, "Tr", check_geometry=False)}, "root")
     settings = CacheSettings.of(data_spec, spacing)
-    return build_cache(data_spec, names, settings, workers=workers, progress=progress)
+    return build_cache(
+        data_spec, names, settings, workers=workers, progress=progress, on_wait=on_wait
+    )
 
 
 #: ``data.cache: auto`` keeps the cases in memory up to this many bytes of cached arrays

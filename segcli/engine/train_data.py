@@ -15,7 +15,7 @@ from typing import Any
 
 from segcli.config import Experiment
 from segcli.engine import distributed
-from segcli.engine.runtime import track
+from segcli.engine.runtime import info, track
 from segcli.errors import DataError, SegcliError
 
 __all__ = ["TrainData", "check_label_range", "load_train_data", "patch_loader"]
@@ -103,6 +103,7 @@ def load_train_data(exp: Experiment, workers: int | None = None) -> TrainData:
             spacing,
             workers=workers,
             progress=lambda items: track(items, "preprocessing"),
+            on_wait=lambda: info("another segcli process is building this cache; waiting"),
         )
         if exp.data.normalization == "ct_auto":
             from segcli.data.cache import stats_from_cache
