@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,8 @@ def plan_command(
     def measure(spec: dict[str, Any]) -> Measurement:
         if not startup:
             startup.append(_startup_seconds())
-        return measure_spec(spec, fp, resolved, startup[0], steps=measure_steps)
+        progress = None if as_json else (lambda items: track(items, "preprocessing"))
+        return measure_spec(spec, fp, resolved, startup[0], measure_steps, progress)
 
     plan = make_plan(fp, options, measure=measure if budget_minutes is not None else None)
     from segcli.plan.writer import render_json, write_spec
@@ -209,8 +211,12 @@ def measure_spec(
     device: str,
     startup_seconds: float,
     steps: int = MEASURE_STEPS,
+    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> Measurement:
     """Time a candidate spec on ``device``: loading, training steps, one validation case.
+
+    Builds the preprocessing cache of every case first (``progress`` wraps the cases built),
+    as ``segcli train`` would; loading is then timed from the cache.
 
     The steps are real: patches drawn by :class:`segcli.data.loaders.PatchDataset` through
     the spec's DataLoader workers, forward and backward of the planned U-Net with its
@@ -219,7 +225,7 @@ def measure_spec(
     import torch
 
     from segcli.config import from_dict
-    from segcli.data.loaders import load_cases
+    from segcli.data.loaders import cache_mode, cases_from_cache, preprocess, resolve_spacing
     from segcli.engine.train_data import patch_loader
     from segcli.inference import sliding_window
     from segcli.losses import build_loss
@@ -230,25 +236,21 @@ def measure_spec(
     exp = from_dict(spec, source="<candidate plan>")
     names = _measure_cases(fp, min(MEASURE_CASES, len(fp.cases)))
     stats = _ct_stats(fp) if exp.data.normalization == "ct_auto" else None
-    # loading = discovery (reads every header once) + a cost per case; time both directly,
-    # after a warm-up (imports, file cache)
-    from segcli.io.dataset import find_cases
-
-    load_cases(exp.data, names[:1], exp.seed, stats=stats)
+    # segcli train reads its cases from the preprocessing cache: build it for every case now
+    # (once: every candidate shares the data settings), so the training run finds it warm and
+    # the loading timed here is the cached loading that run will do
+    spacing = resolve_spacing(exp.data, exp.seed)
+    everything = [c.name for c in fp.cases]
+    report = preprocess(exp.data, everything, spacing, progress=progress)
+    mode = cache_mode(exp.data, report.nbytes)
+    cases_from_cache(report, names[:1], exp.data, stats, mode)  # warm-up (imports, file cache)
+    # loading = finding the cases and checking the cache (fixed) + a cost per case
     started = time.perf_counter()
-    find_cases(fp.root, "Tr")
+    report = preprocess(exp.data, everything, spacing)
     load_fixed = time.perf_counter() - started
     started = time.perf_counter()
-    cases = load_cases(exp.data, names, exp.seed, stats=stats)
-    several = time.perf_counter() - started
-    load_seconds = max(several - load_fixed, 0.0) / len(names)
-    # a noisy machine can make the difference vanish: the fingerprint timed reading every case
-    # (and more), a measured upper bound
-    read_seconds = float(np.median([c.seconds for c in fp.cases]))
-    if load_seconds < 0.5 * read_seconds:
-        load_seconds = read_seconds
-    if exp.data.normalization == "ct_auto":
-        load_seconds *= 2  # training reads the training cases once more for the statistics
+    cases = cases_from_cache(report, names, exp.data, stats, mode)
+    load_seconds = (time.perf_counter() - started) / len(names)
     torch.manual_seed(0)
     model = build(exp.model).to(device)
     # the precision and activation layout segcli train will use on this device
@@ -291,7 +293,7 @@ def measure_spec(
     _sync(device)
     step_seconds = float(np.median(durations)) if durations else time.perf_counter() - t0
     del loader
-    case = cases[0]
+    case = cases[0].materialize()
     model.eval()
 
     def validate_case() -> float:
