@@ -78,6 +78,13 @@ STEPS: tuple[Step, ...] = (
     Step("plan", ("segcli plan data/toy2d -o toy2d.yaml",)),
     Step("receptive-field", ("segcli receptive-field experiments/toy-dilated.yaml",)),
     Step(
+        "preprocess",
+        (
+            "segcli preprocess experiments/toy-dilated.yaml --set data.root=data/toy2d",
+            "segcli preprocess experiments/toy-dilated.yaml --set data.root=data/toy2d",
+        ),
+    ),
+    Step(
         "train",
         (
             "segcli train experiments/toy-dilated.yaml --set data.root=data/toy2d "
@@ -122,6 +129,7 @@ def run_step(step: Step, work: Path) -> str:
         "COLUMNS": COLUMNS,
         "TERM": "dumb",
         "PYTHONWARNINGS": "ignore",
+        "SEGCLI_CACHE": "cache",  # the preprocessing cache inside the working folder
     }
     lines = []
     for command in step.commands:

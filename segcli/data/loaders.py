@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segcli.config.schema import AugmentSpec, DataSpec
 from segcli.data.augment import build_augment
-from segcli.data.preprocessing import normalize
 from segcli.data.sampling import foreground_locations, pad_region, patch_region, sample_patch
 from segcli.errors import DataError, SpecError
 from segcli.io.images import ImageGeometry, make_geometry
@@ -64,6 +63,8 @@ class CaseData:
     label: np.ndarray | None
     spacing: tuple[float, ...]
     geometry: ImageGeometry | None = None
+    #: precomputed :func:`segcli.data.sampling.foreground_locations` of ``label`` (the cache's)
+    foreground: dict[int, np.ndarray] | None = None
 
     @property
     def label_counts(self) -> dict[int, int]:
@@ -98,8 +99,7 @@ class DiskCase:
     """
 
     def __init__(self, cached: Any, data_spec: DataSpec, stats: Any = None) -> None:
-        if data_spec.normalization == "ct_auto" and stats is None:
-            _normalise(np.zeros((1, 1), np.float32), data_spec, None)  # raises the SpecError
+        _require_stats(data_spec, stats)
         self.cached = cached
         self.name = cached.name
         self.spacing = tuple(cached.spacing)
@@ -148,7 +148,7 @@ class DiskCase:
         """The whole case in memory (validation reads one case at a time)."""
         image, label = self.cached.load()
         image = self._normalise(np.asarray(image, dtype=np.float32))
-        return CaseData(self.name, image, label, self.spacing, self.geometry)
+        return CaseData(self.name, image, label, self.spacing, self.geometry, self.foreground)
 
 
 # --------------------------------------------------------------------------- case lists
@@ -353,23 +353,8 @@ def cases_from_cache(
     """:class:`CaseData` (``mode="memory"``) or :class:`DiskCase` (``"disk"``) of ``names``."""
     if mode not in ("memory", "disk"):
         raise ValueError(f"mode must be 'memory' or 'disk', got {mode!r}")
-    out: list[Any] = []
-    for name in names:
-        cached = report.cases[name]
-        if mode == "disk":
-            out.append(DiskCase(cached, data_spec, stats))
-            continue
-        from segcli.data.preprocessing import normalize_with
-
-        image, label = cached.load()
-        if data_spec.normalization == "ct_auto" and stats is None:
-            _normalise(image, data_spec, None)  # raises the SpecError
-        image = np.asarray(image, dtype=np.float32)
-        normalize_with(
-            image, data_spec.normalization, cached.stats, data_spec.window, stats, out=image
-        )
-        out.append(CaseData(name, image, label, tuple(cached.spacing), cached.geometry))
-    return out
+    disk = [DiskCase(report.cases[name], data_spec, stats) for name in names]
+    return disk if mode == "disk" else [case.materialize() for case in disk]
 
 
 def resolve_spacing(data_spec: DataSpec, seed: int = 0) -> tuple[float, ...] | None:
@@ -401,13 +386,12 @@ def resolve_spacing(data_spec: DataSpec, seed: int = 0) -> tuple[float, ...] | N
     return median_spacing(case.images[0] for case in find_cases(data_spec.root, "Tr"))
 
 
-def _normalise(image: np.ndarray, data_spec: DataSpec, stats: Any) -> np.ndarray:
+def _require_stats(data_spec: DataSpec, stats: Any) -> None:
     if data_spec.normalization == "ct_auto" and stats is None:
         raise SpecError(
             "data.normalization 'ct_auto' needs dataset statistics (low, high, mean, std "
             "per channel); pass stats=... or choose zscore, ct, minmax or none"
         )
-    return normalize(image, data_spec.normalization, data_spec.window, stats)
 
 
 def _load_synthetic(
@@ -437,8 +421,7 @@ def _load_synthetic(
     by_name = {case.name: case for case in generated}
     settings = CacheSettings.of(data_spec, target)
     spacing = (1.0,) * syn.dims
-    if data_spec.normalization == "ct_auto" and stats is None:
-        _normalise(np.zeros((1, 1), np.float32), data_spec, None)  # raises the SpecError
+    _require_stats(data_spec, stats)
     out = []
     for name in names:
         case = by_name[name]
@@ -539,7 +522,7 @@ class PatchDataset(Dataset):
         # computed once here (in the parent process, shared with forked workers); a DiskCase
         # brings its own from the cache
         self.foreground = [
-            c.foreground if isinstance(c, DiskCase) else foreground_locations(c.label)  # type: ignore[arg-type]
+            c.foreground if c.foreground is not None else foreground_locations(c.label)
             for c in cases
         ]
 

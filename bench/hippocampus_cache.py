@@ -1,0 +1,136 @@
+"""Does the preprocessing cache change Hippocampus training?  Batches and start-up, old vs new.
+
+    make bench-hippocampus-cache     # or: .venv/bin/python bench/hippocampus_cache.py [--baseline REF]
+
+``experiments/hippocampus.yaml`` (the spec behind ``make time-to-dice``) is run through the
+data path of a baseline commit (before the cache: every run decodes every case into memory)
+and of this tree (the cache, ``data.cache: auto`` → memory for this dataset): the first
+``--batches`` training batches drawn by each are compared element by element, and the
+wall clock of ``load_train_data`` (split, preprocessing, loading; what runs before the first
+step) is timed for the baseline, the cold cache and the warm cache.  Equal batches mean equal
+training steps, so time-to-Dice can only change by the start-up.  Each measurement runs in its
+own process; the baseline's code comes from a ``git worktree`` of ``--baseline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "experiments" / "hippocampus.yaml"
+
+#: what one child process runs: time load_train_data, draw batches, save them
+CHILD = r"""
+import json, sys, time
+import numpy as np
+from segcli.config import load
+from segcli.engine.train_data import load_train_data, patch_loader
+spec, out, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
+exp = load(spec, ["train.workers=0", "train.iterations_per_epoch=%d" % batches])
+started = time.perf_counter()
+data = load_train_data(exp)
+seconds = time.perf_counter() - started
+dataset, loader = patch_loader(exp, data.train_cases, "cpu", world=1)
+dataset.set_epoch(0)
+images, labels = [], []
+for image, label in loader:
+    images.append(image.numpy()); labels.append(label.numpy())
+np.savez(out, images=np.stack(images), labels=np.stack(labels))
+print(json.dumps({"seconds": seconds, "train": len(data.train_cases), "val": len(data.val_cases)}))
+"""
+
+
+def child(pythonpath: Path, out: Path, batches: int, cache: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "SEGCLI_CACHE": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(SPEC), str(out), str(batches)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"child failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="c18de81", help="git ref before the cache")
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    import numpy as np
+
+    work = Path(tempfile.mkdtemp(prefix="segcli-hippo-cache-"))
+    worktree = work / "baseline"
+    try:
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(worktree), args.baseline],
+            cwd=REPO, check=True, capture_output=True,
+        )  # fmt: skip
+        old = child(worktree, work / "old.npz", args.batches, work / "unused-cache")
+        cold = child(REPO, work / "cold.npz", args.batches, work / "cache")
+        warm = child(REPO, work / "warm.npz", args.batches, work / "cache")
+        a, b, c = (np.load(work / f"{n}.npz") for n in ("old", "cold", "warm"))
+        image_diff = float(np.abs(a["images"] - b["images"]).max())
+        scale = float(np.abs(a["images"]).max())
+        labels_equal = bool((a["labels"] == b["labels"]).all())
+        warm_equal = bool((b["images"] == c["images"]).all() and (b["labels"] == c["labels"]).all())
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, check=False,
+            capture_output=True,
+        )  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+    batch = f"{args.batches} batches of {a['images'].shape[1]}×{list(a['images'].shape[2:])}"
+    same = image_diff <= 1e-5 * max(scale, 1.0) and labels_equal
+    body = "\n".join(
+        [
+            "## Preprocessing cache on Hippocampus: same batches, start-up",
+            "",
+            f"`python bench/hippocampus_cache.py --baseline {args.baseline}` on "
+            f"{time.strftime('%Y-%m-%d')}, {_report.machine()}.",
+            "",
+            f"`experiments/hippocampus.yaml` ({old['train']} training, {old['val']} validation "
+            f"cases), {batch}, one process each, no loader workers:",
+            "",
+            "| data path | before the first step (s) |",
+            "|---|---:|",
+            f"| baseline {args.baseline} (decode every case into memory) | {old['seconds']:.1f} |",
+            f"| preprocessing cache, cold (built now) | {cold['seconds']:.1f} |",
+            f"| preprocessing cache, warm (second run) | {warm['seconds']:.1f} |",
+            "",
+            f"Largest difference between the baseline's and the cache's image batches: "
+            f"{image_diff:.2e} (largest value {scale:.1f}); label batches "
+            f"{'identical' if labels_equal else 'DIFFERENT'}; cold and warm cache "
+            f"{'identical' if warm_equal else 'DIFFERENT'}.",
+            "",
+            (
+                "The batches are equal to float rounding, so training takes the same steps: "
+                "time-to-Dice changes only by the start-up above (`make time-to-dice` "
+                "measures the rest)."
+                if same
+                else "The batches differ: training is not step-for-step the baseline's."
+            ),
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        _report.write_section("hippocampus-cache", body)
+
+
+if __name__ == "__main__":
+    main()
