@@ -10,6 +10,7 @@ DEMO   := demo-output
 .PHONY: bench-resampling readme
 .PHONY: bench-report report-screenshot
 .PHONY: plan-docs plan-hippocampus
+.PHONY: bench-scale bench-cache-formats bench-hippocampus-cache
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -108,3 +109,17 @@ bench-precision: $(VENV)/.bench-stamp
 ## Hippocampus time-to-Dice, segcli (fp32, bf16) vs MONAI, bf16 accuracy (docs/results.md; ~45 min)
 time-to-dice: $(VENV)/.bench-stamp
 	$(BIN)/python bench/time_to_dice.py
+
+## preprocessing, cached start-up and train memory for 4/16/64 CT-like cases (beside nnU-Net v2)
+## and predict memory of 512×512×100/500 volumes (docs/benchmarks.md; long: run it on an idle
+## machine; tens of GB in a temporary folder, BENCH_SCALE_ARGS="--tmp DIR" puts it elsewhere)
+bench-scale: $(VENV)/.bench-stamp
+	$(BIN)/python bench/scale.py $(BENCH_SCALE_ARGS)
+
+## the preprocessing cache's on-disk format: npy vs blosc2 vs zarr (docs/benchmarks.md)
+bench-cache-formats: $(VENV)/.bench-stamp
+	$(BIN)/python bench/cache_formats.py --cases 3
+
+## Hippocampus through the old data path and the preprocessing cache: same batches? start-up
+bench-hippocampus-cache: install
+	$(BIN)/python bench/hippocampus_cache.py
