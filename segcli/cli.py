@@ -170,6 +170,15 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from checkpoint_last.pt.")
     ] = False,
+    fold: Annotated[
+        str | None,
+        typer.Option(
+            "--fold",
+            help="With data.folds: K, train fold k (0..K-1) or all folds one after another "
+            "(resumable); each fold predicts its validation cases, and once all have, "
+            "<output>/<name>/cv_metrics.csv scores every case out of fold.",
+        ),
+    ] = None,
     overrides: SetOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -178,11 +187,19 @@ def train(
     from segcli.engine.train import fit
 
     try:
-        fit(exp, run_dir=output, device=device, resume=resume)
+        if fold is not None:
+            if output is not None:
+                raise SpecError("--output names one run folder; with --fold set output / name")
+            from segcli.engine.crossval import train_folds
+
+            train_folds(exp, fold, device=device, resume=resume)
+        else:
+            fit(exp, run_dir=output, device=device, resume=resume)
     except Interrupted as exc:
         import shlex
 
         again = ["segcli", "train", str(spec), *(["--resume"] if exc.resumable else [])]
+        again += ["--fold", fold] if fold is not None else []
         again += ["--output", str(output)] if output is not None else []
         again += ["--device", device] if device != "auto" else []
         again += [part for item in overrides or () for part in ("--set", item)]
@@ -246,7 +263,14 @@ def predict(
     spec: Annotated[
         Path, typer.Argument(help="Experiment spec (YAML) the model was trained with.")
     ],
-    input: Annotated[Path, typer.Option("--input", "-i", help="Image file or folder of images.")],
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Image file, folder of images, DICOM series folder, or folder of series folders.",
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the label maps.")],
     checkpoint: Annotated[
         list[Path] | None,
@@ -263,11 +287,23 @@ def predict(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo cases already predicted.")
     ] = False,
+    fold: Annotated[
+        int | None,
+        typer.Option(
+            "--fold",
+            help="A cross-validated run (data.folds): fold k's model alone (default: the "
+            "ensemble of every trained fold).",
+        ),
+    ] = None,
     overrides: SetOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Sliding-window inference: one label map per case, on the input's exact geometry."""
     exp = _load(spec, overrides)
+    if fold is not None:
+        from segcli.engine.crossval import fold_experiment, parse_folds
+
+        exp = fold_experiment(exp, parse_folds(str(fold), exp)[0])
     from segcli.engine.predict import predict_cases
 
     result = predict_cases(

@@ -8,6 +8,7 @@ unions on ``model.arch`` and ``loss.name``.  Spatial tuples are in array axis or
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -132,6 +133,11 @@ class DataSpec(_Spec):
     cache: Literal["auto", "memory", "disk"] = "auto"
     #: folder of the preprocessing cache (null: $SEGCLI_CACHE, else ~/.cache/segcli/preprocessed)
     cache_dir: str | None = None
+    #: K for K-fold cross-validation: nnU-Net's split (or the dataset's splits_final.json);
+    #: ``segcli train --fold k|all`` trains folds into ``<output>/<name>/fold_<k>``
+    folds: int | None = Field(None, ge=2)
+    #: the fold one run trains (0..folds-1; what ``--fold k`` sets); null: the whole CV run
+    fold: int | None = Field(None, ge=0)
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -147,6 +153,22 @@ class DataSpec(_Spec):
             raise ValueError("set data.root (a dataset folder) or data.synthetic (toy data)")
         if self.window[0] >= self.window[1]:
             raise ValueError(f"data.window must be [low, high] with low < high, got {self.window}")
+        if self.fold is not None:
+            if self.folds is None:
+                raise ValueError(
+                    f"data.fold is {self.fold} but data.folds is not set; set data.folds to K "
+                    "for K-fold cross-validation"
+                )
+            if self.fold >= self.folds:
+                raise ValueError(
+                    f"data.fold {self.fold} is outside 0..{self.folds - 1} (data.folds is "
+                    f"{self.folds})"
+                )
+        if self.folds is not None and (self.train_cases or self.val_cases):
+            raise ValueError(
+                "data.folds splits the cases itself; leave data.train_cases and data.val_cases "
+                "unset (or put the split in the dataset's splits_final.json)"
+            )
         return self
 
 
@@ -511,6 +533,17 @@ class Experiment(_Spec):
     inference: InferenceSpec = InferenceSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     output: str = "runs"
+
+    @property
+    def run_folder(self) -> Path:
+        """``<output>/<name>``, and ``/fold_<k>`` inside it for one fold of a CV run."""
+        base = Path(self.output) / self.name
+        return base if self.data.fold is None else base / f"fold_{self.data.fold}"
+
+    @property
+    def cv_folder(self) -> Path:
+        """``<output>/<name>``: where a cross-validated run's folds and out-of-fold files are."""
+        return Path(self.output) / self.name
 
     @field_validator("regions")
     @classmethod

@@ -202,6 +202,8 @@ def split_cases(
 ) -> tuple[list[str], list[str]]:
     """Split case names into (train, validation), deterministic in ``seed``.
 
+    * cross-validation: fold ``data.fold`` of ``data.folds`` (:mod:`segcli.data.folds`: the
+      dataset's ``splits_final.json``, else nnU-Net's K-fold rule);
     * explicit lists: ``data.train_cases`` and/or ``data.val_cases``; when only one is given the
       other is every remaining case.
     * otherwise: the names are shuffled by ``np.random.default_rng(seed)`` and
@@ -221,6 +223,16 @@ def split_cases(
     if len(set(names)) != len(names):
         raise DataError("duplicate case names in the dataset")
     known = set(names)
+    if data_spec.folds is not None:
+        if data_spec.fold is None:
+            raise SpecError(
+                f"data.folds is {data_spec.folds}: name the fold to train (segcli train --fold k, "
+                "or --fold all for every fold)"
+            )
+        from segcli.data.folds import dataset_splits
+
+        splits, _ = dataset_splits(data_spec.root, names, data_spec.folds)
+        return sorted(splits[data_spec.fold][0]), sorted(splits[data_spec.fold][1])
     train_list, val_list = data_spec.train_cases, data_spec.val_cases
     if train_list is not None or val_list is not None:
         for key, listed in (("train_cases", train_list), ("val_cases", val_list)):

@@ -83,6 +83,7 @@ def evaluate_folders(
     postprocessing: dict[str, dict[str, Any]] | None = None,
     regions: Mapping[str, Sequence[int]] | None = None,
     spec_name: str | None = None,
+    cases: Sequence[str] | None = None,
 ) -> EvaluationResult:
     """Score every prediction in ``pred_dir`` against its reference in ``ref_dir``.
 
@@ -108,6 +109,7 @@ def evaluate_folders(
             read for the metrics.
         spec_name: the experiment's name, recorded in ``<stem>_meta.json`` beside the CSV
             (with the folders, so ``segcli report`` finds the label maps).
+        cases: score only these cases (the folders may hold others); each needs both files.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -136,6 +138,7 @@ def evaluate_folders(
             images_dir,
             postprocessing,
             regions,
+            cases,
         )
         if distributed.is_main():  # the CSV's sidecar: where its label maps are (segcli report)
             write_evaluation_meta(result, pred_dir, ref_dir, images_dir, nsd_tolerance, spec_name)
@@ -154,6 +157,7 @@ def _evaluate_folders(
     images_dir: str | Path | None,
     postprocessing: dict[str, dict[str, Any]] | None,
     regions: Mapping[str, Sequence[int]] | None = None,
+    cases: Sequence[str] | None = None,
 ) -> EvaluationResult:
     pred_dir, ref_dir, output_csv = Path(pred_dir), Path(ref_dir), Path(output_csv)
     metric_names = tuple(r.name for r in resolve_metrics(metrics or EvaluationSpec().metrics))
@@ -169,7 +173,7 @@ def _evaluate_folders(
         labels, regions, postprocessing, labels_near(ref_dir)
     )
 
-    pairs = pair_cases(pred_dir, ref_dir)
+    pairs = pair_cases(pred_dir, ref_dir, cases)
     # fail before computing anything when the results could not be written
     check_writable_folder(output_csv.parent, "--output")
     if output_csv.is_dir():

@@ -206,7 +206,7 @@ def write_evaluation_meta(
     from segcli.io.images import read_geometry
     from segcli.report.data import write_meta
 
-    first_ref = next(iter(pair_cases(pred_dir, ref_dir).values()))[1]
+    first_ref = next(iter(pair_cases(pred_dir, ref_dir, list(result.cases)).values()))[1]
     write_meta(
         result.output_csv,
         pred_dir=pred_dir,

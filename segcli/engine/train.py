@@ -88,7 +88,7 @@ def fit(
     """
     position = TrainPosition()
     with distributed.session(device) as ctx:  # torchrun: one process per device
-        run = RunDir(Path(run_dir) if run_dir is not None else Path(exp.output) / exp.name)
+        run = RunDir(Path(run_dir) if run_dir is not None else exp.run_folder)
         try:
             with run.lock(enabled=distributed.is_main()):  # a second train here is refused
                 return _fit(exp, run_dir, ctx.device, resume, on_epoch_end, position)
@@ -109,7 +109,7 @@ def _fit(
     from segcli.models import build, check_input_size
 
     device = resolve_device(device)
-    run = RunDir(Path(run_dir) if run_dir is not None else Path(exp.output) / exp.name)
+    run = RunDir(Path(run_dir) if run_dir is not None else exp.run_folder)
     run.check_start(resume)
     # torchrun: every rank checked the folder before rank 0 (the only writer) touches it
     distributed.barrier()

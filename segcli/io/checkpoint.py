@@ -194,7 +194,9 @@ def resolve_checkpoints(
 ) -> tuple[list[Path], list[str]]:
     """The checkpoint files to use and notes about the choice.
 
-    Default: the run folder's ``checkpoint_best.pt``, else ``checkpoint_last.pt`` (with a note).
+    Default: the run folder's ``checkpoint_best.pt``, else ``checkpoint_last.pt`` (with a note);
+    for a cross-validated spec (``data.folds`` set, no ``data.fold``) each trained fold's, an
+    ensemble averaged by predict.
 
     Raises:
         CheckpointError: a given file does not exist, or the run folder has no checkpoint.
@@ -205,7 +207,9 @@ def resolve_checkpoints(
             if not p.is_file():
                 raise CheckpointError(f"{p}: checkpoint not found")
         return paths, []
-    run = Path(exp.output) / exp.name
+    if exp.data.folds is not None and exp.data.fold is None:
+        return _fold_checkpoints(exp)
+    run = exp.run_folder
     best, last = run / "checkpoint_best.pt", run / "checkpoint_last.pt"
     if best.is_file():
         return [best], []
@@ -215,6 +219,30 @@ def resolve_checkpoints(
         f"{run}: no checkpoint_best.pt or checkpoint_last.pt; train first "
         f"(segcli train) or pass --checkpoint PATH"
     )
+
+
+def _fold_checkpoints(exp: Experiment) -> tuple[list[Path], list[str]]:
+    """A cross-validated run: every trained fold's best checkpoint (an ensemble)."""
+    assert exp.data.folds is not None
+    paths, missing = [], []
+    for k in range(exp.data.folds):
+        fold = exp.cv_folder / f"fold_{k}"
+        found = [p for p in (fold / "checkpoint_best.pt", fold / "checkpoint_last.pt") if p.is_file()]
+        if found:
+            paths.append(found[0])
+        else:
+            missing.append(k)
+    if not paths:
+        raise CheckpointError(
+            f"{exp.cv_folder}: no trained fold (fold_0 ... fold_{exp.data.folds - 1}); train "
+            "them first (segcli train EXP.yaml --fold all) or pass --fold k / --checkpoint PATH"
+        )
+    notes = [f"ensemble of {len(paths)} fold model(s) of {exp.cv_folder} (--fold k for one)"]
+    if missing:
+        notes.append(
+            f"fold(s) {', '.join(map(str, missing))} not trained yet: left out of the ensemble"
+        )
+    return paths, notes
 
 
 # --------------------------------------------------------------------------- compatibility

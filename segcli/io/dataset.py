@@ -373,12 +373,15 @@ def _case_files(folder: Path, what: str) -> dict[str, Path]:
     return out
 
 
-def pair_cases(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, tuple[Path, Path]]:
+def pair_cases(
+    pred_dir: str | Path, ref_dir: str | Path, cases: Sequence[str] | None = None
+) -> dict[str, tuple[Path, Path]]:
     """Pair prediction and reference files by case name: ``{case: (pred, ref)}``, sorted.
 
     File names are compared without their image suffix; a name that only matches once a
     ``_0000`` channel suffix is removed (on either side) is paired too, and the case takes the
-    name without it.
+    name without it.  ``cases``: only these cases, from folders that may hold others (e.g. a
+    cross-validation fold's validation cases among a dataset's references).
 
     Raises:
         DataError: a folder is missing or empty, or a file has no partner (names the case).
@@ -386,6 +389,16 @@ def pair_cases(pred_dir: str | Path, ref_dir: str | Path) -> dict[str, tuple[Pat
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     preds = _case_files(pred_dir, "prediction")
     refs = _case_files(ref_dir, "reference")
+    if cases is not None:
+        wanted = set(cases)
+        preds = {k: v for k, v in preds.items() if k in wanted or _unchannelled(k) in wanted}
+        refs = {k: v for k, v in refs.items() if k in wanted or _unchannelled(k) in wanted}
+        missing = sorted(wanted - {_unchannelled(k) for k in preds} - set(preds))
+        if missing:
+            raise DataError(
+                f"case '{missing[0]}': no prediction in {pred_dir}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
     pairs: dict[str, tuple[Path, Path]] = {
         stem: (preds[stem], refs[stem]) for stem in preds.keys() & refs.keys()
     }

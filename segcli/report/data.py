@@ -180,6 +180,8 @@ def load_run(
     if not rows or len(rows[0]) < 3 or [c.strip() for c in rows[0][:2]] != ["case", "label"]:
         header = ",".join(rows[0])[:80] if rows else "empty file"
         raise _not_evaluate(path, f"header is {header!r}")
+    if rows and rows[0] and rows[0][-1].strip() == "fold":  # cross-validation: cv_metrics.csv
+        rows = [row[:-1] if row else row for row in rows]
     metrics = tuple(c.strip() for c in rows[0][2:])
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
