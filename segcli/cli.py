@@ -254,6 +254,43 @@ def preprocess(
         info(f"verified {len(report.cases)} case(s)")
 
 
+@app.command()
+@_user_errors
+def study(
+    study_file: Annotated[Path, typer.Argument(help="Study file (YAML): variants and folds.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the study.")],
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-minutes",
+            help="Wall clock for the whole study, split evenly between its variant × fold runs.",
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    overrides: SetOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Train every variant on the same folds, score out of fold, rank and compare (Holm).
+
+    Writes study.csv, ranking.csv, study.html and best.yaml into --output; resumable.
+    """
+    from segcli.engine.study import run_study
+
+    try:
+        result = run_study(study_file, output, overrides or (), budget_minutes, device)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted; finished folds are kept: run the same command again to go on",
+            True,
+        ) from None
+    from segcli.engine.runtime import info
+
+    info(
+        f"wrote {', '.join(str(p) for p in result.files.values())} and {result.best}; "
+        f"best: {result.ranking[0].variant}"
+    )
+
+
 # --------------------------------------------------------------------------- predict
 
 

@@ -108,6 +108,11 @@ def train_folds(
     from segcli.engine.train import fit
 
     numbers = parse_folds(folds, exp) if isinstance(folds, str) else [int(f) for f in folds]
+    if exp.data.root is None:
+        raise SpecError(
+            "cross-validation scores each fold's validation cases from their files: set "
+            "data.root (for the toy data: segcli synth DIR, then --set data.root=DIR)"
+        )
     result = CrossValResult(folds=numbers)
     for k in numbers:
         fold_exp = fold_experiment(exp, k)

@@ -227,7 +227,9 @@ def _fold_checkpoints(exp: Experiment) -> tuple[list[Path], list[str]]:
     paths, missing = [], []
     for k in range(exp.data.folds):
         fold = exp.cv_folder / f"fold_{k}"
-        found = [p for p in (fold / "checkpoint_best.pt", fold / "checkpoint_last.pt") if p.is_file()]
+        found = [
+            p for p in (fold / "checkpoint_best.pt", fold / "checkpoint_last.pt") if p.is_file()
+        ]
         if found:
             paths.append(found[0])
         else:
