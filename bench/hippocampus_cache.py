@@ -36,8 +36,9 @@ import json, sys, time
 import numpy as np
 from segcli.config import load
 from segcli.engine.train_data import load_train_data, patch_loader
-spec, out, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
-exp = load(spec, ["train.workers=0", "train.iterations_per_epoch=%d" % batches])
+spec, out, batches, root = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+exp = load(spec, ["train.workers=0", "train.iterations_per_epoch=%d" % batches, "data.root=" + root])
+import segcli; print("segcli from", segcli.__file__, file=sys.stderr)
 started = time.perf_counter()
 data = load_train_data(exp)
 seconds = time.perf_counter() - started
@@ -53,16 +54,19 @@ print(json.dumps({"seconds": seconds, "train": len(data.train_cases), "val": len
 
 def child(pythonpath: Path, out: Path, batches: int, cache: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "SEGCLI_CACHE": str(cache)}
+    root = (REPO / "../shared/data/msd_task04_hippocampus").resolve()
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(SPEC), str(out), str(batches)],
-        cwd=REPO,
+        [sys.executable, "-c", CHILD, str(SPEC), str(out), str(batches), str(root)],
+        cwd=pythonpath,  # `python -c` imports from the working folder first
+        check=False,
         env=env,
         capture_output=True,
         text=True,
-        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"child failed:\n{done.stdout}\n{done.stderr}")
+    where = [line for line in done.stderr.splitlines() if line.startswith("segcli from")]
+    assert where and where[-1].endswith(f"{Path(pythonpath).name}/segcli/__init__.py"), where
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -564,13 +564,17 @@ def predict_one(
     spec.write_text(yaml.safe_dump(predict_spec(data, classes, args.patch, work / "runs")))
     run = work / "run"
     run_env = dict(env, SEGCLI_CACHE=str(work / "cache"))
+    cwd = None
     if python_path is not None:
+        # `python -m segcli` imports from the working folder first: run in the other tree
         run_env["PYTHONPATH"] = python_path
+        cwd = Path(python_path)
     run_tree(
         [*segcli_cmd(), "train", str(spec), "--output", str(run), "--device", args.device],
         run_env,
         work / "train.log",
         args.poll,
+        cwd=cwd,
     )
     result = run_tree(
         [
@@ -589,6 +593,7 @@ def predict_one(
         run_env,
         work / "predict.log",
         args.poll,
+        cwd=cwd,
     )
     out = dict(_drop_output(result), classes=classes, voxels=voxels, tag=tag)
     print(

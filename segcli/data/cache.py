@@ -407,7 +407,9 @@ def _build_case(
         raise DataError(f"case '{name}': {exc}") from None
     if label is None:
         label = np.zeros(image.shape[1:], dtype=np.uint8)
-    values, counts = np.unique(label, return_counts=True)
+    from segcli.data.resample import value_counts
+
+    values, counts = value_counts(label)
     if values.size and int(values.min()) < 0:
         raise DataError(f"case '{name}': its label map has negative value {int(values.min())}")
     top = int(values.max()) if values.size else 0
@@ -608,9 +610,12 @@ def _run(jobs: list[tuple[Any, ...]], workers: int, progress: Progress | None) -
         return
     import multiprocessing
 
-    # spawn-safe and free of the parent's threads (torch): a fresh interpreter per worker
+    # spawn-safe and free of the parent's threads (torch): a fresh interpreter per worker,
+    # each resampling on one thread (the workers share the cores, as nnU-Net's do)
     context = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)), mp_context=context, initializer=_one_thread
+    )
     pending: set[Future[Any]] = set()
     queue = list(reversed(jobs))
     try:
@@ -628,6 +633,12 @@ def _run(jobs: list[tuple[Any, ...]], workers: int, progress: Progress | None) -
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _one_thread() -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def stats_from_cache(cases: Iterable[CachedCase]) -> dict[str, list[float]]:
