@@ -52,9 +52,23 @@ print(json.dumps({"seconds": seconds, "train": len(data.train_cases), "val": len
 """
 
 
+def hippocampus_data() -> Path:
+    """The shared Hippocampus data beside this checkout (or beside the main one, when this
+    runs from a ``git worktree``)."""
+    common = subprocess.run(
+        ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    for base in (REPO, Path(common).parent if common else REPO):
+        path = (base / ".." / "shared" / "data" / "msd_task04_hippocampus").resolve()
+        if path.is_dir():
+            return path
+    raise SystemExit("the shared msd_task04_hippocampus data set was not found beside the repo")
+
+
 def child(pythonpath: Path, out: Path, batches: int, cache: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "SEGCLI_CACHE": str(cache)}
-    root = (REPO / "../shared/data/msd_task04_hippocampus").resolve()
+    root = hippocampus_data()
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(SPEC), str(out), str(batches), str(root)],
         cwd=pythonpath,  # `python -c` imports from the working folder first
