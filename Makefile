@@ -10,7 +10,7 @@ DEMO   := demo-output
 .PHONY: bench-resampling readme
 .PHONY: bench-report report-screenshot
 .PHONY: plan-docs plan-hippocampus
-.PHONY: bench-scale bench-cache-formats bench-hippocampus-cache
+.PHONY: bench-scale bench-cache-formats bench-hippocampus-cache study-lecture study-hippocampus
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -123,3 +123,11 @@ bench-cache-formats: $(VENV)/.bench-stamp
 ## Hippocampus through the old data path and the preprocessing cache: same batches? start-up
 bench-hippocampus-cache: install
 	$(BIN)/python bench/hippocampus_cache.py
+
+## segcli study on the lecture's comparisons (docs/studies.md; ~10 min)
+study-lecture: install
+	$(BIN)/python bench/studies.py lecture
+
+## Hippocampus variants on 3 folds within a CPU budget, fold ensemble vs one fold (docs/studies.md)
+study-hippocampus: install
+	$(BIN)/python bench/studies.py hippocampus --budget-minutes $(or $(STUDY_BUDGET_MINUTES),30)

@@ -142,3 +142,42 @@ def test_bad_study_files_name_the_key(tmp_path: Path, toy2d: Path, text: str, me
     study.write_text(text)
     done = runner.invoke(app, ["study", str(study), "-o", str(tmp_path / "o")])
     assert done.exit_code == 1 and message in done.output, done.output
+
+
+def test_budget_is_split_evenly_and_sizes_each_variant_by_its_step_time(
+    tmp_path: Path, toy2d: Path, monkeypatch
+) -> None:
+    """Each variant × fold run gets budget / runs; a variant with slower steps gets fewer."""
+    from segcli.engine import plan as plan_engine
+    from segcli.engine import study as study_engine
+    from segcli.plan.budget import Measurement, size_schedule
+    from segcli.study.design import load_study
+
+    base_spec(tmp_path, toy2d)
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        yaml.safe_dump({"base": "base.yaml", "vary": {"model.filters": [2, 4]}, "folds": 2})
+    )
+    step = {2: 0.01, 4: 0.04}
+
+    def fake_measure(spec, fp, device, startup, *rest):
+        return Measurement(step[spec["model"]["filters"]], 0.01, 0.0, 1.0, 0.0)
+
+    monkeypatch.setattr(plan_engine, "measure_spec", fake_measure)
+    monkeypatch.setattr(plan_engine, "_startup_seconds", lambda: 1.0)
+    loaded = load_study(study)
+    sized = study_engine._fit_budget(loaded, 2.0, "cpu", tmp_path)
+    n = len(list((toy2d / "labelsTr").iterdir()))
+    for v in sized.variants:
+        m = Measurement(step[v.exp.model.filters], 0.01, 0.0, 1.0, 0.0)
+        want = size_schedule(m, 2.0 * 60 / 4, n - round(n / 2), round(n / 2))
+        assert (v.exp.train.epochs, v.exp.train.iterations_per_epoch) == (
+            want.epochs,
+            want.iterations_per_epoch,
+        )
+    a, b = (v.exp.train.epochs * v.exp.train.iterations_per_epoch for v in sized.variants)
+    assert a > b  # the cheaper steps buy more of them
+    too_small = runner.invoke(
+        app, ["study", str(study), "-o", str(tmp_path / "o"), "--budget-minutes", "0.01"]
+    )
+    assert too_small.exit_code == 1 and "--budget-minutes" in too_small.output
