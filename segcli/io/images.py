@@ -239,15 +239,24 @@ def read_image(path: str | Path) -> tuple[npt.NDArray[np.float32], ImageGeometry
         DataError: missing, unreadable, vector-valued, or containing non-finite values.
     """
     image = _read(path)
+    hint = "store each channel as its own file (<case>_0000, <case>_0001, ...)"
+    return _grey_array(image, f"{path}:", hint), _geometry(image)
+
+
+def _grey_array(image: sitk.Image, where: str, hint: str) -> npt.NDArray[np.float32]:
+    """The float32 voxels of a single-component image with finite values only.
+
+    Raises:
+        DataError: ``where`` (the file or folder, with its own wording) and what is wrong.
+    """
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
-            f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-            "store each channel as its own file (<case>_0000, <case>_0001, ...)"
+            f"{where} has {image.GetNumberOfComponentsPerPixel()} components per voxel; {hint}"
         )
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     if not np.isfinite(array).all():
-        raise DataError(f"{path}: contains NaN or infinite intensities")
-    return array, _geometry(image)
+        raise DataError(f"{where} contains NaN or infinite intensities")
+    return array
 
 
 def read_label(path: str | Path) -> tuple[npt.NDArray[np.integer], ImageGeometry]:
@@ -481,15 +490,8 @@ def read_dicom_series(folder: str | Path) -> tuple[npt.NDArray[np.float32], Imag
             f"{folder}: cannot read the DICOM series ({len(files)} files; a file is truncated "
             f"or damaged, or the slices differ). {_sitk_reason(exc)}"
         ) from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(
-            f"{folder}: the DICOM series has {image.GetNumberOfComponentsPerPixel()} components "
-            "per voxel (colour); segcli reads single-channel (grey-scale) series"
-        )
-    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise DataError(f"{folder}: the DICOM series contains NaN or infinite intensities")
-    return array, _geometry(image)
+    hint = "(colour); segcli reads single-channel (grey-scale) series"
+    return _grey_array(image, f"{folder}: the DICOM series", hint), _geometry(image)
 
 
 # --------------------------------------------------------------------------- grids
