@@ -44,6 +44,9 @@ class LoadedModel:
     network: nn.Module
     stats: dict[str, list[float]] | None
     spacing: tuple[float, ...] | None = None
+    #: trained on cases cropped to their non-zero region (False for checkpoints older than
+    #: ``data.crop_nonzero``: they saw whole images, so predict must not crop for them)
+    crop: bool = True
 
 
 def load_models(exp: Experiment, paths: list[Path], device: str) -> list[LoadedModel]:
@@ -70,7 +73,15 @@ def load_models(exp: Experiment, paths: list[Path], device: str) -> list[LoadedM
                 f"{' '.join(first[:3])}"
             ) from None
         stats = ckpt.normalization_stats
-        models.append(LoadedModel(path, network.to(device).eval(), stats, ckpt.trained_spacing))
+        models.append(
+            LoadedModel(
+                path,
+                network.to(device).eval(),
+                stats,
+                ckpt.trained_spacing,
+                ckpt.trained_with_crop,
+            )
+        )
     return models
 
 
@@ -96,13 +107,13 @@ def ensemble_probabilities(
         SpecError: the network cannot run sliding windows of ``inference.patch_size``.
         DataError: out of GPU memory, or an image whose dimensionality the spacing lacks.
     """
-    from segcli.data.preprocessing import crop_geometry, nonzero_bbox
+    from segcli.data.preprocessing import crop_geometry
     from segcli.data.resample import resample_image, same_grid
-    from segcli.inference.volume import _network_input, probability_slabs
+    from segcli.inference.volume import _network_input, crop_box, probability_slabs
 
     full = geometry if geometry is not None else make_geometry(image.shape[1:])
     spatial = tuple(image.shape[1:])
-    box = nonzero_bbox(image) if exp.data.crop_nonzero else tuple((0, s) for s in spatial)
+    box = crop_box(exp, models, image)
     region = (slice(None), *(slice(a, b) for a, b in box))
     cropped = image[region]
     grid = crop_geometry(full, box) if cropped.shape[1:] != spatial else full

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from segcli.config import Experiment
     from segcli.inference.ensemble import LoadedModel
 
-__all__ = ["predict_volume", "probability_slabs"]
+__all__ = ["crop_box", "predict_volume", "probability_slabs"]
 
 #: rows of the first axis decoded (or resampled) at a time when decoding stored probabilities
 _DECODE_ROWS = 16
@@ -109,6 +109,16 @@ def _network_input(
     return torch.from_numpy(array), grid
 
 
+def crop_box(
+    exp: Experiment, models: list[LoadedModel], image: np.ndarray
+) -> tuple[tuple[int, int], ...]:
+    """The region predict runs on: the non-zero box when the spec crops and every model was
+    trained on cropped cases (older checkpoints saw whole images), else the whole image."""
+    if exp.data.crop_nonzero and all(model.crop for model in models):
+        return nonzero_bbox(image)
+    return tuple((0, int(s)) for s in image.shape[1:])
+
+
 def _same_grid(a: ImageGeometry, b: ImageGeometry) -> bool:
     from segcli.data.resample import same_grid
 
@@ -141,7 +151,7 @@ def predict_volume(
     """
     full = geometry if geometry is not None else make_geometry(image.shape[1:])
     spatial = tuple(image.shape[1:])
-    box = nonzero_bbox(image) if exp.data.crop_nonzero else tuple((0, s) for s in spatial)
+    box = crop_box(exp, models, image)
     region = tuple(slice(a, b) for a, b in box)
     cropped = image[(slice(None), *region)]
     grid = crop_geometry(full, box) if cropped.shape[1:] != spatial else full

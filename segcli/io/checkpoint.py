@@ -127,6 +127,13 @@ class Checkpoint:
             stored = listed if isinstance(listed, list) else None
         return tuple(float(v) for v in stored) if stored is not None else None
 
+    @property
+    def trained_with_crop(self) -> bool:
+        """Whether training cropped its cases to the non-zero region: the stored spec's
+        ``data.crop_nonzero``; a spec written before the key existed trained on whole images."""
+        data = self.spec.get("data") if isinstance(self.spec, dict) else None
+        return bool(data.get("crop_nonzero", False)) if isinstance(data, dict) else False
+
 
 # --------------------------------------------------------------------------- the dict layer
 

@@ -145,3 +145,21 @@ def test_slabs_cover_the_rows_once_in_order_and_equal_the_whole_image(
                     acc[:, z : z + patch, x : x + 5] += torch.softmax(net(window)[0], 0) * w
                     norm[z : z + patch, x : x + 5] += w
         torch.testing.assert_close(whole, acc / norm, atol=1e-5, rtol=1e-4)
+
+
+def test_a_checkpoint_trained_on_whole_images_is_predicted_on_the_whole_image() -> None:
+    """Checkpoints older than data.crop_nonzero saw uncropped cases: predict must not crop
+    for them (their normalisation statistics were those of the whole image)."""
+    from segcli.io.checkpoint import Checkpoint
+
+    exp = experiment(crop=True)
+    raw = exp.model_dump(mode="json")
+    old = {**raw, "data": {k: v for k, v in raw["data"].items() if k != "crop_nonzero"}}
+    assert not Checkpoint(model={}, spec=old).trained_with_crop
+    assert Checkpoint(model={}, spec=raw).trained_with_crop
+    net = pointwise(4)
+    image = image_with_border()
+    model = LoadedModel(None, net, None, crop=False)  # type: ignore[arg-type]
+    labels, _ = predict_volume(exp, [model], image, "cpu")
+    np.testing.assert_array_equal(labels, reference_labels(exp, net, image, crop=False))
+    assert (labels != reference_labels(exp, net, image, crop=True)).any()
