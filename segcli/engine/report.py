@@ -60,6 +60,12 @@ def report_command(
             worst=worst,
             progress=lambda case: bar.update(job, advance=1, status=case),
         )
+    if result.dropped:
+        info(
+            escape(
+                f"left out of the comparison (not in every run's CSV): {', '.join(result.dropped)}"
+            )
+        )
     what = "report" if len(csvs) == 1 else f"comparison of {len(csvs)} runs"
     gaps = f", {result.gaps} with a stated gap" if result.gaps else ""
     info(

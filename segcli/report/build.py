@@ -43,6 +43,8 @@ class ReportResult:
     labels: int
     overlays: int
     gaps: int
+    #: metrics left out of a comparison because not every run has them
+    dropped: tuple[str, ...] = ()
 
 
 def _rank_metric(run: Run) -> str:
@@ -410,17 +412,25 @@ def _comparison_section(base: Run, other: Run, metrics: Sequence[str]) -> str:
     )
 
 
-def _changed_most(base: Run, other: Run, progress: Progress) -> tuple[str, int, int]:
-    metric = "dice" if "dice" in base.metrics else base.metrics[0]
+def _changed_most(
+    base: Run, other: Run, metrics: Sequence[str], progress: Progress
+) -> tuple[str, int, int]:
+    """Overlays of the cases whose ``metric`` (Dice when shared, else the first shared metric)
+    changed most between the runs; cases where it changed by no finite amount come last and
+    say so."""
+    metric = "dice" if "dice" in metrics else metrics[0]
     change: dict[str, float] = {}
     for case in base.cases:
         deltas = [
             abs(other.values[case][lbl][metric] - base.values[case][lbl][metric])
             for lbl in base.labels
         ]
-        finite = [d for d in deltas if not math.isnan(d)]
-        change[case] = max(finite) if finite else -1.0
-    top = sorted(base.cases, key=lambda c: (-change[c], c))[:CHANGED_MOST]
+        finite = [d for d in deltas if math.isfinite(d)]
+        change[case] = max(finite) if finite else math.nan
+    top = sorted(
+        base.cases,
+        key=lambda c: (math.isnan(change[c]), -change[c] if change[c] == change[c] else 0, c),
+    )[:CHANGED_MOST]
     parts, drawn, gaps = [], 0, 0
     for case in top:
         progress(case)
@@ -435,8 +445,12 @@ def _changed_most(base: Run, other: Run, progress: Progress) -> tuple[str, int, 
         parts.append(
             f'<div class="case" data-case="{esc(case)}"><div class="pair">{"".join(pictures)}</div>'
             f"<div><h3>{esc(case)}</h3>"
-            f"<p>largest change of {esc(metric)} over labels: {fmt(change[case])}</p>"
-            f"{_case_metrics_table([base, other], case)}</div></div>"
+            + (
+                f"<p>largest change of {esc(metric)} over labels: {fmt(change[case])}</p>"
+                if not math.isnan(change[case])
+                else f"<p>no finite change of {esc(metric)} in any label (NaN or infinite)</p>"
+            )
+            + f"{_case_metrics_table([base, other], case)}</div></div>"
         )
     return (
         f"<h3>Cases that changed most ({esc(other.name)} vs {esc(base.name)}, by {esc(metric)})</h3>"
@@ -467,7 +481,7 @@ def _shared_centre(loaded: Sequence[CaseFiles], labels: Sequence[int]) -> tuple[
     return error_centre(pred_fg, ref_fg, wrong)
 
 
-def _comparison(runs: Sequence[Run], progress: Progress) -> tuple[str, int, int]:
+def _comparison(runs: Sequence[Run], progress: Progress) -> tuple[str, int, int, tuple[str, ...]]:
     _check_same_cases(runs)
     base = runs[0]
     metrics = [m for m in base.metrics if all(m in r.metrics for r in runs[1:])]
@@ -478,24 +492,29 @@ def _comparison(runs: Sequence[Run], progress: Progress) -> tuple[str, int, int]
         run.cases = base.cases
         run.ref_dir = run.ref_dir or base.ref_dir
         run.images_dir = run.images_dir or base.images_dir
+    for run in runs:  # every section below reads only the shared metrics
+        run.metrics = tuple(metrics)
     sections, drawn, gaps = [], 0, 0
     for other in runs[1:]:
         sections.append(_comparison_section(base, other, metrics))
-        html, d, g = _changed_most(base, other, progress)
+        html, d, g = _changed_most(base, other, metrics, progress)
         sections.append(html)
         drawn, gaps = drawn + d, gaps + g
     names = ", ".join(r.name for r in runs)
     note = (
         f'<p class="muted">Each run is compared with the first ({esc(base.name)}).'
-        + (f" Metrics not in every run are left out: {esc(', '.join(dropped))}." if dropped else "")
+        + (
+            f" Metrics not in every run are left out (a comparison needs both sides): "
+            f"{esc(', '.join(dropped))}."
+            if dropped
+            else ""
+        )
         + "</p>"
     )
-    for run in runs:
-        run.metrics = tuple(metrics)
     body = (
         _header(runs, f"segcli comparison: {names}") + note + "".join(sections) + _case_table(runs)
     )
-    return page(f"segcli comparison: {names}", body), drawn, gaps
+    return page(f"segcli comparison: {names}", body), drawn, gaps, tuple(dropped)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -553,11 +572,14 @@ def write_report(
         for i, run in enumerate(runs):
             run.name = f"{chr(ord('A') + i)} ({run.name})" if i < 26 else f"run {i + 1}"
     tick: Progress = progress or (lambda _case: None)
+    dropped: tuple[str, ...] = ()
     if len(runs) == 1:
         text, drawn, gaps = _single(runs[0], worst, tick)
     else:
-        text, drawn, gaps = _comparison(runs, tick)
+        text, drawn, gaps, dropped = _comparison(runs, tick)
     data = text.encode("utf-8")
     with atomic_open(output, "wb", what="the report") as handle:
         handle.write(data)
-    return ReportResult(output, len(data), len(runs[0].cases), len(runs[0].labels), drawn, gaps)
+    return ReportResult(
+        output, len(data), len(runs[0].cases), len(runs[0].labels), drawn, gaps, dropped
+    )

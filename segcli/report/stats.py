@@ -80,8 +80,10 @@ class Summary:
 
 
 def _finite(values: npt.ArrayLike) -> tuple[np.ndarray, int]:
+    """The finite values and how many were left out (NaN, and ±inf: an infinite distance
+    would make every mean and interval infinite or undefined)."""
     array = np.asarray(values, dtype=np.float64).ravel()
-    keep = ~np.isnan(array)
+    keep = np.isfinite(array)
     return array[keep], int((~keep).sum())
 
 
@@ -206,7 +208,7 @@ def paired(
     """Paired comparison of ``b`` against ``a`` (same cases, same order).
 
     Args:
-        a, b: 1-D arrays of equal length; a pair with a NaN on either side is left out.
+        a, b: 1-D arrays of equal length; a pair with a NaN or inf on either side is left out.
         higher_is_better: metric direction (None: wins/losses are not counted).
         tol: absolute difference below which a pair is a tie.
 
@@ -217,7 +219,7 @@ def paired(
     b_arr = np.asarray(b, dtype=np.float64).ravel()
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"paired samples differ in length: {a_arr.size} vs {b_arr.size}")
-    keep = ~(np.isnan(a_arr) | np.isnan(b_arr))
+    keep = np.isfinite(a_arr) & np.isfinite(b_arr)
     a_arr, b_arr = a_arr[keep], b_arr[keep]
     diff = b_arr - a_arr
     n = int(diff.size)

@@ -254,3 +254,30 @@ def test_evaluate_images_without_overlays_or_report_is_refused(tmp_path: Path) -
     root = make_cases(tmp_path, count=2)
     result = evaluate(root, "predA", "m.csv", "--images", str(root / "img"))
     assert result.exit_code == 1 and "--report FILE.html" in result.output
+
+
+def test_runs_with_different_metrics_are_compared_on_the_shared_ones(tmp_path: Path) -> None:
+    """B's CSV has no dice column: the comparison uses hd95, the only shared metric, and says
+    on the page and the console that dice and nsd were left out (it used to raise KeyError)."""
+    rows = [("c1", 1), ("c2", 1), ("c3", 1)]
+    for name, metrics in (("a", ["dice", "hd95"]), ("b", ["hd95", "nsd"])):
+        with (tmp_path / f"{name}.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["case", "label", *metrics])
+            for i, (case, label) in enumerate(rows):
+                values = {"dice": 0.8 + 0.01 * i, "hd95": 2.0 + i + (name == "b"), "nsd": 0.9}
+                writer.writerow([case, label, *(values[m] for m in metrics)])
+    done = runner.invoke(
+        app,
+        [
+            "report",
+            str(tmp_path / "a.csv"),
+            str(tmp_path / "b.csv"),
+            "-o",
+            str(tmp_path / "r.html"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "left out of the comparison" in done.output and "dice, nsd" in done.output
+    html = (tmp_path / "r.html").read_text()
+    assert "by hd95" in html and "left out" in html and "dice, nsd" in html

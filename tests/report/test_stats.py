@@ -121,3 +121,14 @@ def test_direction_of_every_metric() -> None:
     assert ways["dice"] == ways["nsd"] == ways["lesion_f1"] == "higher"
     assert ways["hd95"] == ways["assd"] == ways["lesion_fp"] == "lower"
     assert ways["vol_ref"] == ways["cc_pred"] == "none"
+
+
+def test_infinite_values_are_left_out_like_nan() -> None:
+    """An inf (an unbounded distance) must not turn the mean into inf and the interval n/a."""
+    from segcli.report.stats import paired, summarize_values
+
+    s = summarize_values([1.0, 2.0, math.inf, 3.0, math.nan])
+    assert (s.n, s.n_nan) == (3, 2) and s.mean == 2.0
+    assert math.isfinite(s.ci_low) and math.isfinite(s.ci_high)
+    p = paired([1.0, 2.0, 3.0, 4.0], [1.5, math.inf, 3.5, 4.5], higher_is_better=False)
+    assert (p.n, p.n_left_out) == (3, 1) and p.mean_diff == 0.5
