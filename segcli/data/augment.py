@@ -42,13 +42,18 @@ class RandomFlip:
 
 @dataclass(frozen=True)
 class RandomRot90:
-    """With ``probability``, rotate by 90°·k (k ∈ {1, 2, 3}) in a random plane of equal sizes.
+    """With ``probability``, rotate by 90°·k (k ∈ {1, 2, 3}) in a random eligible plane.
 
-    Only planes whose two axes have the same length are eligible, so the patch keeps its shape;
-    with none (e.g. a 32×48 patch), nothing happens.
+    A plane is eligible when its two axes have the same length (the patch keeps its shape) and,
+    given ``spacing``, similar spacings: their ratio at most
+    :data:`segcli.data.resample.ANISOTROPY_THRESHOLD` (nnU-Net's anisotropy rule), so a
+    thick-slice axis is never rotated into the image plane.  With none (e.g. a 32×48 patch),
+    nothing happens.
     """
 
     probability: float = 0.5
+    #: voxel spacing (mm, array axis order) of the data the patches come from; None: isotropic
+    spacing: tuple[float, ...] | None = None
 
     def __call__(self, image: Image, label: Label, rng: np.random.Generator) -> tuple[Image, Label]:
         if rng.random() >= self.probability:
@@ -56,13 +61,21 @@ class RandomRot90:
         planes = [
             (a, b)
             for a, b in combinations(range(label.ndim), 2)
-            if label.shape[a] == label.shape[b]
+            if label.shape[a] == label.shape[b] and self._similar(a, b)
         ]
         if not planes:
             return image, label
         a, b = planes[int(rng.integers(len(planes)))]
         k = int(rng.integers(1, 4))
         return np.rot90(image, k, axes=(a + 1, b + 1)), np.rot90(label, k, axes=(a, b))
+
+    def _similar(self, a: int, b: int) -> bool:
+        if self.spacing is None:
+            return True
+        from segcli.data.resample import ANISOTROPY_THRESHOLD
+
+        low, high = sorted((float(self.spacing[a]), float(self.spacing[b])))
+        return high <= ANISOTROPY_THRESHOLD * low
 
 
 @dataclass(frozen=True)
@@ -115,13 +128,17 @@ class Compose:
         return len(self.transforms)
 
 
-def build_augment(spec: AugmentSpec, dims: int) -> Compose:
+def build_augment(
+    spec: AugmentSpec, dims: int, spacing: Sequence[float] | None = None
+) -> Compose:
     """The transforms enabled in ``spec`` (flip, then rotate90, then intensity).
 
     Args:
         spec: ``data.augment``; ``spec.probability`` is each transform's probability (for
             flips: of each axis).
         dims: number of spatial axes (2 or 3).
+        spacing: the data's voxel spacing (mm, array axis order): 90° rotations stay in planes
+            of similar spacing (see :class:`RandomRot90`); None treats the data as isotropic.
 
     Raises:
         ValueError: ``dims`` not 2 or 3.
@@ -132,7 +149,8 @@ def build_augment(spec: AugmentSpec, dims: int) -> Compose:
     if spec.flip:
         transforms.append(RandomFlip(spec.probability))
     if spec.rotate90:
-        transforms.append(RandomRot90(spec.probability))
+        grid = None if spacing is None else tuple(float(v) for v in spacing)
+        transforms.append(RandomRot90(spec.probability, grid))
     if spec.intensity:
         transforms.append(RandomIntensity(spec.probability))
     return Compose(tuple(transforms))

@@ -525,7 +525,9 @@ class PatchDataset(Dataset):
                 )
         self.cases = cases
         self.foreground_fraction = float(foreground_fraction)
-        self.augment = build_augment(augment, dims)
+        # rotations stay in planes of similar spacing: the cases' median spacing decides
+        spacing = np.median(np.array([c.spacing for c in cases], dtype=np.float64), axis=0)
+        self.augment = build_augment(augment, dims, tuple(float(v) for v in spacing))
         self.pad_mode = pad_mode
         self.pad_value = float(pad_value)
         self.length = int(length)

@@ -121,3 +121,22 @@ def test_build_augment_follows_the_spec() -> None:
     assert all(t.probability == 0.3 for t in full.transforms)
     with pytest.raises(ValueError, match="dims must be 2 or 3"):
         build_augment(AugmentSpec(), 4)
+
+
+def test_rot90_never_turns_a_thick_slice_axis_into_the_plane() -> None:
+    """On 3.0 × 0.8 × 0.8 mm data only the (y, x) plane may rotate, even on a cubic patch."""
+    from segcli.data.augment import RandomRot90
+
+    label = np.zeros((8, 8, 8), np.int64)
+    label[2] = 1  # a layer across z: it stays a z-layer under in-plane rotations only
+    image = label[None].astype(np.float32)
+    aniso = RandomRot90(probability=1.0, spacing=(3.0, 0.8, 0.8))
+    iso = RandomRot90(probability=1.0, spacing=(1.0, 1.0, 1.1))
+    moved_iso = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        _, out = aniso(image, label, rng)
+        assert set(np.flatnonzero(out.any(axis=(1, 2)))) == {2}  # z never rotates
+        _, out_iso = iso(image, label, np.random.default_rng(seed))
+        moved_iso += set(np.flatnonzero(out_iso.any(axis=(1, 2)))) != {2}
+    assert moved_iso > 0  # near-isotropic data does rotate z into the plane
