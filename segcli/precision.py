@@ -251,11 +251,15 @@ def inference_autocast(
 ) -> AbstractContextManager[object]:
     """The autocast context of the inference functions' ``precision`` keyword.
 
-    ``None`` keeps their historical default (autocast's fp16 on CUDA, float32 elsewhere);
-    a name is resolved for ``device`` by :func:`resolve_precision`.
+    ``None``: on CUDA the rule of the spec's ``auto`` (:func:`resolve_precision`: bf16 on
+    Ampere and newer, fp16 before), so a library call and ``segcli predict`` run alike;
+    float32 elsewhere (library calls on the CPU stay exact).  A name is resolved for
+    ``device`` by :func:`resolve_precision`.
     """
     if precision is None:
-        return torch.autocast("cuda") if device.type == "cuda" else nullcontext()
+        if device.type != "cuda":
+            return nullcontext()
+        precision = "auto"
     return resolve_precision(precision, device).autocast()
 
 

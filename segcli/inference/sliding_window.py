@@ -79,8 +79,8 @@ def sliding_window(
             measured rule of :func:`segcli.precision.memory_format` (3-D networks on CPU).  The weights' layout is restored before returning; values never change.
         precision: the network's precision, ``auto``, ``fp32``, ``bf16`` or ``fp16``
             (:func:`segcli.precision.resolve_precision` for ``device``; ``inference.precision``
-            in a spec).  ``None`` (default): autocast's default (fp16) on CUDA, float32
-            elsewhere.  Only the forward passes run in it: the logits are cast to float32
+            in a spec).  ``None`` (default): the ``auto`` rule on CUDA (bf16 on Ampere and
+            newer, fp16 before), float32 elsewhere.  Only the forward passes run in it: the logits are cast to float32
             before the softmax, and the blend weights and the accumulator are float32.
 
     Returns:
@@ -194,8 +194,12 @@ def sliding_window_slabs(
             probs.mul_(weights)
             depth = corners[-1][0] + patch[0] - band_start
             if band is None:
+                # what moves there: the padded image and the band (at most about two
+                # patches deep, more when one batch spans several rows)
+                rows = min(spatial[0], max(depth, 2 * patch[0]))
+                band_bytes = probs.shape[1] * rows * _numel(spatial[1:])
                 store = accumulator_device(
-                    device, (2 * probs.shape[1] + image.shape[0]) * _numel(spatial) * 4
+                    device, (padded.shape[0] * _numel(spatial) + band_bytes) * 4
                 )
                 band = torch.zeros(
                     (probs.shape[1], depth, *spatial[1:]), dtype=torch.float32, device=store
@@ -228,14 +232,18 @@ def mirror_axes(dims: int) -> list[tuple[int, ...]]:
 
 
 def accumulator_device(device: torch.device, nbytes: int) -> torch.device:
-    """``device`` if ``nbytes`` fit into half its free memory (CUDA), else CPU.
+    """``device`` if ``nbytes`` fit into half its available memory (CUDA), else CPU.
 
+    Available = what the driver reports free plus what PyTorch's caching allocator holds
+    reserved but unused (the driver counts that as taken, yet PyTorch can hand it out).
     Non-CUDA devices are returned unchanged (their memory is the host's).
     """
     if device.type != "cuda":
         return device
     free, _total = torch.cuda.mem_get_info(device)
-    return device if nbytes <= _DEVICE_MEMORY_SHARE * free else torch.device("cpu")
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    available = free + max(cached, 0)
+    return device if nbytes <= _DEVICE_MEMORY_SHARE * available else torch.device("cpu")
 
 
 # --------------------------------------------------------------------------- internals

@@ -408,3 +408,34 @@ def test_cuda_matches_cpu() -> None:
     gpu = sliding_window(model.cuda(), image, (16, 16, 16))
     assert gpu.device.type == "cuda"
     assert torch.allclose(gpu.cpu(), cpu, atol=2e-2)  # autocast: half-precision convolutions
+
+
+def test_accumulator_device_counts_memory_pytorch_holds_in_its_cache(monkeypatch) -> None:
+    """The driver's free memory leaves out blocks PyTorch reserved but does not use: counted."""
+    from segcli.inference.sliding_window import accumulator_device
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100, 1000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 500)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 100)
+    cuda = torch.device("cuda")
+    assert accumulator_device(cuda, 240) == cuda  # half of 100 free + 400 cached
+    assert accumulator_device(cuda, 260) == torch.device("cpu")
+    assert accumulator_device(torch.device("cpu"), 10**15) == torch.device("cpu")
+
+
+def test_precision_none_on_cuda_follows_the_auto_rule(monkeypatch) -> None:
+    """Library calls without a precision run as the spec's `auto` on CUDA, float32 on CPU."""
+    from segcli import precision as prec
+
+    seen = []
+
+    class Choice:
+        def autocast(self):
+            from contextlib import nullcontext
+
+            return nullcontext()
+
+    monkeypatch.setattr(prec, "resolve_precision", lambda name, device: seen.append(name) or Choice())
+    prec.inference_autocast(torch.device("cuda"), None)
+    prec.inference_autocast(torch.device("cpu"), None)
+    assert seen == ["auto"]
