@@ -160,7 +160,6 @@ def topology(
     spacing: Sequence[float],
     patch: Sequence[int],
     min_edge: int = MIN_FEATURE_MAP_EDGE,
-    max_pools: int | None = None,
 ) -> Topology:
     """nnU-Net's ``get_pool_and_conv_props``: pool while every pooled axis keeps ``min_edge``.
 
@@ -174,7 +173,6 @@ def topology(
         spacing: mm per axis at the target spacing.
         patch: the wanted patch size (voxels per axis).
         min_edge: smallest feature-map edge in the bottleneck along a pooled axis.
-        max_pools: cap on the poolings per axis (None: no cap).
     """
     dims = len(spacing)
     current_spacing = [float(s) for s in spacing]
@@ -189,8 +187,6 @@ def topology(
             break
         finest = min(current_spacing[i] for i in valid)
         valid = [i for i in valid if current_spacing[i] / finest < 2]
-        if max_pools is not None:
-            valid = [i for i in valid if pools[i] < max_pools]
         if len(valid) == 1 and current_size[valid[0]] < 3 * min_edge:
             break
         if not valid:

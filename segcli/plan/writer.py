@@ -20,7 +20,7 @@ import yaml
 from segcli.plan.decision import Check, Decision
 from segcli.plan.planner import Plan
 
-__all__ = ["render_json", "render_yaml", "table_rows", "write_spec"]
+__all__ = ["render_json", "render_yaml", "write_spec"]
 
 _WIDTH = 98
 
@@ -111,11 +111,6 @@ def write_spec(plan: Plan, path: str | Path) -> str:
     with atomic_open(path, "w", what="the spec") as handle:
         handle.write(text)
     return text
-
-
-def table_rows(plan: Plan) -> list[tuple[str, str, str]]:
-    """``(decision, value, rule)`` rows for the console table."""
-    return [(d.name, d.value, d.rule) for d in plan.decisions]
 
 
 def render_json(

@@ -80,11 +80,10 @@ def fmt(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def cell(value: float, digits: int = 4, css: str = "") -> str:
+def cell(value: float, digits: int = 4) -> str:
     """A ``<td>`` with the rounded text and the exact value in ``data-v``."""
     exact = "" if math.isnan(value) else repr(float(value))
-    klass = f' class="{css}"' if css else ""
-    return f'<td data-v="{exact}"{klass}>{fmt(value, digits)}</td>'
+    return f'<td data-v="{exact}">{fmt(value, digits)}</td>'
 
 
 def table(
