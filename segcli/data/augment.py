@@ -128,9 +128,7 @@ class Compose:
         return len(self.transforms)
 
 
-def build_augment(
-    spec: AugmentSpec, dims: int, spacing: Sequence[float] | None = None
-) -> Compose:
+def build_augment(spec: AugmentSpec, dims: int, spacing: Sequence[float] | None = None) -> Compose:
     """The transforms enabled in ``spec`` (flip, then rotate90, then intensity).
 
     Args:

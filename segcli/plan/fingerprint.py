@@ -323,6 +323,16 @@ def dataset_description(
                 names.setdefault(int(value[0]), str(key))
         else:
             raise DataError(f"{where}: labels entry {key!r}: {value!r} is not a label value")
+    if regions or meta.get("regions_class_order") is not None:
+        # nnU-Net v2's region form: every foreground entry is a region (an int is a region of
+        # one value), in the file's order (outer first), written back by regions_class_order
+        ordered: dict[str, tuple[int, ...]] = {}
+        for key, value in labels_raw.items():
+            if isinstance(value, list):
+                ordered[str(key)] = tuple(int(v) for v in value)
+            elif not str(key).isdigit() and int(value) != 0:
+                ordered[str(key)] = (int(value),)
+        regions = ordered
     for members in regions.values():  # region members are label values too
         for v in members:
             names.setdefault(v, f"label{v}")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from segcli.errors import SegcliError, SpecError
+from segcli.labels import as_regions, region_problems
 from segcli.plan import budget as budget_rules
 from segcli.plan import checks as plan_checks
 from segcli.plan import rules
@@ -224,21 +225,23 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     # ---- median shape at the target spacing (segcli trains on uncropped images)
     shapes = [rules.resampled_shape(c.shape, c.spacing, spacing) for c in fp.cases]
     cropped = [rules.resampled_shape(c.cropped_shape, c.spacing, spacing) for c in fp.cases]
-    median_shape = tuple(float(v) for v in np.median(shapes, axis=0))
-    median_cropped = tuple(float(v) for v in np.median(cropped, axis=0))
+    median_whole = tuple(float(v) for v in np.median(shapes, axis=0))
+    # segcli trains on the cases cropped to their nonzero region (data.crop_nonzero), as
+    # nnU-Net does: plan on the cropped shape
+    median_shape = tuple(float(v) for v in np.median(cropped, axis=0))
     dataset_voxels = float(np.prod(median_shape)) * n_cases
     decisions.append(
         Decision(
             "median shape",
             fmt_shape(median_shape),
-            "median image shape at the target spacing over the cases"
+            "median image shape at the target spacing over the cases, cropped to their nonzero "
+            "region as training crops them (nnU-Net's crop)"
             + (
                 ""
-                if median_shape == median_cropped
-                else f" (cropped to the nonzero region it would be {fmt_shape(median_cropped)}; "
-                "nnU-Net plans on the cropped shape, segcli trains on whole images)"
+                if median_shape == median_whole
+                else f"; the whole images' median is {fmt_shape(median_whole)}"
             ),
-            {"median_shape": list(median_shape), "median_cropped_shape": list(median_cropped)},
+            {"median_shape": list(median_shape), "median_whole_shape": list(median_whole)},
         )
     )
     plan_spacing = spacing[1:] if slice_mode else spacing
@@ -260,19 +263,35 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
             f"has {num_classes} outputs and evaluation.labels lists the {len(values)} used"
         )  # fmt: skip
     )
-    if fp.regions:
+    regions = _usable_regions(fp)
+    if regions:
+        class_rule = (
+            "dataset.json defines nnU-Net regions "
+            + ", ".join(f"{k}={list(v)}" for k, v in regions.items())
+            + ": one sigmoid channel per region, in the file's order (outer first; a later "
+            "region is drawn over an earlier one when the prediction is written as labels), "
+            "as nnU-Net trains them"
+        )
+    elif fp.regions:
         class_rule += (
-            "; dataset.json defines region labels "
+            "; dataset.json's regions "
             + ", ".join(f"{k}={list(v)}" for k, v in fp.regions.items())
-            + ": trained as the underlying label values (softmax), each region is their union"
+            + " cannot be decoded back into labels ("
+            + "; ".join(region_problems(as_regions(fp.regions), list(fp.regions)))
+            + "): trained as the underlying label values (softmax) instead"
         )
     decisions.append(
         Decision(
             "classes",
-            str(num_classes),
+            f"{len(regions)} regions" if regions else str(num_classes),
             class_rule,
-            {"labels": {str(k): v for k, v in labels_map.items()}},
-            ("model.labels" if contiguous else "model.classes",),
+            {
+                "labels": {str(k): v for k, v in labels_map.items()},
+                "regions": {k: list(v) for k, v in regions.items()},
+            },
+            ("regions", "model.classes")
+            if regions
+            else ("model.labels" if contiguous else "model.classes",),
         )  # fmt: skip
     )
 
@@ -759,7 +778,10 @@ def _spec(
         k == 3 for ks in kernels for k in ks
     )
     model: dict[str, Any] = {"arch": "unet", "dims": model_dims, "in_channels": len(fp.channels)}
-    if contiguous:
+    regions = _usable_regions(fp)
+    if regions:
+        model["classes"] = len(regions)
+    elif contiguous:
         model["labels"] = dict(labels_map)
     else:
         model["classes"] = num_classes
@@ -789,11 +811,12 @@ def _spec(
         "metrics": metrics,
         "nsd_tolerance": round(max(1.0, max(spacing)), 3),
     }
-    if not contiguous:
+    if not contiguous and not regions:
         evaluation["labels"] = list(values)
     return {
         "name": _name(options, fp),
         "seed": 0,
+        **({"regions": {k: list(v) for k, v in regions.items()}} if regions else {}),
         "data": {
             "root": options.root,
             "val_fraction": 0.2,
@@ -826,6 +849,13 @@ def _spec(
         "evaluation": evaluation,
         "output": "runs",
     }
+
+
+def _usable_regions(fp: Fingerprint) -> dict[str, tuple[int, ...]]:
+    """dataset.json's nnU-Net regions when segcli can train and decode them, else ``{}``."""
+    if not fp.regions or region_problems(as_regions(fp.regions), list(fp.regions)):
+        return {}
+    return dict(fp.regions)
 
 
 def _receptive_field(spec: dict[str, Any]) -> tuple[int, ...]:

@@ -435,7 +435,9 @@ def test_precision_none_on_cuda_follows_the_auto_rule(monkeypatch) -> None:
 
             return nullcontext()
 
-    monkeypatch.setattr(prec, "resolve_precision", lambda name, device: seen.append(name) or Choice())
+    monkeypatch.setattr(
+        prec, "resolve_precision", lambda name, device: seen.append(name) or Choice()
+    )
     prec.inference_autocast(torch.device("cuda"), None)
     prec.inference_autocast(torch.device("cpu"), None)
     assert seen == ["auto"]

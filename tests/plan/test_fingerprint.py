@@ -172,7 +172,8 @@ def test_nnunet_v2_region_labels_are_read(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "ds", cases=2, shape=(8, 8, 8), radius=2,
                         labels={"background": 0, "edema": 1, "core": [1, 2]})  # fmt: skip
     fp = extract_fingerprint(root, workers=1)
-    assert fp.regions == {"core": (1, 2)}
+    # in nnU-Net's region form every foreground entry is a region, in the file's order
+    assert fp.regions == {"edema": (1,), "core": (1, 2)}
     assert fp.label_values == (1, 2)
 
 

@@ -260,3 +260,48 @@ def test_output_must_be_yaml(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "ds", cases=2, shape=(8, 8, 8), radius=2)
     code, out = plan(str(root), "-o", str(tmp_path / "exp.json"))
     assert code == 1 and ".yaml" in out
+
+
+def test_nnunet_regions_in_dataset_json_plan_to_regions_and_train(tmp_path: Path) -> None:
+    """nnU-Net v2's region form (lists in labels, regions_class_order) becomes segcli's
+    regions: with the same names and order, and the planned spec trains."""
+    import json
+
+    import numpy as np
+
+    from segcli.io.images import make_geometry, write_image
+
+    root = make_dataset(tmp_path / "ds", cases=4, shape=(16, 16, 16))
+    geometry = make_geometry((16, 16, 16), (1.0, 1.0, 1.0))
+    for path in sorted((root / "labelsTr").iterdir()):  # nested: 1 ⊃ 2 ⊃ 3
+        label = np.zeros((16, 16, 16), np.uint8)
+        label[3:13, 3:13, 3:13] = 1
+        label[5:11, 5:11, 5:11] = 2
+        label[7:9, 7:9, 7:9] = 3
+        write_image(path, label, geometry)
+    meta = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3},
+        "regions_class_order": [1, 2, 3],
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    spec = tmp_path / "regions.yaml"
+    code, out = plan(str(root), "-o", str(spec), "--device", "cpu")
+    assert code == 0, out
+    exp = load(spec)
+    assert list(exp.regions) == ["whole", "core", "enhancing"]
+    assert exp.regions == {"whole": [1, 2, 3], "core": [2, 3], "enhancing": [3]}
+    assert exp.multilabel and exp.model.num_classes == 3
+    assert "nnU-Net regions" in out
+    train_two_iterations(spec, tmp_path)
+
+
+def test_regions_that_cannot_be_decoded_fall_back_to_labels(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "ds", cases=3, shape=(16, 16, 16),
+                        labels={"background": 0, "a": [1], "b": [1]})  # fmt: skip
+    spec = tmp_path / "fallback.yaml"
+    code, out = plan(str(root), "-o", str(spec), "--device", "cpu")
+    assert code == 0, out
+    exp = load(spec)
+    assert exp.regions is None and not exp.multilabel
+    assert "cannot be decoded" in out
