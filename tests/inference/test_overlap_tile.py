@@ -236,3 +236,52 @@ def test_anisotropic_strides_align_per_axis() -> None:
     b = overlap_tile(net, image, (64, 68))
     assert a.shape == (2, 29, 33)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def tta_reference(
+    net: torch.nn.Module, image: torch.Tensor, patch: tuple[int, ...]
+) -> torch.Tensor:
+    """Slow and obvious overlap-tile with mirror TTA: every output tile from its mirror-padded
+    input window, each flip run, flipped back and averaged, the first T voxels kept."""
+    import itertools
+    import math
+
+    geo = tile_geometry(net, patch)
+    spatial = image.shape[1:]
+    T, P, b = geo.output_tile, geo.input_tile, geo.border_before
+    axes = [a for a in range(len(spatial)) if geo.border_before[a] == geo.border_after[a]]
+    flips = [
+        c for k in range(len(axes) + 1) for c in itertools.combinations([1 + a for a in axes], k)
+    ]
+    pads = [(b[a], math.ceil(n / T[a]) * T[a] + P[a] - b[a] - n) for a, n in enumerate(spatial)]
+    assert all(max(p) < n for p, n in zip(pads, spatial, strict=True))  # one reflection suffices
+    padded = torch.from_numpy(np.pad(image.numpy(), ((0, 0), *pads), mode="reflect"))
+    out = None
+    starts = [range(0, n, t) for n, t in zip(spatial, T, strict=True)]
+    with torch.no_grad():
+        for corner in itertools.product(*starts):
+            window = padded[
+                (slice(None), *(slice(c, c + p) for c, p in zip(corner, P, strict=True)))
+            ]
+            total = 0
+            for f in flips:
+                x = window.flip([a for a in f]) if f else window
+                probs = torch.softmax(net(x[None])[0], 0)
+                total = total + (probs.flip([a for a in f]) if f else probs)
+            probs = total / len(flips)
+            if out is None:
+                out = torch.zeros(probs.shape[0], *(c for c in spatial))
+            keep = tuple(
+                slice(0, min(t, n - c)) for t, n, c in zip(T, spatial, corner, strict=True)
+            )
+            target = tuple(slice(c, c + k.stop) for c, k in zip(corner, keep, strict=True))
+            out[(slice(None), *target)] = probs[(slice(None), *keep)]
+    assert out is not None
+    return out
+
+
+def test_mirror_tta_equals_the_slow_reference() -> None:
+    net = valid_unet(depth=2)
+    image = torch.randn(1, 70, 66, generator=torch.Generator().manual_seed(3))
+    got = overlap_tile(net, image, (60, 60), tta=True, batch_size=2)
+    torch.testing.assert_close(got, tta_reference(net, image, (60, 60)), atol=1e-5, rtol=0)
