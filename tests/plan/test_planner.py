@@ -63,6 +63,10 @@ def test_a_fast_device_gets_the_nnunet_width() -> None:
     options = PlanOptions(root="data/hippo", budget_minutes=60, device="cuda")
     plan = make_plan(hippocampus_like(), options, lambda spec: Measurement(0.05, 0.05, 0.01, 8))
     assert plan.spec["model"]["filters"] == 32
+    # the GPU branch takes nnU-Net's optimiser: SGD, lr 0.01, Nesterov momentum 0.99
+    train = plan.spec["train"]
+    assert (train["optimizer"], train["lr"]) == ("sgd", 0.01)
+    assert train.get("momentum", 0.99) == 0.99 and train.get("nesterov", True)
     assert plan.spec["data"]["patch_size"] == [40, 56, 40]  # a GPU rounds up, as nnU-Net
     # nnU-Net's batch rule: 5 % of 208 × 36·50·35 voxels / 40·56·40 = 7
     assert plan.spec["train"]["batch_size"] == 7
@@ -91,9 +95,27 @@ def test_hopeless_budget_is_refused() -> None:
 
 
 def test_every_decision_has_a_rule_and_sets_known_keys() -> None:
+    from segcli.config import from_dict
+
     plan = make_plan(hippocampus_like(), PlanOptions(root="data/hippo"))
+    from_dict(plan.spec)  # every key the plan writes is a key of the schema
     for d in plan.decisions:
         assert d.rule and d.value
+        present = [key for key in d.keys if _has(plan.spec, key)]
+        # the YAML comment goes above the first key present: a decision that sets keys has one
+        assert present or not d.keys, d.name
+        # keys a plan may leave out, by design (uniform pooling, all validation cases)
+        optional = {"model.strides", "model.kernel_sizes", "train.val_max_cases"}
+        assert set(d.keys) - set(present) <= optional, (d.name, d.keys)
     assert {d.name for d in plan.decisions} >= {"target spacing", "patch size", "pooling",
                                                  "kernels", "filters", "batch size",
                                                  "normalization", "schedule"}  # fmt: skip
+
+
+def _has(spec: dict, dotted: str) -> bool:
+    node: object = spec
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
