@@ -126,8 +126,9 @@ def sliding_window_slabs(
     """:func:`sliding_window`'s probabilities, slab by slab along the first spatial axis.
 
     Windows run row by row (all windows sharing a first-axis start), accumulating into a
-    float32 band one patch deep; once no later window reaches a slab of the band, it is divided
-    by its weight sum and yielded.  The whole image's probabilities never exist at once: peak
+    float32 band: a ring buffer one patch deep (deeper by the rows one batch of windows spans),
+    allocated once; once no later window reaches some rows, they are taken out of the ring,
+    divided by their weight sum and yielded.  The whole image's probabilities never exist at once: peak
     memory is the band (``classes × patch[0] × rest`` floats) plus one batch of windows, so a
     caller can decode, downcast or write each slab as it comes (``segcli predict`` on big CT).
 
@@ -156,26 +157,43 @@ def sliding_window_slabs(
     rest_sum = sums[1:]
     first, last = crop[1].start, crop[1].stop  # the image's rows inside the padded rows
 
-    band: torch.Tensor | None = None  # probability sums of rows band_start:band_start + depth
-    band_start = starts[0][0]
+    batches = list(_batches(itertools.product(*starts), batch_size))
+    # the band is a ring of ``depth`` rows: row r of the image sums into ring row r mod depth;
+    # one batch touches rows from its first window's start to its last window's end
+    depth = max(batch[-1][0] - batch[0][0] for batch in batches) + patch[0]
+    band: torch.Tensor | None = None
+    band_start = starts[0][0]  # the first row not yet finished
     buffer: torch.Tensor | None = None  # one batch of windows, reused (created in ``layout``)
 
+    def pieces(start: int, stop: int) -> list[tuple[int, int, int]]:
+        """Rows start:stop as ``(ring_lo, ring_hi, offset)`` runs (two when they wrap)."""
+        out, row = [], start
+        while row < stop:
+            pos = row % depth
+            n = min(stop - row, depth - pos)
+            out.append((pos, pos + n, row - start))
+            row += n
+        return out
+
     def finish(upto: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-        # rows band_start:upto are complete (no later window reaches them): divide, crop, yield
-        nonlocal band, band_start
+        # rows band_start:upto are complete (no later window reaches them): take them out of
+        # the ring (which zeroes them for the rows to come), divide, crop, yield
+        nonlocal band_start
         assert band is not None
-        slab = band[:, : upto - band_start]
-        band = band[:, upto - band_start :]
+        parts = [band[:, lo:hi].clone() for lo, hi, _ in pieces(band_start, upto)]
+        for lo, hi, _ in pieces(band_start, upto):
+            band[:, lo:hi] = 0
+        slab = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         total = _outer(sums[0][band_start:upto], rest_sum).to(slab.device)
         slab.div_(total.unsqueeze(0))
         lo, hi = max(band_start, first), min(upto, last)
+        rows = slice(lo - band_start, hi - band_start)
         band_start = upto
         if hi > lo:
-            rows = slice(lo - (upto - slab.shape[1]), hi - (upto - slab.shape[1]))
             yield lo - first, hi - first, slab[(slice(None), rows, *crop[2:])]
 
     with _weights_in_layout(model, layout), torch.no_grad():
-        for corners in _batches(itertools.product(*starts), batch_size):
+        for corners in batches:
             # windows come row by row (first-axis start non-decreasing): every row before this
             # batch's first is finished
             if band is not None and corners[0][0] > band_start:
@@ -192,12 +210,9 @@ def sliding_window_slabs(
             batch = buffer[: len(regions)].to(device, non_blocking=True)
             probs = _predict(model, batch, flips, multilabel, amp)
             probs.mul_(weights)
-            depth = corners[-1][0] + patch[0] - band_start
             if band is None:
-                # what moves there: the padded image and the band (at most about two
-                # patches deep, more when one batch spans several rows)
-                rows = min(spatial[0], max(depth, 2 * patch[0]))
-                band_bytes = probs.shape[1] * rows * _numel(spatial[1:])
+                # what moves there: the padded image and the band
+                band_bytes = probs.shape[1] * depth * _numel(spatial[1:])
                 store = accumulator_device(
                     device, (padded.shape[0] * _numel(spatial) + band_bytes) * 4
                 )
@@ -205,19 +220,11 @@ def sliding_window_slabs(
                     (probs.shape[1], depth, *spatial[1:]), dtype=torch.float32, device=store
                 )
                 padded = padded.to(store)
-            elif band.shape[1] < depth:
-                more = torch.zeros(
-                    (band.shape[0], depth - band.shape[1], *band.shape[2:]),
-                    dtype=band.dtype,
-                    device=band.device,
-                )
-                band = torch.cat([band, more], dim=1)
             probs = probs.to(band.device)
             for corner, window in zip(corners, probs, strict=True):
-                local = (slice(None), slice(corner[0] - band_start, corner[0] - band_start + patch[0]), *(
-                    slice(s, s + p) for s, p in zip(corner[1:], patch[1:], strict=True)
-                ))  # fmt: skip
-                band[local].add_(window)
+                plane = tuple(slice(s, s + p) for s, p in zip(corner[1:], patch[1:], strict=True))
+                for lo, hi, off in pieces(corner[0], corner[0] + patch[0]):
+                    band[(slice(None), slice(lo, hi), *plane)].add_(window[:, off : off + hi - lo])
         assert band is not None  # at least one window always exists
         yield from finish(spatial[0])
 
