@@ -136,8 +136,9 @@ def sliding_window_slabs(
         ``(start, stop, probabilities)``: rows ``start:stop`` of the first axis (image
         coordinates, increasing, covering the image once) and their float32
         ``(classes, stop - start, *spatial[1:])`` probabilities, on ``device`` when they fit
-        (see :func:`accumulator_device`), else on CPU.  Same arguments and errors as
-        :func:`sliding_window`.
+        (see :func:`accumulator_device`), else on CPU.  The tensor is a view into the band,
+        valid until the next item is asked for: copy (or decode) it before.  Same arguments
+        and errors as :func:`sliding_window`.
     """
     image = torch.as_tensor(image)
     patch = tuple(int(p) for p in patch_size)
@@ -176,21 +177,21 @@ def sliding_window_slabs(
         return out
 
     def finish(upto: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-        # rows band_start:upto are complete (no later window reaches them): take them out of
-        # the ring (which zeroes them for the rows to come), divide, crop, yield
+        # rows band_start:upto are complete (no later window reaches them): divide them in
+        # the ring, yield them (one piece, two where they wrap), then zero them for reuse
         nonlocal band_start
         assert band is not None
-        parts = [band[:, lo:hi].clone() for lo, hi, _ in pieces(band_start, upto)]
-        for lo, hi, _ in pieces(band_start, upto):
-            band[:, lo:hi] = 0
-        slab = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        total = _outer(sums[0][band_start:upto], rest_sum).to(slab.device)
-        slab.div_(total.unsqueeze(0))
-        lo, hi = max(band_start, first), min(upto, last)
-        rows = slice(lo - band_start, hi - band_start)
+        for lo, hi, offset in pieces(band_start, upto):
+            start = band_start + offset
+            rows = band[:, lo:hi]
+            total = _outer(sums[0][start : start + hi - lo], rest_sum).to(rows.device)
+            rows.div_(total.unsqueeze(0))
+            keep_lo, keep_hi = max(start, first), min(start + hi - lo, last)
+            if keep_hi > keep_lo:
+                inner = slice(keep_lo - start, keep_hi - start)
+                yield keep_lo - first, keep_hi - first, rows[(slice(None), inner, *crop[2:])]
+            rows.zero_()
         band_start = upto
-        if hi > lo:
-            yield lo - first, hi - first, slab[(slice(None), rows, *crop[2:])]
 
     with _weights_in_layout(model, layout), torch.no_grad():
         for corners in batches:

@@ -124,7 +124,7 @@ def test_slabs_cover_the_rows_once_in_order_and_equal_the_whole_image(
     for start, stop, slab in sliding_window_slabs(net, image, (patch, 5), overlap, blend, batch):
         assert stop > start
         rows.append((start, stop))
-        parts.append(slab)
+        parts.append(slab.clone())  # a view into the band, valid until the next slab
     assert rows[0][0] == 0 and rows[-1][1] == depth
     assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))
     torch.testing.assert_close(torch.cat(parts, dim=1), whole)
