@@ -62,9 +62,10 @@ LAYERS: dict[str, int] = {
     "inference": 5,
     "plan": 6,
     "report": 6,
-    "engine": 7,
-    "cli": 8,
-    "__main__": 9,
+    "study": 7,
+    "engine": 8,
+    "cli": 9,
+    "__main__": 10,
 }
 
 #: imports allowed across packages of one layer (importer, imported)
