@@ -88,6 +88,10 @@ SAMPLES_PER_CASE = 10_000
 
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
+#: with the default worker count, inputs smaller than this are preprocessed in this process
+#: (starting worker processes costs seconds; a toy dataset takes less)
+IN_PROCESS_BYTES = 32 * 2**20
+
 
 # --------------------------------------------------------------------------- settings, folders
 
@@ -550,7 +554,8 @@ def build_cache(
         data: the ``data:`` section (``root``, ``cache_dir``).
         names: the case names wanted.
         settings: :meth:`CacheSettings.of` the spec and its resolved spacing.
-        workers: processes; None = :func:`default_workers`.
+        workers: processes; None = :func:`default_workers`, or none for inputs smaller than
+            :data:`IN_PROCESS_BYTES`.
         progress: wraps the iteration over the cases built (a progress bar).
         on_wait: called once when another process holds the lock.
 
@@ -589,7 +594,10 @@ def build_cache(
             for name in stale:
                 (folder / f"{name}.json").unlink(missing_ok=True)
             jobs = [(folder, n, found[n].images, found[n].label, settings) for n in stale]
-            for entry in _run(jobs, default_workers() if workers is None else workers, progress):
+            if workers is None:  # processes pay for their start-up only on real work
+                small = sum(p.stat().st_size for n in stale for p in _sources(found[n]))
+                workers = 0 if small < IN_PROCESS_BYTES else default_workers()
+            for entry in _run(jobs, workers, progress):
                 _write_entry(folder, entry)
                 entries[entry["name"]] = CachedCase.from_entry(folder, entry)
                 report.built.append(entry["name"])
