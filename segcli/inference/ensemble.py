@@ -12,18 +12,16 @@ resampled linearly back onto the input grid before the average.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from torch import nn
 
 from segcli.errors import CheckpointError
 from segcli.io.checkpoint import Checkpoint, check_compatible
-from segcli.io.images import ImageGeometry, make_geometry
+from segcli.io.images import ImageGeometry
 
 if TYPE_CHECKING:
     from segcli.config import Experiment
@@ -107,39 +105,24 @@ def ensemble_probabilities(
         SpecError: the network cannot run sliding windows of ``inference.patch_size``.
         DataError: out of GPU memory, or an image whose dimensionality the spacing lacks.
     """
-    from segcli.data.preprocessing import crop_geometry
     from segcli.data.resample import resample_image, same_grid
-    from segcli.inference.volume import _network_input, crop_box, probability_slabs
+    from segcli.inference.volume import (
+        _network_input,
+        crop_input,
+        model_groups,
+        paste_probabilities,
+        summed_probabilities,
+    )
 
-    full = geometry if geometry is not None else make_geometry(image.shape[1:])
-    spatial = tuple(image.shape[1:])
-    box = crop_box(exp, models, image)
-    region = (slice(None), *(slice(a, b) for a, b in box))
-    cropped = image[region]
-    grid = crop_geometry(full, box) if cropped.shape[1:] != spatial else full
+    region, cropped, grid = crop_input(exp, models, image, geometry)
     total: np.ndarray | None = None
-    inputs: dict[str, tuple[torch.Tensor, ImageGeometry]] = {}
-    for model in models:
-        key = json.dumps([model.stats, model.spacing], sort_keys=True)
-        if key not in inputs:  # ensemble members usually share the preprocessing
-            inputs[key] = _network_input(exp, model, cropped, grid)
-        network_input, net_grid = inputs[key]
-        probs = np.zeros((0,), np.float32)
-        for start, stop, slab in probability_slabs(model.network, network_input, exp, device):
-            part = slab.float().cpu().numpy()
-            if probs.size == 0:
-                probs = np.zeros((part.shape[0], *network_input.shape[1:]), np.float32)
-            probs[:, start:stop] = part
-        if model.spacing is not None and not same_grid(net_grid, grid):
+    for members in model_groups(models):
+        network_input, net_grid = _network_input(exp, members[0], cropped, grid)
+        probs = summed_probabilities(members, network_input, exp, device, np.float32)
+        if members[0].spacing is not None and not same_grid(net_grid, grid):
             probs = resample_image(probs, net_grid, grid, order=1)
         total = probs if total is None else np.add(total, probs, out=total)
     assert total is not None  # models is not empty
     if len(models) > 1:
         total /= len(models)
-    if cropped.shape[1:] == spatial:
-        return total
-    out = np.zeros((total.shape[0], *spatial), dtype=np.float32)
-    if not exp.multilabel:
-        out[0] = 1.0
-    out[region] = total
-    return out
+    return paste_probabilities(total, tuple(image.shape[1:]), region, exp.multilabel)

@@ -42,7 +42,15 @@ if TYPE_CHECKING:
     from segcli.config import Experiment
     from segcli.inference.ensemble import LoadedModel
 
-__all__ = ["crop_box", "predict_volume", "probability_slabs"]
+__all__ = [
+    "crop_box",
+    "crop_input",
+    "model_groups",
+    "paste_probabilities",
+    "predict_volume",
+    "probability_slabs",
+    "summed_probabilities",
+]
 
 #: rows of the first axis decoded (or resampled) at a time when decoding stored probabilities
 _DECODE_ROWS = 16
@@ -149,27 +157,19 @@ def predict_volume(
         SpecError: the network cannot run windows of ``inference.patch_size``.
         DataError: out of GPU memory, or an image whose dimensionality the spacing lacks.
     """
-    full = geometry if geometry is not None else make_geometry(image.shape[1:])
     spatial = tuple(image.shape[1:])
-    box = crop_box(exp, models, image)
-    region = tuple(slice(a, b) for a, b in box)
-    cropped = image[(slice(None), *region)]
-    grid = crop_geometry(full, box) if cropped.shape[1:] != spatial else full
+    region, cropped, grid = crop_input(exp, models, image, geometry)
     regions = exp.region_values
-    groups: dict[str, list[LoadedModel]] = {}
-    for model in models:  # ensemble members usually share their preprocessing
-        key = json.dumps([model.stats, model.spacing], sort_keys=True)
-        groups.setdefault(key, []).append(model)
 
     labels_crop: np.ndarray | None = None
     total: np.ndarray | None = None  # float16 (classes, *crop) sum over models
-    for members in groups.values():
+    for members in model_groups(models):
         net_input, net_grid = _network_input(exp, members[0], cropped, grid)
         on_grid = _same_grid(net_grid, grid) or members[0].spacing is None
         if len(models) == 1 and on_grid and not probabilities:
             labels_crop = _decode_streaming(members[0], net_input, exp, device, regions)
             break
-        summed = _summed_probabilities(members, net_input, exp, device)
+        summed = summed_probabilities(members, net_input, exp, device)
         del net_input
         if not on_grid:
             summed = _resample_classes(summed, net_grid, grid)
@@ -184,11 +184,45 @@ def predict_volume(
     if not probabilities:
         return labels, None
     assert total is not None
-    probs = np.zeros((total.shape[0], *spatial), dtype=np.float16)
-    if not exp.multilabel:
-        probs[0] = 1.0
-    probs[(slice(None), *region)] = total
-    return labels, probs
+    return labels, paste_probabilities(total, spatial, region, exp.multilabel)
+
+
+def crop_input(
+    exp: Experiment, models: list[LoadedModel], image: np.ndarray, geometry: ImageGeometry | None
+) -> tuple[tuple[slice, ...], np.ndarray, ImageGeometry]:
+    """``(region, cropped image, its grid)``: the part of ``image`` the models run on
+    (:func:`crop_box`) and where it lies; ``geometry`` None is the unit grid."""
+    full = geometry if geometry is not None else make_geometry(image.shape[1:])
+    box = crop_box(exp, models, image)
+    region = tuple(slice(a, b) for a, b in box)
+    cropped = image[(slice(None), *region)]
+    grid = crop_geometry(full, box) if cropped.shape[1:] != image.shape[1:] else full
+    return region, cropped, grid
+
+
+def model_groups(models: list[LoadedModel]) -> list[list[LoadedModel]]:
+    """The models grouped by their preprocessing (``ct_auto`` statistics, training spacing):
+    ensemble members usually share it, and each group's input is made once."""
+    groups: dict[str, list[LoadedModel]] = {}
+    for model in models:
+        groups.setdefault(json.dumps([model.stats, model.spacing], sort_keys=True), []).append(
+            model
+        )
+    return list(groups.values())
+
+
+def paste_probabilities(
+    total: np.ndarray, spatial: tuple[int, ...], region: tuple[slice, ...], multilabel: bool
+) -> np.ndarray:
+    """Probabilities of the crop on the full grid (outside it: background, i.e. class 0 = 1
+    for softmax, all 0 for sigmoid), in ``total``'s dtype; ``total`` itself when uncropped."""
+    if tuple(total.shape[1:]) == spatial:
+        return total
+    out = np.zeros((total.shape[0], *spatial), dtype=total.dtype)
+    if not multilabel:
+        out[0] = 1.0
+    out[(slice(None), *region)] = total
+    return out
 
 
 def _decode_streaming(
@@ -209,20 +243,25 @@ def _decode_streaming(
     return out
 
 
-def _summed_probabilities(
-    members: list[LoadedModel], net_input: torch.Tensor, exp: Experiment, device: str
+def summed_probabilities(
+    members: list[LoadedModel],
+    net_input: torch.Tensor,
+    exp: Experiment,
+    device: str,
+    dtype: type = np.float16,
 ) -> np.ndarray:
-    """float16 ``(classes, *spatial)`` sum of the members' probabilities on their grid."""
+    """``(classes, *spatial)`` sum of the members' probabilities on their grid, stored in
+    ``dtype`` (float16 for predict; float32 for :func:`~segcli.inference.ensemble.ensemble_probabilities`)."""
     total: np.ndarray | None = None
     for model in members:
         for start, stop, slab in probability_slabs(model.network, net_input, exp, device):
             part = slab.float().cpu().numpy()
             if total is None:
-                total = np.zeros((part.shape[0], *net_input.shape[1:]), dtype=np.float16)
+                total = np.zeros((part.shape[0], *net_input.shape[1:]), dtype=dtype)
             if model is members[0]:
                 total[:, start:stop] = part
             else:
-                total[:, start:stop] += part.astype(np.float16)
+                total[:, start:stop] += part.astype(dtype)
     assert total is not None
     return total
 
