@@ -67,7 +67,9 @@ Norm = Literal["batch", "instance", "group", "none"]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every key's meaning is the docstring under it (pydantic reads it: use_attribute_docstrings);
+    # docs/spec.md is generated from them (make docs, segcli.config.reference)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------------- data
@@ -77,13 +79,21 @@ class SyntheticSpec(_Spec):
     """Generate the lecture's ring-lesion toy data in memory instead of reading ``data.root``."""
 
     dims: Literal[2, 3] = 2
+    """2D or 3D toy images (must equal ``model.dims``)"""
     cases: int = Field(400, gt=1)
+    """number of toy cases generated"""
     size: int = Field(32, gt=4)
+    """edge length of every toy image in voxels"""
     lesion: int = Field(3, gt=0)
+    """edge length of the square (cube) lesion in voxels"""
     ring_distance: int = Field(5, ge=1)
+    """Chebyshev distance in voxels from a malign lesion's border to its one-voxel ring"""
     malign_fraction: float = Field(0.5, ge=0, le=1)
+    """probability that a case's lesion is malign (ringed; only malign voxels are labelled)"""
     noise: float = Field(0.1, ge=0)
-    seed: int | None = None  # None: the experiment's seed
+    """standard deviation of the Gaussian background noise (lesion and ring are 1)"""
+    seed: int | None = None
+    """seed of the toy data generator; null: the experiment's ``seed``"""
 
     @model_validator(mode="after")
     def _fits(self) -> SyntheticSpec:
@@ -99,45 +109,63 @@ class SyntheticSpec(_Spec):
 
 class AugmentSpec(_Spec):
     flip: bool = True
+    """mirror each spatial axis of a training patch independently"""
     rotate90: bool = False
+    """rotate training patches by a multiple of 90° in a plane of equal size and similar spacing"""
     intensity: bool = False
-    #: probability that each enabled transform is applied to a patch
+    """scale and shift each channel's intensities of a training patch (the label is untouched)"""
     probability: float = Field(0.5, ge=0, le=1)
+    """probability that each enabled transform is applied to a patch (flips: per axis)"""
 
 
 class DataSpec(_Spec):
     root: str | None = None
+    """dataset folder in the nnU-Net / MSD layout (imagesTr, labelsTr); or set ``synthetic``"""
     synthetic: SyntheticSpec | None = None
+    """generate the lecture's toy data in memory instead of reading ``root``"""
     val_fraction: float = Field(0.2, ge=0, lt=1)
+    """share of the cases held out for validation (0: no validation)"""
     train_cases: list[str] | None = None
+    """explicit training case names (instead of the ``val_fraction`` split)"""
     val_cases: list[str] | None = None
+    """explicit validation case names (instead of the ``val_fraction`` split)"""
     patch_size: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [32, 32])
+    """training patch size in voxels, one entry per axis (array axis order)"""
     foreground_fraction: float = Field(0.33, ge=0, le=1)
+    """share of training patches centred on a foreground voxel (the rest: anywhere)"""
     normalization: Literal["zscore", "ct", "ct_auto", "minmax", "none"] = "zscore"
-    #: intensity window [low, high] for ``normalization: ct`` (HU)
+    """intensity normalisation: ``zscore`` (mean 0, std 1 per image and channel), ``ct`` (clip
+    to ``window``, scale to [-1, 1]), ``ct_auto`` (nnU-Net's CT scheme: clip to the training
+    set's foreground percentiles, z-score with its foreground mean and std), ``minmax`` ([0, 1]
+    per image) or ``none``"""
     window: tuple[float, float] = (-1000.0, 1000.0)
-    #: resample to this spacing (array axis order, mm); ``auto`` = the dataset median; null = keep
+    """intensity window [low, high] for ``normalization: ct`` (HU)"""
     spacing: list[Annotated[float, Field(gt=0)]] | Literal["auto"] | None = None
-    #: image interpolation when resampling: 0 nearest, 1 linear, 3 cubic B-spline (nnU-Net)
+    """resample to this spacing (array axis order, mm); ``auto`` = the dataset median; null =
+    keep"""
     resample_order: Literal[0, 1, 3] = 3
-    #: label resampling: ``onehot`` (each class's share by cubic B-spline, then argmax) or ``nearest``
+    """image interpolation when resampling: 0 nearest, 1 linear, 3 cubic B-spline (nnU-Net)"""
     label_resampling: Literal["onehot", "nearest"] = "onehot"
+    """label resampling: ``onehot`` (each class's share by cubic B-spline, then argmax) or
+    ``nearest``"""
     augment: AugmentSpec = AugmentSpec()
-    #: crop every case to the bounding box of its non-zero voxels before anything else
-    #: (nnU-Net); predict crops alike and pastes the label map back into the full grid
+    """training patch augmentation"""
     crop_nonzero: bool = True
-    #: where training reads patches from, once ``data.root`` is preprocessed into the cache:
-    #: ``memory`` (every case loaded), ``disk`` (patches read from the cache files by the loader
-    #: workers: memory flat in the number of cases), ``auto`` (memory when the training and
-    #: validation cases take at most 1 GiB, else disk).  Old specs' true/false read as auto/disk.
+    """crop every case to the bounding box of its non-zero voxels before anything else
+    (nnU-Net); predict crops alike and pastes the label map back into the full grid"""
     cache: Literal["auto", "memory", "disk"] = "auto"
-    #: folder of the preprocessing cache (null: $SEGCLI_CACHE, else ~/.cache/segcli/preprocessed)
+    """where training reads patches from, once ``data.root`` is preprocessed into the cache:
+    ``memory`` (every case loaded), ``disk`` (patches read from the cache files by the loader
+    workers: memory flat in the number of cases), ``auto`` (memory when the training and
+    validation cases take at most 1 GiB, else disk)"""
     cache_dir: str | None = None
-    #: K for K-fold cross-validation: nnU-Net's split (or the dataset's splits_final.json);
-    #: ``segcli train --fold k|all`` trains folds into ``<output>/<name>/fold_<k>``
+    """folder of the preprocessing cache (null: $SEGCLI_CACHE, else
+    ~/.cache/segcli/preprocessed)"""
     folds: int | None = Field(None, ge=2)
-    #: the fold one run trains (0..folds-1; what ``--fold k`` sets); null: the whole CV run
+    """K for K-fold cross-validation: nnU-Net's split (or the dataset's splits_final.json);
+    ``segcli train --fold k|all`` trains folds into ``<output>/<name>/fold_<k>``"""
     fold: int | None = Field(None, ge=0)
+    """the fold one run trains (0..folds-1; what ``--fold k`` sets); null: the whole CV run"""
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -177,12 +205,16 @@ class DataSpec(_Spec):
 
 class _ModelBase(_Spec):
     dims: Literal[2, 3] = 2
+    """2D or 3D network (``data.patch_size`` and ``inference.patch_size`` have this many axes)"""
     in_channels: int = Field(1, gt=0)
-    #: number of output classes including background (or of labels, when multilabel)
+    """input channels (image modalities: ``_0000``, ``_0001`` ... files per case)"""
     classes: int | None = Field(None, gt=0)
-    #: alternative to ``classes``: {0: background, 1: lesion, ...}
+    """number of output classes including background (or of labels, when multilabel); null:
+    the number of ``labels``, else 2"""
     labels: dict[int, str] | None = None
+    """alternative to ``classes``: {0: background, 1: lesion, ...}"""
     filters: int = Field(8, gt=0)
+    """feature maps of every convolution"""
 
     @model_validator(mode="after")
     def _classes(self) -> _ModelBase:
@@ -206,60 +238,86 @@ class CNNSpec(_ModelBase):
     """The lecture's all-convolutional network: ``layers`` k×k convolutions + ReLU, 1×1 head."""
 
     arch: Literal["cnn"] = "cnn"
+    """the architecture (selects this table)"""
     layers: int = Field(3, gt=0)
+    """number of k×k convolution + activation layers before the 1×1 head"""
     kernel_size: int = Field(3, gt=0)
-    #: ``same``: pad every layer; ``front``: pad once up front (the lecture); ``valid``: none
+    """convolution kernel size k"""
     padding: Literal["same", "front", "valid"] = "same"
+    """``same``: pad every layer; ``front``: pad once up front (the lecture); ``valid``: none"""
     pad_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    """what the padding fills in"""
     activation: Activation = "relu"
+    """activation after every convolution"""
     norm: Norm = "none"
+    """normalisation layer after every convolution"""
 
 
 class DilatedSpec(_ModelBase):
     """As ``cnn`` with one dilation rate per layer (Yu & Koltun 2016)."""
 
     arch: Literal["dilated"] = "dilated"
+    """the architecture (selects this table)"""
     dilations: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 2, 4])
+    """dilation rate of each convolution layer (one layer per entry)"""
     kernel_size: int = Field(3, gt=0)
+    """convolution kernel size k"""
     padding: Literal["same", "front", "valid"] = "same"
+    """``same``: pad every layer; ``front``: pad once up front (the lecture); ``valid``: none"""
     pad_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    """what the padding fills in"""
     activation: Activation = "relu"
+    """activation after every convolution"""
     norm: Norm = "none"
+    """normalisation layer after every convolution"""
 
 
 class PatchCNNSpec(_ModelBase):
     """Ciresan et al. 2012 sliding-window pixel classifier (conv/max-pool stages, then FC)."""
 
     arch: Literal["patch_cnn"] = "patch_cnn"
+    """the architecture (selects this table)"""
     filters: int = Field(48, gt=0)
+    """feature maps of every convolution stage"""
     input_size: int = Field(95, gt=0)
+    """edge length of the window the classifier sees"""
     kernel_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [4, 5, 4, 4])
+    """kernel size of each convolution + 2×2 max-pooling stage (one stage per entry)"""
     hidden: int = Field(200, gt=0)
-    #: ``dense``: one prediction per input pixel (pooling strides turned into dilations, same
-    #: weights); ``window``: the lecture's classifier, one prediction per ``input_size`` window
+    """units of the fully connected hidden layer"""
     mode: Literal["dense", "window"] = "dense"
-    #: dense mode: ``same`` pads the input by half a window (output = input size); ``valid`` not
+    """``dense``: one prediction per input pixel (pooling strides turned into dilations, same
+    weights); ``window``: the lecture's classifier, one prediction per ``input_size`` window"""
     padding: Literal["same", "valid"] = "same"
+    """dense mode: ``same`` pads the input by half a window (output = input size); ``valid`` not"""
     pad_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    """what the padding fills in"""
     activation: Activation = "relu"
+    """activation after every convolution"""
 
 
 class FCNSpec(_ModelBase):
     """Long et al. 2015: VGG-style encoder, class scores fused across resolutions."""
 
     arch: Literal["fcn"] = "fcn"
+    """the architecture (selects this table)"""
     filters: int = Field(16, gt=0)
+    """feature maps of the first stage (doubling per stage up to ``max_filters``)"""
     variant: Literal["32s", "16s", "8s"] = "8s"
-    #: convolutions per VGG stage; 5 stages of pooling as in VGG-16 by default
+    """FCN-32s, -16s or -8s: class scores fused across 1, 2 or 3 resolutions (finest output
+    stride 32, 16 or 8)"""
     convs_per_stage: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=lambda: [2, 2, 3, 3, 3]
     )
+    """convolutions per VGG stage; 5 stages of pooling as in VGG-16 by default"""
     max_filters: int = Field(512, gt=0)
+    """cap on the feature maps of a stage"""
     norm: Norm = "none"
-    #: width of the convolutionalised fully connected layers fc6/fc7 (null: the last stage's)
+    """normalisation layer after every convolution"""
     fc_filters: int | None = Field(None, gt=0)
-    #: kernel of fc6 (VGG's 7×7 fully connected layer; 3 keeps toy models small); odd
+    """width of the convolutionalised fully connected layers fc6/fc7 (null: the last stage's)"""
     fc_kernel: int = Field(3, gt=0)
+    """kernel of fc6 (VGG's 7×7 fully connected layer; 3 keeps toy models small); odd"""
 
 
 def _check_per_axis(key: str, entries: list[list[int]], dims: int, item: str, plural: str) -> None:
@@ -278,24 +336,38 @@ class UNetSpec(_ModelBase):
     """Ronneberger et al. 2015 and modern variants (nnU-Net style with ``same`` padding)."""
 
     arch: Literal["unet"] = "unet"
+    """the architecture (selects this table)"""
     filters: int = Field(32, gt=0)
+    """feature maps of the first level (doubling per level, capped by ``max_filters``)"""
     depth: int = Field(4, ge=1)
+    """number of downsamplings (pooling steps) of the encoder"""
     max_filters: int | None = Field(None, gt=0)
+    """cap on the feature maps of a level (null: no cap)"""
     convs_per_block: int = Field(2, gt=0)
+    """convolutions per encoder and decoder block"""
     kernel_size: int = Field(3, gt=0)
+    """convolution kernel size on every axis (see ``kernel_sizes`` for per-stage kernels)"""
     padding: Literal["same", "valid"] = "same"
+    """``same``: output size = input size; ``valid``: no padding (the 2015 U-Net, output shrinks)"""
     upsample: Literal["transpose", "interp"] = "transpose"
+    """decoder upsampling: transposed convolution, or (bi/tri)linear interpolation and a 1×1
+    convolution"""
     residual: bool = False
+    """residual connections around each block's convolutions"""
     norm: Norm = "instance"
+    """normalisation layer after every convolution"""
     activation: Activation = "leaky_relu"
+    """activation after every convolution"""
     dropout: float = Field(0.0, ge=0, lt=1)
+    """dropout probability at the end of every block"""
     deep_supervision: bool = False
-    #: pooling stride per downsampling and axis (array axis order), e.g. [[1, 2, 2], [2, 2, 2]]
-    #: (nnU-Net's pool_op_kernel_sizes); null: 2 on every axis; sets depth when depth is not given
+    """train with extra outputs at lower decoder resolutions (nnU-Net's deep supervision)"""
     strides: list[list[int]] | None = None
-    #: kernel per resolution stage (depth + 1: encoder stages and bottleneck) and axis, e.g.
-    #: [[1, 3, 3], [3, 3, 3], [3, 3, 3]]; decoder blocks use their stage's; null: kernel_size
+    """pooling stride per downsampling and axis (array axis order), e.g. [[1, 2, 2], [2, 2, 2]]
+    (nnU-Net's pool_op_kernel_sizes); null: 2 on every axis; sets depth when depth is not given"""
     kernel_sizes: list[list[int]] | None = None
+    """kernel per resolution stage (depth + 1: encoder stages and bottleneck) and axis, e.g.
+    [[1, 3, 3], [3, 3, 3], [3, 3, 3]]; decoder blocks use their stage's; null: kernel_size"""
 
     @model_validator(mode="after")
     def _stages(self) -> UNetSpec:
@@ -361,35 +433,50 @@ class PlainLossSpec(_Spec):
     """Binary (``bce``: sigmoid per foreground channel) or categorical cross-entropy."""
 
     name: Literal["bce", "ce"]
+    """the loss (selects this table)"""
 
 
 class WeightedCESpec(_Spec):
     name: Literal["weighted_ce"]
-    #: ``auto``: inversely proportional to class frequency in the training labels, normalised
+    """the loss (selects this table)"""
     weights: Literal["auto"] | list[Annotated[float, Field(ge=0)]] = "auto"
+    """one weight per class; ``auto``: inversely proportional to class frequency in the training
+    labels, normalised"""
 
 
 class DiceSpec(_Spec):
     name: Literal["dice"]
+    """the loss (selects this table)"""
     smooth: float = Field(1.0, ge=0)
-    #: pool the sums over the whole batch (nnU-Net's batch dice) instead of per sample
+    """additive smoothing term of the soft Dice (numerator and denominator)"""
     batch: bool = False
+    """pool the sums over the whole batch (nnU-Net's batch dice) instead of per sample"""
     include_background: bool = False
+    """average the background channel's Dice too"""
 
 
 class DiceCESpec(_Spec):
     name: Literal["dice_ce"]
+    """the loss (selects this table)"""
     smooth: float = Field(1.0, ge=0)
+    """additive smoothing term of the soft Dice (numerator and denominator)"""
     batch: bool = False
+    """pool the Dice sums over the whole batch (nnU-Net's batch dice) instead of per sample"""
     include_background: bool = False
+    """average the background channel's Dice too"""
     dice_weight: float = Field(1.0, ge=0)
+    """weight of the Dice term in the sum"""
     ce_weight: float = Field(1.0, ge=0)
+    """weight of the cross-entropy term (BCE when multilabel) in the sum"""
 
 
 class FocalSpec(_Spec):
     name: Literal["focal"]
+    """the loss (selects this table)"""
     gamma: float = Field(2.0, ge=0)
+    """focusing exponent: (1 − p_t)^gamma down-weights easy voxels (0: cross-entropy)"""
     alpha: float | None = Field(None, ge=0, le=1)
+    """weight of foreground voxels (background: 1 − alpha); null: unweighted"""
 
 
 LossSpec = Annotated[
@@ -404,28 +491,44 @@ LOSS_NAMES = ("bce", "ce", "dice", "dice_ce", "focal", "weighted_ce")
 
 class TrainSpec(_Spec):
     epochs: int = Field(20, gt=0)
+    """number of epochs"""
     iterations_per_epoch: int = Field(100, gt=0)
+    """optimiser steps per epoch (patches are drawn at random, so an epoch is a step count)"""
     batch_size: int = Field(16, gt=0)
+    """patches per optimiser step (per process under torchrun)"""
     optimizer: Literal["adamw", "sgd"] = "adamw"
+    """AdamW, or SGD with (Nesterov) momentum as nnU-Net"""
     lr: float = Field(1e-3, gt=0)
+    """base learning rate (peak of the schedule)"""
     weight_decay: float = Field(1e-4, ge=0)
+    """weight decay of the optimiser"""
     momentum: float = Field(0.99, ge=0, lt=1)
+    """SGD momentum (sgd only)"""
     nesterov: bool = True
+    """Nesterov momentum (sgd only, with momentum > 0)"""
     schedule: Literal["poly", "cosine", "constant"] = "poly"
+    """learning-rate schedule per step after the warm-up: ``poly`` (1 − t)^0.9 (nnU-Net),
+    ``cosine`` or ``constant``"""
     warmup_epochs: int = Field(0, ge=0)
+    """epochs of linear learning-rate warm-up before the schedule"""
     grad_clip: float | None = Field(12.0, gt=0)
-    #: network precision (segcli.precision): ``auto`` = bf16 on CPUs with bf16 instructions
-    #: and on Ampere+ GPUs, fp16 with a gradient scaler on older GPUs, else fp32
+    """clip the gradient norm to this value (null: no clipping)"""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    #: retired spellings of ``precision`` (CUDA-only autocast); still read, never written back
+    """network precision (segcli.precision): ``auto`` = bf16 on CPUs with bf16 instructions
+    and on Ampere+ GPUs, fp16 with a gradient scaler on older GPUs, else fp32"""
     amp: bool | None = Field(None, exclude=True)
+    """retired spelling of ``precision`` (CUDA-only autocast on/off); still read, never written
+    back"""
     amp_dtype: Literal["bf16", "fp16"] | None = Field(None, exclude=True)
+    """retired spelling of ``precision`` (the autocast dtype); still read, never written back"""
     compile: bool = False
+    """run the training step through ``torch.compile``"""
     workers: int = Field(2, ge=0)
-    #: validate every N epochs (the last epoch is always validated)
+    """DataLoader worker processes drawing patches (0: in the training process)"""
     val_every: int = Field(1, gt=0)
-    #: validate on at most this many cases (null: all)
+    """validate every N epochs (the last epoch is always validated)"""
     val_max_cases: int | None = Field(None, gt=0)
+    """validate on at most this many cases (null: all)"""
 
     @model_validator(mode="after")
     def _legacy_amp(self) -> TrainSpec:
@@ -479,23 +582,35 @@ def legacy_amp_precision(amp: bool | None, amp_dtype: str | None) -> tuple[str, 
 
 class PostprocessSpec(_Spec):
     largest_component: bool = False
+    """keep only the largest connected component of each foreground label"""
     min_size: int = Field(0, ge=0)
+    """remove connected components smaller than this many voxels (0: keep all)"""
     fill_holes: bool = False
+    """fill background holes enclosed by a label"""
 
 
 class InferenceSpec(_Spec):
-    #: defaults to data.patch_size (null or absent in the spec; filled by Experiment validation,
-    #: so an Experiment's inference.patch_size is always a full list)
     patch_size: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    """sliding-window size in voxels per axis; empty or null: ``data.patch_size`` (filled by
+    Experiment validation, so an Experiment's inference.patch_size is always a full list)"""
     overlap: float = Field(0.5, ge=0, lt=1)
+    """least overlap of neighbouring windows, as a share of the window"""
     blend: Literal["gaussian", "constant"] = "gaussian"
+    """weight of each window's voxels when summing: gaussian (σ = patch/8 per axis) or constant"""
     batch_size: int = Field(8, gt=0)
+    """windows per forward pass"""
     tta: bool = False
+    """test-time augmentation: average the probabilities over every combination of mirrored
+    axes"""
     pad_mode: PadMode = "minimum"
+    """how an image smaller than the window is padded: its own minimum, edge, reflect, or
+    ``constant`` with ``pad_value``"""
     pad_value: float = 0.0
+    """the fill value of ``pad_mode: constant``"""
     postprocess: PostprocessSpec = PostprocessSpec()
-    #: network precision for predict (segcli.precision; ``auto`` as for train.precision)
+    """clean-up of the predicted label maps"""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """network precision for predict (segcli.precision; ``auto`` as for train.precision)"""
 
     @field_validator("patch_size", mode="before")
     @classmethod
@@ -507,32 +622,46 @@ class EvaluationSpec(_Spec):
     metrics: list[MetricName] = Field(
         default_factory=lambda: ["dice", "iou", "hd95", "assd", "nsd"]
     )
+    """metric columns of ``segcli evaluate``, in this order"""
     nsd_tolerance: float = Field(1.0, ge=0)
+    """NSD tolerance τ in mm"""
     labels: list[Annotated[int, Field(gt=0)]] | None = None
+    """foreground labels to score; null: the reference folder's dataset.json, else every
+    non-zero value found"""
 
 
 # --------------------------------------------------------------------------- root
 
 
 class Experiment(_Spec):
-    #: run folder name: letters, digits, '.', '_', '-' and not dots only ('..' would escape output)
     name: str = Field(
         "experiment", min_length=1, pattern=r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
     )
+    """run folder name: letters, digits, '.', '_', '-' and not dots only ('..' would escape
+    output)"""
     seed: int = 0
+    """seed of every random choice (split, patches, augmentation, initial weights)"""
     data: DataSpec
+    """the data set, its split, preprocessing and patch sampling"""
     model: ModelSpec
+    """the network; ``model.arch`` picks the architecture and its keys"""
     loss: LossSpec = DiceCESpec(name="dice_ce")
+    """the training loss; ``loss.name`` picks it and its keys"""
     multilabel: bool = False
-    #: region-based training (nnU-Net's regions): output channel name → the label values it
-    #: covers, outer regions first (order matters: later regions are drawn over earlier ones
-    #: when predictions are written as labels), e.g. {organ: [1, 2], lesion: [2]}; sigmoid per channel
-    #: (implies multilabel: true), model.classes = number of regions (see segcli.labels)
+    """sigmoid per label (overlapping labels) instead of softmax over classes"""
     regions: dict[str, list[int]] | None = None
+    """region-based training (nnU-Net's regions): output channel name → the label values it
+    covers, outer regions first (order matters: later regions are drawn over earlier ones
+    when predictions are written as labels), e.g. {organ: [1, 2], lesion: [2]}; sigmoid per
+    channel (implies multilabel: true), model.classes = number of regions (see segcli.labels)"""
     train: TrainSpec = TrainSpec()
+    """the optimisation: epochs, optimiser, schedule, precision"""
     inference: InferenceSpec = InferenceSpec()
+    """sliding-window prediction (``segcli predict`` and validation)"""
     evaluation: EvaluationSpec = EvaluationSpec()
+    """what ``segcli evaluate`` scores"""
     output: str = "runs"
+    """parent folder of the run folder (run folder = output/name)"""
 
     @property
     def run_folder(self) -> Path:
