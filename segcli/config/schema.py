@@ -7,6 +7,7 @@ unions on ``model.arch`` and ``loss.name``.  Spatial tuples are in array axis or
 
 from __future__ import annotations
 
+import math
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,6 +36,7 @@ __all__ = [
     "TrainSpec",
     "UNetSpec",
     "WeightedCESpec",
+    "fine_tune_warmup_epochs",
     "legacy_amp_precision",
 ]
 
@@ -510,7 +512,8 @@ class TrainSpec(_Spec):
     """learning-rate schedule per step after the warm-up: ``poly`` (1 − t)^0.9 (nnU-Net),
     ``cosine`` or ``constant``"""
     warmup_epochs: int = Field(0, ge=0)
-    """epochs of linear learning-rate warm-up before the schedule"""
+    """epochs of linear learning-rate warm-up before the schedule (0; a fine-tuning run,
+    ``init_from``, that leaves it out: 5% of the epochs, at least one)"""
     grad_clip: float | None = Field(12.0, gt=0)
     """clip the gradient norm to this value (null: no clipping)"""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -529,12 +532,25 @@ class TrainSpec(_Spec):
     """validate every N epochs (the last epoch is always validated)"""
     val_max_cases: int | None = Field(None, gt=0)
     """validate on at most this many cases (null: all)"""
+    init_from: str | None = None
+    """fine-tune: start from the weights of this checkpoint (a ``.pt`` file, or a run folder:
+    its checkpoint_best.pt); every layer must fit except the output layer(s), which a different
+    number of classes re-initialises.  Unless ``warmup_epochs`` is given, the learning rate
+    then warms up linearly over the first 5% of the epochs (at least one).  Not applied again
+    by ``--resume``"""
 
     @model_validator(mode="after")
     def _legacy_amp(self) -> TrainSpec:
         legacy = legacy_amp_precision(self.amp, self.amp_dtype)
         if legacy is not None and "precision" not in self.model_fields_set:
             object.__setattr__(self, "precision", legacy[0])
+        return self
+
+    @model_validator(mode="after")
+    def _fine_tune_warmup(self) -> TrainSpec:
+        # written into the resolved spec (config.yaml), so a resumed run keeps the same schedule
+        if self.init_from is not None and "warmup_epochs" not in self.model_fields_set:
+            object.__setattr__(self, "warmup_epochs", fine_tune_warmup_epochs(self.epochs))
         return self
 
     @property
@@ -549,6 +565,12 @@ class TrainSpec(_Spec):
                 "is set and supersedes them; delete the old keys"
             )
         return legacy[1]
+
+
+def fine_tune_warmup_epochs(epochs: int) -> int:
+    """The warm-up of a fine-tuning run (``train.init_from``) that leaves out ``warmup_epochs``:
+    5% of the epochs, at least one (nnU-Net's warm-up trainer ramps up over 50 of 1050 epochs)."""
+    return max(1, math.ceil(epochs / 20))
 
 
 def legacy_amp_precision(amp: bool | None, amp_dtype: str | None) -> tuple[str, str] | None:

@@ -32,6 +32,7 @@ from segcli import __version__
 from segcli.config import Experiment
 from segcli.engine import distributed
 from segcli.engine.execution import Execution, announce_precision, prepare_model
+from segcli.engine.init_from import InitReport, load_initial_weights
 from segcli.engine.optim import build_optimizer, lr_factor
 from segcli.engine.run_dir import RunDir, TrainPosition, read_log
 from segcli.engine.runtime import (
@@ -125,6 +126,9 @@ def _fit(
     model = build(exp.model).to(device)
     loss_fn = experiment_loss(exp, [c.label_counts for c in data.train_cases]).to(device)
     optimizer, scheduler = build_optimizer(exp, model)
+    initial = None  # a resumed run continues its own weights: init_from is not applied again
+    if spec.init_from is not None and not resume:
+        initial = load_initial_weights(model, exp)
 
     start_epoch, best_dice, best_epoch, rows = 0, -math.inf, -1, []
     saved: Checkpoint | None = None
@@ -162,6 +166,10 @@ def _fit(
         f"run folder {run.path}"
     )
     info(data.describe())
+    if initial is not None:
+        _announce_init(initial, exp)
+    elif spec.init_from is not None:
+        info(f"resuming: train.init_from ({spec.init_from}) is not applied again")
     announce_precision(run, execution, spec.legacy_note, main)
     result = TrainResult(run.path, 0, best_dice, best_epoch, rows)
     result.precision = execution.precision.name
@@ -286,6 +294,20 @@ def _train_epoch(
             progress.update(value, image.shape[0])
     epoch_loss, seen = distributed.all_reduce_sum([epoch_loss, seen])  # mean over ranks
     return epoch_loss / max(seen, 1)
+
+
+def _announce_init(initial: InitReport, exp: Experiment) -> None:
+    """Where a fine-tuning run's weights came from, and its learning-rate warm-up."""
+    for note in initial.notes:
+        info(note)
+    warmup = exp.train.warmup_epochs
+    ramp = (
+        f"the learning rate warms up linearly over the first {warmup} epoch(s) "
+        "(train.warmup_epochs)"
+        if warmup
+        else "no learning-rate warm-up (train.warmup_epochs: 0)"
+    )
+    info(f"{initial.describe(exp.model.num_classes)}; {ramp}")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -41,6 +41,7 @@ __all__ = [
     "check_compatible",
     "load_checkpoint",
     "resolve_checkpoints",
+    "run_checkpoint",
     "save_checkpoint",
     "spec_differences",
 ]
@@ -216,16 +217,26 @@ def resolve_checkpoints(
         return paths, []
     if exp.data.folds is not None and exp.data.fold is None:
         return _fold_checkpoints(exp)
-    run = exp.run_folder
+    path, notes = run_checkpoint(
+        exp.run_folder, "train first (segcli train) or pass --checkpoint PATH"
+    )
+    return [path], notes
+
+
+def run_checkpoint(run: str | Path, fix: str) -> tuple[Path, list[str]]:
+    """The checkpoint a run folder stands for: ``checkpoint_best.pt``, else
+    ``checkpoint_last.pt`` (with a note saying so).
+
+    Raises:
+        CheckpointError: the folder holds neither; the message ends with ``fix``.
+    """
+    run = Path(run)
     best, last = run / "checkpoint_best.pt", run / "checkpoint_last.pt"
     if best.is_file():
-        return [best], []
+        return best, []
     if last.is_file():
-        return [last], [f"{run}: no checkpoint_best.pt (no validation yet?); using {last.name}"]
-    raise CheckpointError(
-        f"{run}: no checkpoint_best.pt or checkpoint_last.pt; train first "
-        f"(segcli train) or pass --checkpoint PATH"
-    )
+        return last, [f"{run}: no checkpoint_best.pt (no validation yet?); using {last.name}"]
+    raise CheckpointError(f"{run}: no checkpoint_best.pt or checkpoint_last.pt; {fix}")
 
 
 def _fold_checkpoints(exp: Experiment) -> tuple[list[Path], list[str]]:
