@@ -127,17 +127,6 @@ def size_schedule(
         cases = int(VALIDATION_SHARE * usable / (VALIDATIONS * max(m.val_case_seconds, 1e-9)))
         val_used = max(1, min(cases, val_cases))
         per_validation = val_used * m.val_case_seconds
-    total = 0
-    for _ in range(4):  # validations and epoch bookkeeping depend on the epochs: settle them
-        if total == 0:
-            planned_validations, planned_epochs = VALIDATIONS, 30
-        else:
-            planned_epochs, val_every = _ev(total)
-            planned_validations = validation_count(planned_epochs, val_every)
-        train_s = (
-            usable - fixed - planned_validations * per_validation - planned_epochs * m.epoch_seconds
-        )
-        total = max(0, int(train_s / max(m.step_seconds, 1e-9)))
     val_max = val_used if val_used is not None and val_used < val_cases else None
 
     def build(steps: int) -> Schedule:
@@ -158,14 +147,15 @@ def size_schedule(
             fixed_seconds=fixed,
         )
 
-    schedule = build(total)
-    # the epoch count can tip over by one validation: step down until the schedule fits
-    while schedule.predicted_seconds > usable and total > 1:
-        total -= max(1, total // 100)
-        schedule = build(total)
-    return schedule
-
-
-def _ev(total: int) -> tuple[int, int]:
-    epochs, _, val_every = schedule_for_iterations(total)
-    return epochs, val_every
+    # the largest step count whose schedule fits: the wall clock grows with the steps (each
+    # step, and the epochs and validations they bring), so bisect it.  Solving for the steps
+    # with a guessed epoch count instead oscillates when an epoch's bookkeeping costs many
+    # steps (a fast step with slow checkpoints): more steps, more epochs, no steps left.
+    low, high = 0, max(0, int((usable - fixed) / max(m.step_seconds, 1e-9))) + 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        if build(middle).predicted_seconds <= usable:
+            low = middle
+        else:
+            high = middle
+    return build(low)

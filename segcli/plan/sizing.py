@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -233,8 +233,12 @@ def size_for_budget(
         return Candidate(width, t.patch, batch, m, s)
 
     candidates, chosen = _widest(candidate, topology)
+    narrow = candidates[-1]
+    assert narrow.schedule is not None
+    if chosen is None and narrow.schedule.iterations >= budget_rules.MIN_GOOD_PATCH_ITERATIONS:
+        chosen = narrow  # short of ENOUGH_ITERATIONS, but a smaller patch would cost more
     if chosen is None:
-        smaller = _shrunk_patch(candidates[-1], topology, layout, budget_s, train_cases, val_cases)
+        smaller = _shrunk_patch(narrow, topology, layout, budget_s, train_cases, val_cases)
         if smaller.patch != topology.patch:
             candidates.append(candidate(WIDTHS[-1], smaller))
             topology = smaller
@@ -321,7 +325,8 @@ def _shrunk_patch(
     val_cases: int,
 ) -> rules.Topology:
     """nnU-Net's patch shrinking, down to half the median shape, until the narrowest network
-    is predicted (step time ∝ patch voxels) to get ≥ MIN_GOOD_PATCH_ITERATIONS steps."""
+    is predicted to get ≥ MIN_GOOD_PATCH_ITERATIONS steps: the step time scales with the patch
+    voxels; start-up, loading, validation and every epoch's bookkeeping stay as measured."""
     m = narrow.measurement
     assert m is not None
     t = topology
@@ -332,8 +337,7 @@ def _shrunk_patch(
             return t
         t = rules.topology(layout.plan_spacing, smaller)
         ratio = float(np.prod(t.patch)) / float(np.prod(topology.patch))
-        guess = Measurement(m.step_seconds * ratio, m.val_case_seconds, m.load_case_seconds,
-                            m.startup_seconds)  # fmt: skip
+        guess = replace(m, step_seconds=m.step_seconds * ratio)
         steps = budget_rules.size_schedule(guess, budget_s, train_cases, val_cases).iterations
         if steps >= budget_rules.MIN_GOOD_PATCH_ITERATIONS:
             return t

@@ -46,6 +46,19 @@ def test_expensive_validation_is_capped() -> None:
     assert s.validation_seconds <= VALIDATION_SHARE * 600 * SAFETY + 1e-9
 
 
+def test_slow_epoch_bookkeeping_does_not_starve_the_schedule() -> None:
+    # a fast step (1 ms) with 0.5 s of checkpoints and curves per epoch: solving for the steps
+    # with a guessed epoch count oscillated (more steps → more epochs → no time left) down to
+    # 1 step; the longest schedule that fits has thousands
+    m = Measurement(0.001, 0.05, 0.01, 5.0, epoch_seconds=0.5)
+    s = size_schedule(m, 180.0, train_cases=5, val_cases=1)
+    assert s.iterations > 50_000
+    assert s.predicted_seconds <= 180.0 * SAFETY
+    # and it is the longest: one more epoch's worth of steps no longer fits
+    more = size_schedule(Measurement(0.001, 0.05, 0.01, 5.0, 0.5), 180.0 * 1.05, 5, 1)
+    assert more.iterations > s.iterations
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.floats(0.01, 5.0),
@@ -53,15 +66,22 @@ def test_expensive_validation_is_capped() -> None:
     st.floats(0.0, 0.5),
     st.floats(60.0, 7200.0),
     st.integers(2, 300),
+    st.floats(0.0, 5.0),
 )
 def test_schedule_fits_the_budget(
-    step: float, val: float, load: float, budget: float, cases: int
+    step: float, val: float, load: float, budget: float, cases: int, epoch: float
 ) -> None:
-    m = Measurement(step, val, load, 5.0)
+    m = Measurement(step, val, load, 5.0, epoch)
     val_cases = max(1, cases // 5)
     s = size_schedule(m, budget, cases - val_cases, val_cases)
     if s.iterations >= 100:  # a usable schedule never overruns the usable budget
         assert s.predicted_seconds <= budget * SAFETY + 1e-6
-    slower = size_schedule(Measurement(step * 2, val, load, 5.0), budget, cases - val_cases,
-                           val_cases)  # fmt: skip
+    slower = size_schedule(Measurement(step * 2, val, load, 5.0, epoch), budget,
+                           cases - val_cases, val_cases)  # fmt: skip
     assert slower.iterations <= s.iterations
+    # the longest that fits: another epoch of steps (and its bookkeeping and a validation)
+    # would overrun
+    if s.iterations >= 100:
+        per_val = s.validation_seconds / max(s.validations, 1)
+        spare = budget * SAFETY - s.predicted_seconds
+        assert spare < (s.iterations_per_epoch + 1) * step + epoch + per_val + 1e-6

@@ -88,6 +88,50 @@ def test_a_slow_machine_narrows_then_shrinks_the_patch() -> None:
     assert "shrunk" in next(d.rule for d in plan.decisions if d.name == "patch size")
 
 
+def _voxel_timed(seconds_per_89600: float, epoch_seconds: float):
+    """Step time ∝ patch voxels (1.5 s for the 40×56×40 patch at scale 1.5), realistic
+    validation, loading and per-epoch bookkeeping (checkpoints and curves) on 2 cores."""
+
+    def measure(spec: dict) -> Measurement:
+        voxels = 1
+        for p in spec["data"]["patch_size"]:
+            voxels *= p
+        return Measurement(seconds_per_89600 * voxels / 89_600, 0.3, 0.03, 6.0, epoch_seconds)
+
+    return measure
+
+
+def test_no_shrink_when_the_narrow_network_has_enough_steps_for_its_patch() -> None:
+    # the 8-filter network gets 1,000-2,000 steps: short of ENOUGH_ITERATIONS (a warning), but
+    # a smaller patch would cost more than the missing steps: the patch stays, one timing
+    from segcli.plan.budget import ENOUGH_ITERATIONS, MIN_GOOD_PATCH_ITERATIONS
+
+    options = PlanOptions(root="data/hippo", budget_minutes=10, device="cpu")
+    plan = make_plan(hippocampus_like(), options, _voxel_timed(0.55, 1.0))
+    (only,) = plan.candidates
+    assert only.filters == 8 and only.schedule is not None
+    assert MIN_GOOD_PATCH_ITERATIONS <= only.schedule.iterations < ENOUGH_ITERATIONS
+    assert plan.spec["data"]["patch_size"] == list(only.patch) == [32, 48, 32]
+    assert "then shrunk" not in next(d.rule for d in plan.decisions if d.name == "patch size")
+    assert any(c.name == "compromise: budget" for c in plan.checks)
+
+
+@pytest.mark.parametrize("epoch_seconds", [0.0, 2.0, 4.0])
+def test_the_shrunk_patch_gets_the_steps_the_rule_promises(epoch_seconds: float) -> None:
+    # the step count predicted for a smaller patch keeps the measured per-epoch time: the
+    # patch it settles on, measured, does get MIN_GOOD_PATCH_ITERATIONS steps (leaving the
+    # epoch time out stopped shrinking too early: 930 steps at 2 s per epoch)
+    from segcli.plan.budget import MIN_GOOD_PATCH_ITERATIONS, SAFETY
+
+    options = PlanOptions(root="data/hippo", budget_minutes=10, device="cpu")
+    plan = make_plan(hippocampus_like(), options, _voxel_timed(1.5, epoch_seconds))
+    first, chosen = plan.candidates
+    assert chosen.patch != first.patch and chosen.schedule is not None
+    assert chosen.schedule.iterations >= MIN_GOOD_PATCH_ITERATIONS
+    assert plan.schedule is chosen.schedule
+    assert plan.schedule.predicted_seconds <= 10 * 60 * SAFETY
+
+
 def test_hopeless_budget_is_refused() -> None:
     options = PlanOptions(root="data/hippo", budget_minutes=0.5, device="cpu")
     with pytest.raises(SegcliError, match="too small to train"):
