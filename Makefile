@@ -11,6 +11,7 @@ DEMO   := demo-output
 .PHONY: bench-report report-screenshot
 .PHONY: plan-docs plan-hippocampus
 .PHONY: bench-scale bench-cache-formats bench-hippocampus-cache study-lecture study-hippocampus
+.PHONY: docs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,11 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix segcli tests bench
 	$(BIN)/ruff format segcli tests bench
+
+## docs/spec.md: every spec key (type, default, meaning) and every file segcli writes, generated
+## from the schema and the writers; tests/config/test_spec_reference.py fails when it is stale
+docs: install
+	$(BIN)/python -m segcli.engine.reference docs/spec.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
