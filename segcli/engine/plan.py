@@ -37,7 +37,7 @@ from segcli.plan.fingerprint import (
 )
 from segcli.plan.planner import Plan, PlanOptions, make_plan
 
-__all__ = ["PlanResult", "fingerprint_path", "measure_spec", "plan_command"]
+__all__ = ["PlanResult", "fingerprint_path", "measure_spec", "plan_command", "planning_device"]
 
 #: timed training steps per candidate (after warm-up); more while under MIN_MEASURE_SECONDS.
 #: The step time is the median of the timed steps: the first steps of a new shape (oneDNN and
@@ -94,8 +94,6 @@ def plan_command(
     Raises:
         SegcliError: bad options, not a dataset, inconsistent data, or a budget too small.
     """
-    from segcli.engine.runtime import resolve_device
-
     root, output = Path(root), Path(output)
     if output.suffix.lower() not in (".yaml", ".yml"):
         raise SegcliError(f"-o {output}: the spec must be a .yaml file")
@@ -106,7 +104,7 @@ def plan_command(
     if dims not in ("auto", "2", "3"):
         raise SegcliError(f"--dims {dims}: choose auto, 2 or 3")
     check_writable_folder(output.parent, "-o")
-    resolved = resolve_device(device)
+    resolved, here = planning_device(device, budget_minutes)
     fp_path = fingerprint_path(output)
 
     reused = False
@@ -132,6 +130,7 @@ def plan_command(
         device=resolved,
         gpu_memory_gb=gpu_memory,
         cpu_count=os.cpu_count() or 1,
+        device_here=here,
     )
     startup: list[float] = []
 
@@ -155,6 +154,37 @@ def plan_command(
     else:
         _print_table(plan, output, fp_path)
     return PlanResult(plan, fp, output, fp_path, reused, text)
+
+
+def planning_device(device: str, budget_minutes: float | None) -> tuple[str, bool]:
+    """The device to plan for, and whether it is on this machine.
+
+    A plan is rules and arithmetic: a CUDA device need not be here (plan on a laptop or a
+    login node, train on a GPU node, as nnU-Net plans), unless ``--budget-minutes`` asks the
+    plan to time training steps on it.
+
+    Raises:
+        SegcliError: an unknown device, or a budget for a device this machine does not have.
+    """
+    from segcli.engine.runtime import resolve_device
+
+    choice = (device or "auto").strip().lower()
+    if choice.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            index = choice.partition(":")[2]
+            if choice != "cuda" and not (choice.startswith("cuda:") and index.isdigit()):
+                raise SegcliError(f"--device {device}: not a device (cuda, cuda:N, cpu or auto)")
+            if budget_minutes is not None:
+                raise SegcliError(
+                    f"--budget-minutes {budget_minutes:g} --device {device}: a budget is fitted "
+                    f"by timing training steps on the device, and {device} is not on this "
+                    "machine; plan without --budget-minutes (nnU-Net's rules and --gpu-memory "
+                    "alone), or with it on the machine that will train"
+                )
+            return choice, False
+    return resolve_device(device), True
 
 
 def _print_table(plan: Plan, output: Path, fp_path: Path) -> None:

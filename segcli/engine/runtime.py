@@ -45,7 +45,7 @@ T = TypeVar("T")
 _state = {"quiet": False}
 # Off a terminal (pipes, files, CI logs) tables get room instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160)
-console = Console(stderr=False, highlight=False, soft_wrap=True, width=_WIDTH)
+console = Console(stderr=False, highlight=False, soft_wrap=True, emoji=False, width=_WIDTH)
 
 
 def set_quiet(quiet: bool) -> None:

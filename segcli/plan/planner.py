@@ -67,6 +67,7 @@ class PlanOptions:
         device: the resolved device (``cpu``, ``cuda``, ``cuda:1`` ...).
         gpu_memory_gb: memory target for the patch/batch rule (None: 8 GB, nnU-Net's default).
         cpu_count: CPU cores (data-loader workers).
+        device_here: ``device`` is on this machine (False: planned from the rules alone).
     """
 
     root: str
@@ -76,6 +77,7 @@ class PlanOptions:
     device: str = "cpu"
     gpu_memory_gb: float | None = None
     cpu_count: int = 2
+    device_here: bool = True
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,17 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     found.extend(plan_checks.imbalance_checks(summaries))
     found.extend(small_checks)
     found.extend(compromise_checks(layout, topo, n_cases))
+    if not options.device_here:
+        found.append(
+            Check(
+                "device absent",
+                "note",
+                f"{options.device} is not on this machine: planned from nnU-Net's rules and the "
+                f"{fit.gpu_gb:g} GB memory target (--gpu-memory) alone, as nnU-Net plans; no "
+                "step was timed",
+                {"gpu_memory_gb": fit.gpu_gb},
+            )
+        )
     header = (
         f"planned by segcli plan from {fp.root} ({n_cases} cases, {len(fp.channels)} channel(s): "
         f"{', '.join(fp.channels)})",

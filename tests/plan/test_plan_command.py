@@ -305,3 +305,117 @@ def test_regions_that_cannot_be_decoded_fall_back_to_labels(tmp_path: Path) -> N
     exp = load(spec)
     assert exp.regions is None and not exp.multilabel
     assert "cannot be decoded" in out
+
+
+# --------------------------------------------------------------------------- absent device
+
+
+def _no_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the absent-device path is not reachable")
+
+
+def test_plan_for_a_gpu_this_machine_does_not_have(tmp_path: Path) -> None:
+    # a laptop or a login node plans for the GPU node: rules and --gpu-memory alone
+    _no_cuda()
+    root = make_dataset(tmp_path / "ds", cases=5, shape=(16, 16, 16))
+    spec = tmp_path / "gpu.yaml"
+    code, out = plan(str(root), "-o", str(spec), "--device", "cuda", "--json")
+    assert code == 0, out
+    payload = json.loads(out)
+    notes = [c for c in payload["checks"] if c["name"] == "device absent"]
+    assert len(notes) == 1 and "8 GB" in notes[0]["message"]
+    exp = load(spec)
+    # the GPU branch: nnU-Net's width and SGD, the batch from the memory rule
+    assert exp.model.filters == 32 and exp.train.optimizer == "sgd"
+    cpu_spec = tmp_path / "cpu.yaml"
+    assert plan(str(root), "-o", str(cpu_spec), "--device", "cpu")[0] == 0
+    assert load(cpu_spec).model.filters == 8
+    # --gpu-memory is the memory target the rules use (the shrink itself: test_planner.py)
+    code, out = plan(str(root), "-o", str(tmp_path / "g.yaml"), "--device", "cuda:1",
+                     "--gpu-memory", "3", "--json")  # fmt: skip
+    assert code == 0, out
+    (note,) = [c for c in json.loads(out)["checks"] if c["name"] == "device absent"]
+    assert "cuda:1" in note["message"] and "3 GB" in note["message"]
+
+
+def test_a_budget_for_an_absent_gpu_is_refused(tmp_path: Path) -> None:
+    _no_cuda()
+    root = make_dataset(tmp_path / "ds", cases=3, shape=(12, 12, 12), radius=2)
+    spec = tmp_path / "exp.yaml"
+    code, out = plan(str(root), "-o", str(spec), "--device", "cuda", "--budget-minutes", "5")
+    assert code == 1
+    assert "--budget-minutes 5 --device cuda" in out and "not on this machine" in out
+    assert "Traceback" not in out and not spec.exists()
+    code, out = plan(str(root), "-o", str(spec), "--device", "cuda:x")
+    assert code == 1 and "--device cuda:x" in out and not spec.exists()
+
+
+def test_absent_gpu_plan_of_the_shared_hippocampus_matches_nnunet(
+    hippocampus: Path, tmp_path: Path
+) -> None:
+    # nnU-Net v2's 3d_fullres plan of Task04 for its 8 GB reference: patch 40×56×40, three
+    # poolings on every axis (kernels 3), 32 → 256 filters; batch 7 from its rule of at most
+    # 5 % of the dataset's voxels per batch (208 × 36·50·35 / 40·56·40)
+    _no_cuda()
+    spec = tmp_path / "hippo.yaml"
+    code, out = plan(str(hippocampus), "-o", str(spec), "--device", "cuda")
+    assert code == 0, out
+    exp = load(spec)
+    assert exp.data.patch_size == [40, 56, 40]
+    assert exp.model.depth == 3 and exp.model.filters == 32
+    assert exp.train.batch_size == 7
+    assert exp.data.spacing is None  # every case is 1 mm already
+    assert exp.data.normalization == "zscore"
+
+
+def test_absent_gpu_plan_equals_nnunet_v2s_own_planner(hippocampus: Path, tmp_path: Path) -> None:
+    # nnU-Net v2's planner itself (the bench extra; skipped without it) on the same data
+    import importlib.util
+    import subprocess
+    import sys
+
+    _no_cuda()
+    if importlib.util.find_spec("nnunetv2") is None:
+        pytest.skip("nnunetv2 is not installed (the bench extra)")
+    command = Path(sys.executable).with_name("nnUNetv2_plan_and_preprocess")
+    if not command.exists():
+        pytest.skip(f"{command.name} is not beside {sys.executable}")
+    raw = tmp_path / "raw" / "Dataset004_Hippocampus"
+    for sub in ("imagesTr", "labelsTr"):
+        (raw / sub).mkdir(parents=True)
+    for image in sorted((hippocampus / "imagesTr").glob("*.nii.gz")):
+        case = image.name.removesuffix(".nii.gz")
+        (raw / "imagesTr" / f"{case}_0000.nii.gz").symlink_to(image)
+        (raw / "labelsTr" / image.name).symlink_to(hippocampus / "labelsTr" / image.name)
+    meta = json.loads((hippocampus / "dataset.json").read_text())
+    labels = {name: int(value) for value, name in meta["labels"].items()}
+    count = len(list((raw / "labelsTr").iterdir()))
+    (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"},
+        "labels": labels, "numTraining": count, "file_ending": ".nii.gz"}))  # fmt: skip
+    env = dict(
+        os.environ,
+        nnUNet_raw=str(tmp_path / "raw"),
+        nnUNet_preprocessed=str(tmp_path / "pre"),
+        nnUNet_results=str(tmp_path / "res"),
+    )
+    done = subprocess.run([str(command), "-d", "4", "-c", "3d_fullres", "-np", "2", "-npfp", "2",
+                           "--no_pp"], env=env, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    plans = json.loads((tmp_path / "pre" / raw.name / "nnUNetPlans.json").read_text())
+    theirs = plans["configurations"]["3d_fullres"]
+
+    spec = tmp_path / "hippo.yaml"
+    assert plan(str(hippocampus), "-o", str(spec), "--device", "cuda")[0] == 0
+    ours = load(spec)
+    assert ours.data.patch_size == theirs["patch_size"]
+    assert ours.train.batch_size == theirs["batch_size"]
+    arch = theirs["architecture"]["arch_kwargs"]
+    widths = [min(ours.model.filters * 2**s, ours.model.max_filters)
+              for s in range(ours.model.depth + 1)]  # fmt: skip
+    assert widths == arch["features_per_stage"]
+    assert [list(s) for s in arch["strides"][1:]] == [[2, 2, 2]] * ours.model.depth
+    assert theirs["normalization_schemes"] == ["ZScoreNormalization"]
+    assert ours.data.normalization == "zscore"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from segcli.config import from_dict, load
@@ -130,6 +132,38 @@ def test_the_shrunk_patch_gets_the_steps_the_rule_promises(epoch_seconds: float)
     assert chosen.schedule.iterations >= MIN_GOOD_PATCH_ITERATIONS
     assert plan.schedule is chosen.schedule
     assert plan.schedule.predicted_seconds <= 10 * 60 * SAFETY
+
+
+def test_less_gpu_memory_shrinks_the_patch_then_the_batch() -> None:
+    # CT-like: 100 cases of 160×256×256 at 1 mm; nnU-Net's rule shrinks the patch until the
+    # feature-map estimate fits the memory target, then sizes the batch by the headroom
+    label = LabelCase(50_000, 1, (80, 128, 128), (80.0, 128.0, 128.0), 50_000, 50_000.0)
+    records = tuple(
+        CaseFingerprint(
+            f"ct_{i:03d}", (1.0, 1.0, 1.0), (160, 256, 256), (160, 256, 256), {1: label}
+        )  # fmt: skip
+        for i in range(100)
+    )
+    ct = ChannelIntensity("CT", 40.0, 100.0, 40.0, -900.0, 300.0, -1000.0, 1200.0, True,
+                          -1024.0, 1000)  # fmt: skip
+    fp = Fingerprint("data/ct", ("CT",), {0: "background", 1: "organ"}, records, (ct,),
+                     labels_declared=True)  # fmt: skip
+
+    def planned(gb: float) -> tuple[dict, dict]:
+        plan = make_plan(fp, PlanOptions(root="data/ct", device="cuda", gpu_memory_gb=gb))
+        patch = next(d for d in plan.decisions if d.name == "patch size")
+        return plan.spec, patch.numbers | {"rule": patch.rule}
+
+    big_spec, big = planned(40.0)
+    spec8, at8 = planned(8.0)
+    spec2, at2 = planned(2.0)
+    voxels = [math.prod(s["data"]["patch_size"]) for s in (big_spec, spec8, spec2)]
+    assert voxels[0] > voxels[1] > voxels[2]
+    assert 0 < at8["shrink_steps"] < at2["shrink_steps"]
+    assert "to fit 2 GB" in at2["rule"] and "to fit 8 GB" in at8["rule"]
+    for numbers in (big, at8, at2):  # every estimate fits its own memory target
+        assert numbers["feature_map_voxels"] <= numbers["reference"]
+    assert spec2["train"]["batch_size"] >= 2
 
 
 def test_hopeless_budget_is_refused() -> None:
