@@ -31,6 +31,7 @@ from typing import Any
 
 from segcli.config.reference import (
     MissingMeaning,
+    anchor,
     one_line,
     spec_markdown,
     spec_sections,
@@ -38,6 +39,10 @@ from segcli.config.reference import (
 )
 
 __all__ = ["RUN_FILES", "render"]
+
+RUN_HEADING = "The run folder of `segcli train`"
+CROSSVAL_HEADING = "Cross-validation (`data.folds: K`, `segcli train --fold k|all`)"
+EVALUATE_HEADING = "`segcli evaluate --output FILE.csv`"
 
 # --------------------------------------------------------------------------- files
 
@@ -73,7 +78,7 @@ RUN_FILES: dict[str, tuple[str, str]] = {
         "the spacing the cases were resampled to (keys below)",
     ),
     "precision.json": (
-        "start of every training process (rank 0)",
+        "start of every run and every `--resume` (rank 0 writes it)",
         "the precision the network trains in and why (keys below)",
     ),
     ".lock": (
@@ -276,7 +281,7 @@ def _files_part() -> list[str]:
     lines = [
         "## Files",
         "",
-        "### The run folder of `segcli train`",
+        f"### {RUN_HEADING}",
         "",
         "`<output>/<name>/` (with `data.fold: k`, `<output>/<name>/fold_<k>/`). Every file "
         "appears whole or not at all (written to a temporary file, then renamed).",
@@ -310,7 +315,7 @@ def _files_part() -> list[str]:
     lines += _crossval_part(crossval)
     csv_name = Path("FILE.csv")
     lines += [
-        "### `segcli evaluate --output FILE.csv`",
+        f"### {EVALUATE_HEADING}",
         "",
         "| file | contents |",
         "|---|---|",
@@ -354,7 +359,7 @@ def _crossval_part(crossval: Any) -> list[str]:
             columns = tuple(next(csv.reader(handle)))
     cv = crossval.OUT_OF_FOLD_CSV
     lines = [
-        "### Cross-validation (`data.folds: K`, `segcli train --fold k|all`)",
+        f"### {CROSSVAL_HEADING}",
         "",
         "| path in `<output>/<name>/` | contents |",
         "|---|---|",
@@ -421,9 +426,8 @@ def render() -> str:
         "",
         "- [Spec keys](#spec-keys): " + ", ".join(f"[{s.title}](#{s.anchor})" for s in sections),
         "- [Retired keys and values](#retired-keys-and-values)",
-        "- [Files](#files): [the run folder](#the-run-folder-of-segcli-train), "
-        "[cross-validation](#cross-validation-datafolds-k-segcli-train---fold-kall), "
-        "[evaluate](#segcli-evaluate---output-filecsv)",
+        f"- [Files](#files): [the run folder](#{anchor(RUN_HEADING)}), "
+        f"[cross-validation](#{anchor(CROSSVAL_HEADING)}), [evaluate](#{anchor(EVALUATE_HEADING)})",
         "",
     ]
     lines += spec_part
