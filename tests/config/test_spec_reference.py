@@ -77,13 +77,27 @@ def test_the_page_has_a_table_per_architecture_and_loss() -> None:
 
 def test_every_spec_key_is_read_by_code() -> None:
     unread = unread_keys(spec_keys())
+    schema_text = Path(schema.__file__).read_text(encoding="utf-8")
     assert not unread, (
         "spec key(s) that no code in segcli/ reads: "
-        + ", ".join(f"{k.path} ({k.owner.__name__}.{k.name})" for k in unread)
+        + ", ".join(
+            f"{k.path} ({k.owner.__name__}.{k.name}"
+            + (", only schema.py's validators mention it" if f'"{k.name}"' in schema_text else "")
+            + ")"
+            for k in unread
+        )
         + ". A key must change what segcli does: read it where it matters (e.g. "
         "`exp.train.<key>`, or `spec.<key>` on a parameter annotated with its spec class), or "
         "remove it.  If code reads it in a way this scan cannot follow (a dynamic getattr, a "
-        "model_dump() dict), add it to READ_ELSEWHERE in tests/config/test_spec_reference.py saying where."
+        "model_dump() dict, a validator in schema.py that fills in other keys from it), add it "
+        "to READ_ELSEWHERE in tests/config/test_spec_reference.py saying where."
+    )
+
+
+def test_the_allow_list_names_existing_keys() -> None:
+    paths = {k.path for k in spec_keys()}
+    assert set(READ_ELSEWHERE) <= paths, (
+        f"READ_ELSEWHERE: no such key {set(READ_ELSEWHERE) - paths}"
     )
 
 
@@ -102,6 +116,10 @@ def test_the_scan_follows_annotations_sections_and_assignments() -> None:
             aug = exp.data.augment
             b = aug.flip
             c = [s.lr for s in (exp.train,)]
+            for block, flag in ((exp.data.synthetic, True), (exp.inference.postprocess, False)):
+                h = block.noise, block.fill_holes
+            for pair in [(exp.train, 1)]:
+                i = pair[0].epochs
             d = exp.model.upsample
             e = load("x.yaml").seed
             f = getattr(exp.inference, "tta")
@@ -118,6 +136,9 @@ def test_the_scan_follows_annotations_sections_and_assignments() -> None:
         ("UNetSpec", "upsample"),
         ("Experiment", "seed"),
         ("InferenceSpec", "tta"),
+        ("SyntheticSpec", "noise"),
+        ("PostprocessSpec", "fill_holes"),
+        ("TrainSpec", "epochs"),
     ]:
         assert pair in reads, pair
     assert ("TrainSpec", "nesterov") not in reads
@@ -272,8 +293,12 @@ class _Scan:
             self.bind(node.target, node.value, env, declared or None)
         elif isinstance(node, ast.NamedExpr):
             self.bind(node.target, node.value, env)
-        elif isinstance(node, ast.For | ast.comprehension):
-            self.bind(node.target, node.iter, env)
+        elif isinstance(node, ast.For | ast.comprehension):  # each item, not the iterable
+            if isinstance(node.iter, ast.Tuple | ast.List):
+                for item in node.iter.elts:
+                    self.bind(node.target, item, env)
+            else:
+                self.bind(node.target, None, env, self.resolve(node.iter, env))
         elif isinstance(node, ast.withitem) and node.optional_vars is not None:
             self.bind(node.optional_vars, node.context_expr, env)
 
