@@ -36,18 +36,23 @@ import math
 import os
 import platform
 import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _harness import (
+    child_json,
+    cpu_model,
+    doc_options,
+    machine,
+    proc_status_mib,
+    publish,
+    row,
+    scratch,
+    table,
+)
 from scipy import ndimage
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
 
 try:
     import blosc2
@@ -306,14 +311,14 @@ class NpyPread(Npy):
         pz, py, px = size
         it = dtype.itemsize
         buf = np.empty((C, pz, py, X), dtype)
-        row = py * X * it
+        row_bytes = py * X * it
         fd = os.open(path, os.O_RDONLY)
         try:
             for c in range(C):
                 for i in range(pz):
                     off = off0 + (((c * Z + z0 + i) * Y + y0) * X) * it
                     n = os.preadv(fd, [memoryview(buf[c, i]).cast("B")], off)
-                    assert n == row
+                    assert n == row_bytes
         finally:
             os.close(fd)
         return buf if px == X else np.ascontiguousarray(buf[..., x0 : x0 + px])
@@ -445,23 +450,14 @@ def _time_patches(fmt, bases, shape, size, n, seed, check=None):
     return float(np.median(ts)), float(np.percentile(ts, 90))
 
 
-def _proc_status():
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                out[k] = int(v.split()[0]) / 1024  # MiB
-    return out
-
-
 def rss_child(mode, bases, n):
     """Run in a fresh process: read n random CT patches, report RSS numbers (MiB)."""
     if blosc2 is not None:
         blosc2.set_nthreads(1)
     rng = np.random.default_rng(7)
     draws = _random_starts(rng, CT_SHAPE, CT_PATCH, n, len(bases))
-    before = _proc_status()
+    fields = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
+    before = proc_status_mib(*fields)
     keep = []
     if mode == "npy-mmap-kept-open":
         maps = [
@@ -471,7 +467,7 @@ def rss_child(mode, bases, n):
         for ci, st in draws:
             sl = (slice(None),) + tuple(slice(s, s + p) for s, p in zip(st, CT_PATCH, strict=True))
             keep = [np.array(maps[ci][0][sl]), np.array(maps[ci][1][sl])]
-        during = _proc_status()  # maps still open
+        during = proc_status_mib(*fields)  # maps still open
     else:
         fmt = {
             "npy-mmap-per-read": Npy(CT_PATCH),
@@ -480,24 +476,13 @@ def rss_child(mode, bases, n):
         }[mode]
         for ci, st in draws:
             keep = fmt.read_patch(bases[ci], st, CT_PATCH)
-        during = _proc_status()
+        during = proc_status_mib(*fields)
     del keep
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"before": before, "after": during, "ru_maxrss": peak_self}
 
 
 # --------------------------------------------------------------------------- main
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None):
@@ -507,7 +492,7 @@ def main(argv=None):
     ap.add_argument("--reads", type=int, default=None, help="patch reads per format")
     ap.add_argument("--rss-reads", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
-    ap.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    doc_options(ap)
     ap.add_argument("--rss-child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -537,11 +522,10 @@ def main(argv=None):
         + ([f"--reads {args.reads}"] if args.reads else [])
         + ([f"--rss-reads {args.rss_reads}"] if args.rss_reads else [])
     )
-    machine_line = machine()  # at the start: its load average is the one before the run
-    tmp = tempfile.mkdtemp(prefix="segcli-cache-bench-", dir="/tmp")
     t_start = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    try:
+    with scratch("segcli-cache-bench-", parent="/tmp", keep=args.keep) as folder:
+        tmp = str(folder)
         rng = np.random.default_rng(0)
         ct = formats(CT_PATCH)
         res = {f.name: {"write": [], "bytes": [], "img_bytes": [], "whole": []} for f in ct}
@@ -625,20 +609,9 @@ def main(argv=None):
             modes.append("blosc2-per-read")
         for mode in modes:
             b = npy_bases if mode.startswith("npy") else bases[ct[2].name]
-            out = subprocess.run(
-                [sys.executable, __file__, "--rss-child", mode, str(rss_reads), *b],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            rss[mode] = json.loads(out.strip().splitlines()[-1])
+            rss[mode] = child_json(__file__, "--rss-child", mode, rss_reads, *b)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu_ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ report
     mb = 1e6
@@ -652,7 +625,7 @@ def main(argv=None):
     say("## Preprocessing-cache formats (`bench/cache_formats.py`)")
     say()
     say(f"Command: `{command}`, {datetime.date.today().isoformat()}.  ")
-    say(f"Machine: {machine_line}.")
+    say(f"Machine: {machine()}.")
     say()
     say(
         f"{args.cases} CT-like cases, {reads} patch reads per format, page cache warm.  "
@@ -679,19 +652,18 @@ def main(argv=None):
         f"generation {np.mean(gen_t):.1f} s/case\n"
     )
     say(f"CT patch {'x'.join(map(str, CT_PATCH))} (image + label, file(s) opened per read):\n")
-    say(
-        "| format | write s/case | MB/case image+label | patch read median ms | p90 ms | "
-        "whole-case read s |"
+    out += table(
+        ["format", "write s/case", "MB/case image+label", "patch read median ms", "p90 ms"]
+        + ["whole-case read s"],
+        align="lrrrrr",
     )
-    say("|---|---:|---:|---:|---:|---:|")
     for f in ct:
         r = res[f.name]
         w = "(same file)" if isinstance(f, NpyPread) else f"{np.mean(r['write']):.2f}"
         tot, im = np.mean(r["bytes"]) / mb, np.mean(r["img_bytes"]) / mb
-        say(
-            f"| {f.name} | {w} | {tot:.1f} ({im:.1f} + {tot - im:.2f}) | {r['patch'][0]:.1f} | "
-            f"{r['patch'][1]:.1f} | {np.mean(r['whole']):.2f} |"
-        )
+        size = f"{tot:.1f} ({im:.1f} + {tot - im:.2f})"
+        times = (f"{r['patch'][0]:.1f}", f"{r['patch'][1]:.1f}", f"{np.mean(r['whole']):.2f}")
+        say(row(f.name, w, size, *times))
     say()
     for f in ct:
         if isinstance(f, Blosc2):
@@ -703,22 +675,21 @@ def main(argv=None):
         f"\nMRI-like crop: patch {'x'.join(map(str, MRI_PATCH))} of "
         f"{'x'.join(map(str, MRI_SHAPE))} volumes ({n_mri} cases, {reads * 2} reads):\n"
     )
-    say("| format | patch read median ms | p90 ms |")
-    say("|---|---:|---:|")
+    out += table(["format", "patch read median ms", "p90 ms"], align="lrr")
     for f in mri:
-        say(f"| {f.name} | {mri_res[f.name][0]:.2f} | {mri_res[f.name][1]:.2f} |")
+        say(row(f.name, f"{mri_res[f.name][0]:.2f}", f"{mri_res[f.name][1]:.2f}"))
     say(
         f"\nRSS of a fresh reading process, {rss_reads} random CT patches over "
         f"{args.cases} cases (MiB; VmRSS = RssAnon + RssFile + shmem):\n"
     )
-    say("| reader | VmRSS before | VmRSS after | RssFile after | VmHWM (peak) | peak growth |")
-    say("|---|---:|---:|---:|---:|---:|")
+    out += table(
+        ["reader", "VmRSS before", "VmRSS after", "RssFile after", "VmHWM (peak)", "peak growth"],
+        align="lrrrrr",
+    )
     for mode, r in rss.items():
         b, a = r["before"], r["after"]
-        say(
-            f"| {mode} | {b['VmRSS']:.0f} | {a['VmRSS']:.0f} | {a['RssFile']:.0f} | "
-            f"{a['VmHWM']:.0f} | {a['VmHWM'] - b['VmRSS']:.0f} |"
-        )
+        figures = (b["VmRSS"], a["VmRSS"], a["RssFile"], a["VmHWM"], a["VmHWM"] - b["VmRSS"])
+        say(row(mode, *(f"{v:.0f}" for v in figures)))
     cpu = (
         cpu1.ru_utime
         + cpu1.ru_stime
@@ -732,10 +703,7 @@ def main(argv=None):
         f"out of scope (would need dropping the page cache as root); temp dir removed: "
         f"{not Path(tmp).exists()}"
     )
-    text = "\n".join(out)
-    print(text)
-    if not args.no_write:
-        write_section("cache-formats", text)
+    publish(args, "cache-formats", "\n".join(out))
     return 0
 
 

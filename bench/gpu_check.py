@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine  # noqa: E402
+from _harness import REPO, machine, segcli
 
 
 def toy(precision: str) -> dict:
@@ -136,21 +132,18 @@ def main() -> None:
         outs = {}
         for precision in ("fp32", "auto"):
             outs[precision] = Path(tmp) / f"pred-{precision}"
-            cmd = [sys.executable, "-m", "segcli", "predict", str(spec), "-i"]
-            cmd += [str(root / "imagesTs"), "-o", str(outs[precision]), "--device", "cuda"]
-            cmd += ["--set", f"output={run.parent}", "--set", f"name={run.name}"]
+            cmd = ["predict", spec, "-i", root / "imagesTs", "-o", outs[precision]]
+            cmd += [
+                "--device",
+                "cuda",
+                "--set",
+                f"output={run.parent}",
+                "--set",
+                f"name={run.name}",
+            ]
             cmd += ["--set", f"inference.precision={precision}"]
-            start = time.perf_counter()
-            subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
-            print(
-                json.dumps(
-                    {
-                        "check": "predict",
-                        "precision": precision,
-                        "seconds": time.perf_counter() - start,
-                    }
-                )
-            )
+            seconds = segcli(*cmd, echo=False).seconds
+            print(json.dumps({"check": "predict", "precision": precision, "seconds": seconds}))
         from segcli.io.images import read_image
 
         for path in sorted(outs["fp32"].glob("*.nii.gz")):

@@ -19,32 +19,32 @@ import argparse
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, marked_sections  # noqa: E402
-from hippocampus_monai import matching_args  # noqa: E402
+from _harness import (
+    REPO,
+    SEGCLI,
+    link_cases,
+    machine,
+    marked_sections,
+    row,
+    run,
+    table,
+    write_doc,
+)
+from hippocampus_monai import matching_args
 
-SEGCLI = [sys.executable, "-m", "segcli"]
 DOC = REPO / "docs" / "results.md"
 IMG = REPO / "docs" / "img"
+METRIC_COLUMNS = ["Dice mean", "Dice median", "HD95 mean (mm)", "HD95 median"]
+METRIC_COLUMNS += ["ASSD mean (mm)", "ASSD median", "NSD@1mm mean", "NSD median"]
 
 
-def sh(cmd: list[str], log: Path | None = None) -> float:
-    print("$", " ".join(cmd), file=sys.stderr)
-    start = time.perf_counter()
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if log is not None:
-        log.write_text(out.stdout + out.stderr)
-    if out.returncode != 0:
-        raise SystemExit(f"command failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return time.perf_counter() - start
+def sh(cmd: list, log: Path | None = None) -> float:
+    """Run ``cmd`` in the repository; its wall seconds."""
+    return run(cmd, log=log).seconds
 
 
 def summary_rows(path: Path) -> dict[tuple[str, str], dict[str, float]]:
@@ -64,17 +64,6 @@ def per_case(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def link_split(root: Path, names: list[str], dest: Path) -> tuple[Path, Path]:
-    images, labels = dest / "images", dest / "labels"
-    for folder in (images, labels):
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-    for name in names:
-        os.symlink((root / "imagesTr" / f"{name}.nii.gz").resolve(), images / f"{name}.nii.gz")
-        os.symlink((root / "labelsTr" / f"{name}.nii.gz").resolve(), labels / f"{name}.nii.gz")
-    return images, labels
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", default="experiments/hippocampus.yaml")
@@ -84,116 +73,46 @@ def main() -> None:
 
     exp = load(REPO / args.spec)
     root = (REPO / exp.data.root).resolve()
-    run = REPO / exp.output / exp.name
-    shutil.rmtree(run, ignore_errors=True)
+    run_dir = REPO / exp.output / exp.name
+    shutil.rmtree(run_dir, ignore_errors=True)
     metrics = "dice,iou,hd95,assd,masd,nsd"
 
-    train_seconds = sh([*SEGCLI, "train", args.spec], run.parent / f"{exp.name}-train.log")
-    split = json.loads((run / "split.json").read_text())
-    val_images, val_labels = link_split(root, split["val"], run / "val")
-    pred = run / "pred_val"
-    sh([*SEGCLI, "predict", args.spec, "-i", str(val_images), "-o", str(pred), "--overwrite"])
-    csv_path = run / "val_metrics.csv"
-    overlays = run / "overlays"
-    sh(
-        [
-            *SEGCLI,
-            "evaluate",
-            args.spec,
-            "--pred",
-            str(pred),
-            "--ref",
-            str(val_labels),
-            "-o",
-            str(csv_path),
-            "--metrics",
-            metrics,
-            "--overlays",
-            str(overlays),
-            "--images",
-            str(val_images),
-            "--report",
-            str(run / "report.html"),
-        ],
-        run / "evaluate.log",
-    )
-    test_pred = run / "pred_test"
-    sh(
-        [
-            *SEGCLI,
-            "predict",
-            args.spec,
-            "-i",
-            str(root / "imagesTs"),
-            "-o",
-            str(test_pred),
-            "--overwrite",
-        ]
-    )
+    spec = [args.spec]
+    train_seconds = sh([*SEGCLI, "train", *spec], run_dir.parent / f"{exp.name}-train.log")
+    split = json.loads((run_dir / "split.json").read_text())
+    val_images, val_labels = run_dir / "val" / "images", run_dir / "val" / "labels"
+    link_cases(root, split["val"], val_images, val_labels)
+    pred = run_dir / "pred_val"
+    sh([*SEGCLI, "predict", *spec, "-i", val_images, "-o", pred, "--overwrite"])
+    csv_path = run_dir / "val_metrics.csv"
+    overlays = run_dir / "overlays"
+    evaluate = [*SEGCLI, "evaluate", *spec, "--pred", pred, "--ref", val_labels, "-o", csv_path]
+    evaluate += ["--metrics", metrics, "--overlays", overlays, "--images", val_images]
+    sh([*evaluate, "--report", run_dir / "report.html"], run_dir / "evaluate.log")
+    test_pred = run_dir / "pred_test"
+    sh([*SEGCLI, "predict", *spec, "-i", root / "imagesTs", "-o", test_pred, "--overwrite"])
     from segcli.io.images import read_geometry
 
     test_case = sorted((root / "imagesTs").glob("*.nii.gz"))[0]
     geometry_ok = (
         read_geometry(test_case).differences(read_geometry(test_pred / test_case.name)) == []
     )
-    rf = json.loads(
-        subprocess.run(
-            [*SEGCLI, "receptive-field", args.spec, "--json"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    log = [r for r in csv.DictReader((run / "log.csv").open())]
+    rf = run([*SEGCLI, "receptive-field", args.spec, "--json"]).json()
+    log = [r for r in csv.DictReader((run_dir / "log.csv").open())]
     best = max((r for r in log if r["val_dice"]), key=lambda r: float(r["val_dice"]))
 
     monai = None
     if not args.skip_monai:
         monai_dir = REPO / exp.output / f"{exp.name}-monai"
         shutil.rmtree(monai_dir, ignore_errors=True)
-        sh(
-            [
-                sys.executable,
-                "bench/hippocampus_monai.py",
-                "--split",
-                str(run / "split.json"),
-                "--budget-seconds",
-                f"{train_seconds:.0f}",
-                "--output",
-                str(monai_dir),
-                *matching_args(exp),
-            ],
-            monai_dir.parent / "monai.log",
-        )
+        script = [sys.executable, "bench/hippocampus_monai.py", "--split", run_dir / "split.json"]
+        script += ["--budget-seconds", f"{train_seconds:.0f}", "--output", monai_dir]
+        sh([*script, *matching_args(exp)], monai_dir.parent / "monai.log")
         monai_csv = monai_dir / "val_metrics.csv"
-        sh(
-            [
-                *SEGCLI,
-                "evaluate",
-                args.spec,
-                "--pred",
-                str(monai_dir / "pred_val"),
-                "--ref",
-                str(val_labels),
-                "-o",
-                str(monai_csv),
-                "--metrics",
-                metrics,
-            ]
-        )
-        sh(
-            [
-                *SEGCLI,
-                "report",
-                str(csv_path),
-                str(monai_csv),
-                "-o",
-                str(run / "compare-monai.html"),
-                "--names",
-                "segcli,MONAI",
-            ]
-        )
+        evaluate = [*SEGCLI, "evaluate", *spec, "--pred", monai_dir / "pred_val"]
+        sh([*evaluate, "--ref", val_labels, "-o", monai_csv, "--metrics", metrics])
+        compare = ["-o", run_dir / "compare-monai.html", "--names", "segcli,MONAI"]
+        sh([*SEGCLI, "report", csv_path, monai_csv, *compare])
         monai = (
             summary_rows(monai_csv.with_name("val_metrics_summary.csv")),
             json.loads((monai_dir / "summary.json").read_text()),
@@ -242,25 +161,28 @@ def main() -> None:
         f"{'×'.join(map(str, rf['receptive_field']))} voxels for a "
         f"{'×'.join(map(str, exp.data.patch_size))} patch — larger than the whole crop, so every voxel sees all of it.",
         "",
-        "| label | Dice mean | Dice median | HD95 mean (mm) | HD95 median | ASSD mean (mm) | ASSD median | NSD@1mm mean | NSD median |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table(["label", *METRIC_COLUMNS], align="l" + "r" * 8),
     ]
 
-    def row(table: dict, label: str) -> str:
-        cells = []
+    def cells(summary: dict, label: str) -> list[str]:
+        out = []
         for metric in ("dice", "hd95", "assd", "nsd"):
-            s = table[(label, metric)]
-            cells += [f"{s['mean']:.3f}", f"{s['median']:.3f}"]
-        return f"| {label} ({names[label]}) | " + " | ".join(cells) + " |"
+            s = summary[(label, metric)]
+            out += [f"{s['mean']:.3f}", f"{s['median']:.3f}"]
+        return out
 
-    lines += [row(ours, "1"), row(ours, "2"), ""]
+    lines += [
+        row(f"1 ({names['1']})", *cells(ours, "1")),
+        row(f"2 ({names['2']})", *cells(ours, "2")),
+        "",
+    ]
     lines += [
         f"`segcli predict` on `imagesTs/` ({test_case.name}, unlabelled): label map written with the input's "
         f"exact geometry: **{'yes' if geometry_ok else 'NO'}**.",
         "",
     ]
     if monai is not None:
-        table, info = monai
+        summary, info = monai
         lines += [
             "## Side by side: a plain MONAI script, same split, same wall-clock budget",
             "",
@@ -272,16 +194,15 @@ def main() -> None:
             f"{info['train_seconds'] / 60:.1f} min; gaussian `sliding_window_inference`; scored by the same "
             "`segcli evaluate`.",
             "",
-            "| tool | label | Dice mean | Dice median | HD95 mean (mm) | HD95 median | ASSD mean (mm) | ASSD median | NSD@1mm mean | NSD median |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *table(["tool", "label", *METRIC_COLUMNS], align="ll" + "r" * 8),
         ]
         for label in ("1", "2"):
-            lines.append(row(ours, label).replace("| ", "| segcli | ", 1))
-            lines.append(row(table, label).replace("| ", "| MONAI | ", 1))
+            lines.append(row("segcli", f"{label} ({names[label]})", *cells(ours, label)))
+            lines.append(row("MONAI", f"{label} ({names[label]})", *cells(summary, label)))
         lines.append("")
     reports = REPO / "docs" / "reports"
     reports.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run / "report.html", reports / "hippocampus.html")
+    shutil.copy(run_dir / "report.html", reports / "hippocampus.html")
     lines += [
         "## The report",
         "",
@@ -292,7 +213,7 @@ def main() -> None:
         "",
     ]
     if monai is not None:
-        shutil.copy(run / "compare-monai.html", reports / "hippocampus-vs-monai.html")
+        shutil.copy(run_dir / "compare-monai.html", reports / "hippocampus-vs-monai.html")
         from segcli.report import load_run
         from segcli.report.stats import paired
 
@@ -304,8 +225,11 @@ def main() -> None:
             "(reports/hippocampus-vs-monai.html).  Paired by case (difference = MONAI − segcli; "
             "95% bootstrap interval; Wilcoxon signed-rank p):",
             "",
-            "| label | metric | segcli mean | MONAI mean | difference | 95% CI | Wilcoxon p | MONAI wins / ties / losses | verdict |",
-            "|---|---|---:|---:|---:|---|---:|---|---|",
+            *table(
+                ["label", "metric", "segcli mean", "MONAI mean", "difference", "95% CI"]
+                + ["Wilcoxon p", "MONAI wins / ties / losses", "verdict"],
+                align="llrrrlrll",
+            ),
         ]
         for label in ours_run.labels:
             for metric, better_high in (("dice", True), ("hd95", False), ("nsd", True)):
@@ -334,8 +258,7 @@ def main() -> None:
             "",
         ]
     kept = marked_sections(DOC)  # sections other scripts write (bench/time_to_dice.py)
-    DOC.write_text("\n".join(lines) + "\n" + (f"\n{kept}\n" if kept else ""))
-    print(f"wrote {DOC}", file=sys.stderr)
+    write_doc(DOC, "\n".join(lines) + "\n" + (f"\n{kept}\n" if kept else ""))
 
 
 if __name__ == "__main__":

@@ -15,19 +15,13 @@ own process; the baseline's code comes from a ``git worktree`` of ``--baseline``
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
+from _harness import REPO, doc_options, machine, publish, run, scratch, shared_data, table, worktree
 
-REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "experiments" / "hippocampus.yaml"
 
 #: what one child process runs: time load_train_data, draw batches, save them
@@ -55,51 +49,35 @@ print(json.dumps({"seconds": seconds, "train": len(data.train_cases), "val": len
 def hippocampus_data() -> Path:
     """The shared Hippocampus data beside this checkout (or beside the main one, when this
     runs from a ``git worktree``)."""
-    common = subprocess.run(
-        ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    for base in (REPO, Path(common).parent if common else REPO):
-        path = (base / ".." / "shared" / "data" / "msd_task04_hippocampus").resolve()
-        if path.is_dir():
-            return path
-    raise SystemExit("the shared msd_task04_hippocampus data set was not found beside the repo")
+    path = shared_data("msd_task04_hippocampus")
+    if not path.is_dir():
+        raise SystemExit("the shared msd_task04_hippocampus data set was not found beside the repo")
+    return path
 
 
 def child(pythonpath: Path, out: Path, batches: int, cache: Path) -> dict:
+    """The segcli of ``pythonpath`` in a fresh process: CHILD's figures."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "SEGCLI_CACHE": str(cache)}
-    root = hippocampus_data()
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(SPEC), str(out), str(batches), str(root)],
-        cwd=pythonpath,  # `python -c` imports from the working folder first
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"child failed:\n{done.stdout}\n{done.stderr}")
+    argv = [sys.executable, "-c", CHILD, SPEC, out, batches, hippocampus_data()]
+    done = run(argv, cwd=pythonpath, env=env, echo=False)  # `-c` imports from cwd first
     where = [line for line in done.stderr.splitlines() if line.startswith("segcli from")]
     assert where and where[-1].endswith(f"{Path(pythonpath).name}/segcli/__init__.py"), where
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return done.json()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="c18de81", help="git ref before the cache")
     parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    doc_options(parser)
     args = parser.parse_args()
     import numpy as np
 
-    work = Path(tempfile.mkdtemp(prefix="segcli-hippo-cache-"))
-    worktree = work / "baseline"
-    try:
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(worktree), args.baseline],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
-        old = child(worktree, work / "old.npz", args.batches, work / "unused-cache")
+    with (
+        scratch("segcli-hippo-cache-") as work,
+        worktree(args.baseline, work / "baseline") as baseline,
+    ):
+        old = child(baseline, work / "old.npz", args.batches, work / "unused-cache")
         cold = child(REPO, work / "cold.npz", args.batches, work / "cache")
         warm = child(REPO, work / "warm.npz", args.batches, work / "cache")
         a, b, c = (np.load(work / f"{n}.npz") for n in ("old", "cold", "warm"))
@@ -107,12 +85,6 @@ def main() -> None:
         scale = float(np.abs(a["images"]).max())
         labels_equal = bool((a["labels"] == b["labels"]).all())
         warm_equal = bool((b["images"] == c["images"]).all() and (b["labels"] == c["labels"]).all())
-    finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, check=False,
-            capture_output=True,
-        )  # fmt: skip
-        shutil.rmtree(work, ignore_errors=True)
     batch = f"{args.batches} batches of {a['images'].shape[1]}×{list(a['images'].shape[2:])}"
     same = image_diff <= 1e-5 * max(scale, 1.0) and labels_equal
     body = "\n".join(
@@ -120,13 +92,12 @@ def main() -> None:
             "## Preprocessing cache on Hippocampus: same batches, start-up",
             "",
             f"`python bench/hippocampus_cache.py --baseline {args.baseline}` on "
-            f"{time.strftime('%Y-%m-%d')}, {_report.machine()}.",
+            f"{time.strftime('%Y-%m-%d')}, {machine()}.",
             "",
             f"`experiments/hippocampus.yaml` ({old['train']} training, {old['val']} validation "
             f"cases), {batch}, one process each, no loader workers:",
             "",
-            "| data path | before the first step (s) |",
-            "|---|---:|",
+            *table(["data path", "before the first step (s)"], align="lr"),
             f"| baseline {args.baseline} (decode every case into memory) | {old['seconds']:.1f} |",
             f"| preprocessing cache, cold (built now) | {cold['seconds']:.1f} |",
             f"| preprocessing cache, warm (second run) | {warm['seconds']:.1f} |",
@@ -145,9 +116,7 @@ def main() -> None:
             ),
         ]
     )
-    print(body)
-    if not args.no_write:
-        _report.write_section("hippocampus-cache", body)
+    publish(args, "hippocampus-cache", body)
 
 
 if __name__ == "__main__":

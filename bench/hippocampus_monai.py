@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-
-REPO = Path(__file__).resolve().parent.parent
+from _harness import REPO, shared_data
 
 
 def load(path: Path) -> tuple[np.ndarray, sitk.Image]:
@@ -68,9 +67,7 @@ def main() -> None:
     from monai.utils import set_determinism
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--root", type=Path, default=REPO.parent / "shared/data/msd_task04_hippocampus"
-    )
+    parser.add_argument("--root", type=Path, default=shared_data("msd_task04_hippocampus"))
     parser.add_argument("--split", type=Path, required=True, help="split.json of the segcli run")
     parser.add_argument("--budget-seconds", type=float, default=600)
     parser.add_argument("--output", type=Path, default=REPO / "runs/hippocampus-monai")

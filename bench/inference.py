@@ -19,21 +19,23 @@ import argparse
 import copy
 import datetime
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import torch
+from _harness import (
+    child_json,
+    doc_options,
+    interleaved,
+    machine,
+    monai_sliding_window,
+    peak_growth,
+    publish,
+    row,
+    table,
+)
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from _report import machine, write_section  # noqa: E402
-
-from segcli.inference import sliding_window  # noqa: E402
-from segcli.inference.windows import window_starts  # noqa: E402
+from segcli.inference import sliding_window
+from segcli.inference.windows import window_starts
 
 COMMAND = "make bench-inference  (.venv/bin/python bench/inference.py)"
 
@@ -51,17 +53,6 @@ def build_model(filters: int, classes: int, seed: int = 0) -> nn.Module:
         nn.Conv3d(filters, classes, 1),
     )
     return model.eval()
-
-
-class Softmax(nn.Module):
-    """MONAI blends whatever the predictor returns: give it probabilities, as segcli blends."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=1)
 
 
 def make_image(size: int, seed: int = 1) -> torch.Tensor:
@@ -90,19 +81,8 @@ def run_segcli(
 
 
 def run_monai(model: nn.Module, image: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
-    from monai.inferers import sliding_window_inference
-
-    with torch.inference_mode():
-        out = sliding_window_inference(
-            image[None],
-            (args.patch,) * 3,
-            args.batch_size,
-            Softmax(model),
-            overlap=args.overlap,
-            mode="gaussian",
-            sigma_scale=0.125,
-        )
-    return out[0]
+    """MONAI blends whatever the predictor returns: it is given probabilities, as segcli blends."""
+    return monai_sliding_window(model, image, (args.patch,) * 3, args.batch_size, args.overlap)
 
 
 def window_batches(image: torch.Tensor, args: argparse.Namespace) -> list[torch.Tensor]:
@@ -130,57 +110,23 @@ def peak_memory_child(which: str, args: argparse.Namespace) -> None:
     batches = window_batches(image, args) if which == "bare" else None
     with torch.inference_mode():  # warm up allocator and kernels on one window batch
         model(torch.zeros(1, 1, *(args.patch,) * 3))
-    base = _status("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
-    if which == "segcli":
-        out = run_segcli(model, image, args)
-    elif which == "monai":
-        out = run_monai(model, image, args)
-    else:
-        run_bare(model, batches or [])
-        out = None
-    peak = _status("VmHWM")
+    with peak_growth() as peak:
+        if which == "segcli":
+            out = run_segcli(model, image, args)
+        elif which == "monai":
+            out = run_monai(model, image, args)
+        else:
+            run_bare(model, batches or [])
+            out = None
     del out
-    print(json.dumps({"peak_mib": (peak - base) / 1024}))
-
-
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])  # kB
-    raise RuntimeError(f"{key} not in /proc/self/status")
+    print(json.dumps({"peak_mib": peak.mib}))
 
 
 def peak_memory(which: str, args: argparse.Namespace) -> float:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        which,
-        "--size",
-        str(args.size),
-        "--patch",
-        str(args.patch),
-        "--overlap",
-        str(args.overlap),
-        "--batch-size",
-        str(args.batch_size),
-        "--filters",
-        str(args.filters),
-        "--classes",
-        str(args.classes),
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
-
-
-def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    """Peak extra MiB of one call of ``which``, in a fresh process."""
+    options = ("size", "patch", "overlap", "batch_size", "filters", "classes")
+    argv = [part for o in options for part in (f"--{o.replace('_', '-')}", getattr(args, o))]
+    return float(child_json(__file__, "--child", which, *argv)["peak_mib"])
 
 
 def main() -> None:
@@ -192,7 +138,7 @@ def main() -> None:
     parser.add_argument("--filters", type=int, default=8)
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="timings: best of N")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    doc_options(parser)
     parser.add_argument("--child", choices=["segcli", "monai", "bare"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -224,21 +170,17 @@ def main() -> None:
         "bare": lambda: run_bare(model, batches),
         "bare_cl": lambda: run_bare(model_cl, batches_cl),
     }
-    # interleaved, so that load from other users hits every variant alike; best of N
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for key, fn in runs.items():
-            times[key].append(best_of(fn, 1))
-    best = {k: min(v) for k, v in times.items()}
+    best = interleaved(runs, args.repeats)  # best of N, variants in turn
     mem = {k: peak_memory(k, args) for k in ("segcli", "monai", "bare")}
 
     vs_monai = best["segcli"] / best["monai"]
     vs_bare = best["segcli"] / best["bare"]
     ok = lambda cond: "yes" if cond else "**no**"  # noqa: E731
-    row = lambda name, key, memory="": (  # noqa: E731
-        f"| {name} | {best[key]:.3f} | {best[key] / best['monai']:.2f} | "
-        f"{best[key] / best['bare']:.2f} | {memory} |"
-    )
+
+    def line(name: str, key: str, memory: str = "") -> str:
+        ratios = (f"{best[key] / best[k]:.2f}" for k in ("monai", "bare"))
+        return row(name, f"{best[key]:.3f}", *ratios, memory)
+
     lines = [
         "## Sliding-window inference",
         "",
@@ -254,21 +196,19 @@ def main() -> None:
         f"Times: best of {args.repeats}, all variants interleaved; peak memory: resident-set "
         f"growth during one call, each in a fresh process.",
         "",
-        "| inferer | time (s) | × MONAI | × bare forwards | peak extra memory (MiB) |",
-        "|---|---|---|---|---|",
-        row(
+        *table(["inferer", "time (s)", "× MONAI", "× bare forwards", "peak extra memory (MiB)"]),
+        line(
             "segcli `sliding_window` (default: channels-last on CPU)",
             "segcli",
             f"{mem['segcli']:.0f}",
         ),
-        row("segcli, `channels_last=False`", "segcli_plain"),
-        row("MONAI `sliding_window_inference`", "monai", f"{mem['monai']:.0f}"),
-        row("MONAI, model converted to channels-last by the caller", "monai_cl"),
-        row("bare forwards", "bare", f"{mem['bare']:.0f}"),
-        row("bare forwards, channels-last model and windows", "bare_cl"),
+        line("segcli, `channels_last=False`", "segcli_plain"),
+        line("MONAI `sliding_window_inference`", "monai", f"{mem['monai']:.0f}"),
+        line("MONAI, model converted to channels-last by the caller", "monai_cl"),
+        line("bare forwards", "bare", f"{mem['bare']:.0f}"),
+        line("bare forwards, channels-last model and windows", "bare_cl"),
         "",
-        "| target | measured | met |",
-        "|---|---|---|",
+        *table(["target", "measured", "met"]),
         f"| argmax agreement with MONAI ≥ 99 % | {agreement:.3f} % "
         f"(max probability difference {max_diff:.1e}) | {ok(agreement >= 99)} |",
         f"| time ≤ 0.80 × MONAI | {vs_monai:.2f} | {ok(vs_monai <= 0.8)} |",
@@ -287,10 +227,7 @@ def main() -> None:
         "1e-3, segcli does not; where the differing voxels lie is not measured here).",
         "",
     ]
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("inference", body)
+    publish(args, "inference", "\n".join(lines))
 
 
 if __name__ == "__main__":

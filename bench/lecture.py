@@ -18,16 +18,13 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import REPO, machine, row, table, timed_fit, write_doc
 
-REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "lecture.md"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine  # noqa: E402
 
 
 def synth(root: Path, dims: int, cases: int, seed: int) -> None:
@@ -50,17 +47,9 @@ def run(spec: str, overrides: list[str], test_root: Path, work: Path) -> dict[st
     from segcli.engine.evaluate import evaluate_folders
     from segcli.engine.predict import predict_cases
     from segcli.engine.receptive import receptive_field_report
-    from segcli.engine.train import fit
 
     exp = load(REPO / "experiments" / spec, [f"output={work / 'runs'}", *overrides])
-    run_dir = Path(exp.output) / exp.name
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    start = time.perf_counter()
-    result = fit(exp, device="cpu")
-    train_seconds = time.perf_counter() - start
+    result, train_seconds = timed_fit(exp)
     pred_dir = work / "pred" / exp.name
     predict_cases(exp, test_root / "imagesTr", pred_dir, device="cpu", overwrite=True)
     ev = evaluate_folders(
@@ -95,8 +84,26 @@ def run(spec: str, overrides: list[str], test_root: Path, work: Path) -> dict[st
     }
 
 
-def _rf(values: list[Any]) -> str:
-    return "×".join(str(v) for v in values)
+def network_table(rows: list[dict[str, Any]], name: Any) -> list[str]:
+    """The table of trained networks: ``name(row)`` names each."""
+    columns = ["network", "receptive field", "parameters", "train time (s)", "best val Dice"]
+    columns += ["malign Dice (test)", "benign FP (test)"]
+    return table(
+        columns,
+        [
+            [
+                name(r),
+                "×".join(str(v) for v in r["rf"]),
+                f"{r['parameters']:,}",
+                f"{r['train_seconds']:.0f}",
+                f"{r['best_val_dice']:.3f}",
+                f"{r['malign_dice']:.3f} (n={r['malign_n']})",
+                f"{r['benign_fp']} of {r['benign_n']}",
+            ]
+            for r in rows
+        ],
+        align="llrrrrr",
+    )
 
 
 def main() -> None:
@@ -158,15 +165,8 @@ def main() -> None:
         "segcli evaluate experiments/toy-dilated.yaml --pred pred/toy-dilated --ref data/toy2d-test/labelsTr -o toy-dilated.csv",
         "```",
         "",
-        "| network | receptive field | parameters | train time (s) | best val Dice | malign Dice (test) | benign FP (test) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *network_table(rf_rows, lambda r: r["name"]),
     ]
-    for r in rf_rows:
-        out.append(
-            f"| {r['name']} | {_rf(r['rf'])} | {r['parameters']:,} | {r['train_seconds']:.0f} | "
-            f"{r['best_val_dice']:.3f} | {r['malign_dice']:.3f} (n={r['malign_n']}) | "
-            f"{r['benign_fp']} of {r['benign_n']} |"
-        )
     cnn, dil = rf_rows
     same = "exactly the same" if cnn["parameters"] == dil["parameters"] else "NOT the same"
     out += [
@@ -181,14 +181,22 @@ def main() -> None:
         "Each loss trains the dilated network for the same short budget (3 epochs × 40",
         "iterations of 32 images; `--set loss.name=<loss> --set train.epochs=3`).",
         "",
-        "| loss | final train loss | val Dice per epoch | malign Dice (test) | benign FP (test) |",
-        "|---|---:|---|---:|---:|",
+        *table(
+            [
+                "loss",
+                "final train loss",
+                "val Dice per epoch",
+                "malign Dice (test)",
+                "benign FP (test)",
+            ],
+            align="lrlrr",
+        ),
     ]
     for r in loss_rows:
         curve = ", ".join("–" if math.isnan(d) else f"{d:.3f}" for _, _, d in r["curve"])
+        benign = f"{r['benign_fp']} of {r['benign_n']}"
         out.append(
-            f"| {r['loss']} | {r['final_train_loss']:.4f} | {curve} | {r['malign_dice']:.3f} | "
-            f"{r['benign_fp']} of {r['benign_n']} |"
+            row(r["loss"], f"{r['final_train_loss']:.4f}", curve, f"{r['malign_dice']:.3f}", benign)
         )
     out += [
         "",
@@ -205,15 +213,8 @@ def main() -> None:
         "segcli receptive-field experiments/toy3d-unet.yaml",
         "```",
         "",
-        "| network | receptive field | parameters | train time (s) | best val Dice | malign Dice (test) | benign FP (test) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *network_table(unet_rows, lambda r: f"{r['name']} ({r['dims']}D)"),
     ]
-    for r in unet_rows:
-        out.append(
-            f"| {r['name']} ({r['dims']}D) | {_rf(r['rf'])} | {r['parameters']:,} | "
-            f"{r['train_seconds']:.0f} | {r['best_val_dice']:.3f} | {r['malign_dice']:.3f} "
-            f"(n={r['malign_n']}) | {r['benign_fp']} of {r['benign_n']} |"
-        )
     verdicts = []
     for r in unet_rows:
         solved = r["malign_dice"] >= 0.95 and r["benign_fp"] == 0
@@ -236,11 +237,7 @@ def main() -> None:
     import lecture_metrics  # metric pitfalls and multilabel regions (bench/lecture_metrics.py)
 
     out += [lecture_metrics.START, *lecture_metrics.sections(work), lecture_metrics.END, ""]
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(out))
-    tmp.replace(DOC)
-    print(f"wrote {DOC}", file=sys.stderr)
+    write_doc(DOC, "\n".join(out))
 
 
 if __name__ == "__main__":

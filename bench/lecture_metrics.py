@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import REPO, machine, row, table, timed_fit, write_block
 
-REPO = Path(__file__).resolve().parent.parent
 IMG = REPO / "docs" / "img"
 DOC = REPO / "docs" / "lecture.md"
 START, END = "<!-- lecture:metrics -->", "<!-- /lecture:metrics -->"
@@ -42,12 +41,9 @@ def _scores(pred: np.ndarray, ref: np.ndarray, metrics: list[str]) -> dict[str, 
     return evaluate_case(pred.astype(np.uint8), ref.astype(np.uint8), (1.0, 1.0), [1], metrics)[1]
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    if np.isnan(value):
-        return "–"
-    if float(value).is_integer() and abs(value) >= 1 or value == 0:
-        return f"{int(value)}"
-    return f"{value:.{digits}f}"
+def _cells(scores: dict[str, float], **digits: int) -> list[str]:
+    """``scores[name]`` with ``digits[name]`` decimals, in the order of ``digits``."""
+    return [f"{scores[name]:.{d}f}" for name, d in digits.items()]
 
 
 def _panels(
@@ -108,14 +104,15 @@ def same_dice() -> list[str]:
         "",
         "![five predictions with Dice 0.6](img/lecture-same-dice.png)",
         "",
-        "| prediction | Dice | IoU | HD (mm) | HD95 (mm) | ASSD (mm) | NSD | components | holes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["prediction", "Dice", "IoU", "HD (mm)", "HD95 (mm)", "ASSD (mm)", "NSD", "components"]
+            + ["holes"],
+            align="l" + "r" * 8,
+        ),
     ]
     for name, r in rows.items():
-        out.append(
-            f"| {name} | {r['dice']:.3f} | {r['iou']:.3f} | {r['hd']:.1f} | {r['hd95']:.1f} | "
-            f"{r['assd']:.2f} | {r['nsd']:.2f} | {int(r['cc_pred'])} | {holes[name]} |"
-        )
+        scores = _cells(r, dice=3, iou=3, hd=1, hd95=1, assd=2, nsd=2)
+        out.append(row(name, *scores, int(r["cc_pred"]), holes[name]))
     best = min(rows, key=lambda n: rows[n]["hd95"])
     worst = max(rows, key=lambda n: rows[n]["hd95"])
     holed = [n for n in rows if holes[n] > 0]
@@ -161,14 +158,15 @@ def holes() -> list[str]:
         "",
         "![predictions with holes](img/lecture-holes.png)",
         "",
-        "| prediction | Dice | HD (mm) | HD95 (mm) | ASSD (mm) | NSD | components (`cc_pred`) | holes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["prediction", "Dice", "HD (mm)", "HD95 (mm)", "ASSD (mm)", "NSD"]
+            + ["components (`cc_pred`)", "holes"],
+            align="l" + "r" * 7,
+        ),
     ]
     for name, r in rows.items():
-        out.append(
-            f"| {name} | {r['dice']:.3f} | {r['hd']:.1f} | {r['hd95']:.1f} | {r['assd']:.2f} | "
-            f"{r['nsd']:.3f} | {int(r['cc_pred'])} | {counts[name]} |"
-        )
+        scores = _cells(r, dice=3, hd=1, hd95=1, assd=2, nsd=3)
+        out.append(row(name, *scores, int(r["cc_pred"]), counts[name]))
     out += [
         "",
         f"The hole near the outline leaves HD95 at {near['hd95']:.1f} mm and ASSD at "
@@ -229,14 +227,14 @@ def tiny() -> list[str]:
         "",
         "![tiny lesions (top-left quarter of the image)](img/lecture-tiny-lesions.png)",
         "",
-        "| prediction | Dice | lesions found | missed | false alarms | lesion F1 |",
-        "|---|---:|---:|---:|---:|---:|",
+        *table(
+            ["prediction", "Dice", "lesions found", "missed", "false alarms", "lesion F1"],
+            align="lrrrrr",
+        ),
     ]
     for name, r in rows.items():
-        out.append(
-            f"| {name} | {r['dice']:.3f} | {int(r['lesion_tp'])} | {int(r['lesion_fn'])} | "
-            f"{int(r['lesion_fp'])} | {r['lesion_f1']:.3f} |"
-        )
+        counts = (int(r["lesion_tp"]), int(r["lesion_fn"]), int(r["lesion_fp"]))
+        out.append(row(name, f"{r['dice']:.3f}", *counts, f"{r['lesion_f1']:.3f}"))
     same = abs(one["dice"] - half["dice"]) < 0.01
     out += [
         "",
@@ -262,7 +260,6 @@ def tiny() -> list[str]:
 def _train_nested(work: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     from segcli.config import load
     from segcli.engine.predict import predict_cases
-    from segcli.engine.train import fit
 
     exp = load(
         REPO / "experiments" / "toy-nested.yaml",
@@ -273,12 +270,7 @@ def _train_nested(work: Path, name: str, overrides: list[str]) -> dict[str, Any]
             *overrides,
         ],
     )
-    run = Path(exp.output) / exp.name
-    if run.exists():
-        shutil.rmtree(run)
-    start = time.perf_counter()
-    result = fit(exp, device="cpu")
-    seconds = time.perf_counter() - start
+    result, seconds = timed_fit(exp)
     pred_dir = work / "pred" / name
     predict_cases(
         exp,
@@ -349,15 +341,15 @@ def _nested_figure(path: Path, test: Path, runs: dict[str, dict[str, Any]]) -> N
         len(shown), len(columns), figsize=(2.2 * len(columns), 2.3 * len(shown))
     )
     axes = np.atleast_2d(axes)
-    for row, (ref_path, image, ref) in enumerate(shown):
+    for line, (ref_path, image, ref) in enumerate(shown):
         maps = [image, ref] + [read_image(r["pred"] / ref_path.name)[0] for r in runs.values()]
         for col, (name, data) in enumerate(zip(columns, maps, strict=True)):
-            ax = axes[row, col]
+            ax = axes[line, col]
             if col == 0:
                 ax.imshow(data, cmap="gray", interpolation="nearest")
             else:
                 ax.imshow(data, cmap="viridis", vmin=0, vmax=2, interpolation="nearest")
-            if row == 0:
+            if line == 0:
                 ax.set_title(name, fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
@@ -410,10 +402,12 @@ def multilabel(work: Path) -> list[str]:
         "![nested toy: image, reference, both predictions (0 background, 1 organ, 2 lesion)]"
         "(img/lecture-nested.png)",
         "",
-        "| output function | train time (s) | organ region Dice | lesion region Dice "
-        "(cases with lesions) | lesion F1 | organ-tissue label Dice | decoys labelled lesion |"
-        " channel sum on lesion voxels |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["output function", "train time (s)", "organ region Dice"]
+            + ["lesion region Dice (cases with lesions)", "lesion F1", "organ-tissue label Dice"]
+            + ["decoys labelled lesion", "channel sum on lesion voxels"],
+            align="l" + "r" * 7,
+        ),
     ]
     for name, r in rows.items():
         out.append(
@@ -447,9 +441,6 @@ def multilabel(work: Path) -> list[str]:
 
 def sections(work: Path) -> list[str]:
     """Markdown lines of the four sections; figures go to docs/img/lecture-*.png."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _report import machine
-
     started = time.perf_counter()
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     out = [
@@ -482,9 +473,7 @@ def main() -> None:
     from segcli.engine.runtime import set_quiet
 
     set_quiet(True)
-    lines = sections(args.work)  # puts bench/ on sys.path
-    from _report import write_block
-
+    lines = sections(args.work)
     write_block(args.doc, START, END, "\n".join(lines))
     print(f"wrote its block of {args.doc}", file=sys.stderr)
 

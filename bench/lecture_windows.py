@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import yaml
+from _harness import REPO, machine, row, table, timed_fit, write_block
 
-REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "lecture.md"
 IMG = REPO / "docs" / "img"
 START, END = "<!-- lecture:windows -->", "<!-- /lecture:windows -->"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -62,15 +60,11 @@ def _train(exp: Any) -> tuple[Any, Any, float]:
     """Train ``exp`` from scratch on the CPU; (network with the best weights, result, seconds)."""
     import torch
 
-    from segcli.engine.train import fit
     from segcli.io.checkpoint import load_checkpoint
     from segcli.models import build
 
     run_dir = Path(exp.output) / exp.name
-    shutil.rmtree(run_dir, ignore_errors=True)
-    start = time.perf_counter()
-    result = fit(exp, device="cpu")
-    seconds = time.perf_counter() - start
+    result, seconds = timed_fit(exp)
     best = run_dir / "checkpoint_best.pt"
     state = load_checkpoint(best if best.is_file() else run_dir / "checkpoint_last.pt")
     torch.manual_seed(0)
@@ -135,6 +129,17 @@ def _f(value: float, digits: int = 3) -> str:
     return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _quality(sc: dict[str, Any]) -> list[str]:
+    """Malign Dice, HD95, NSD, missed malign and benign FP cells of :func:`_scores`' figures."""
+    return [
+        _f(sc["dice"]),
+        _f(sc["hd95"], 2),
+        _f(sc["nsd"]),
+        f"{sc['missed']} of {sc['malign']}",
+        f"{sc['benign_fp']} of {sc['benign']}",
+    ]
+
+
 # --------------------------------------------------------------------------- item 10
 
 
@@ -165,8 +170,9 @@ def parameter_table() -> list[str]:
         "`segcli receptive-field <spec>` for each file in `experiments/` (analytic field of a",
         "unit far from the image border, per axis; sizes for the spec's `data.patch_size`).",
         "",
-        "| spec | network | parameters | receptive field | patch → output |",
-        "|---|---|---:|---|---|",
+        *table(
+            ["spec", "network", "parameters", "receptive field", "patch → output"], align="llrll"
+        ),
         *rows,
         "",
         f"The lecture quizzes the 2015 U-Net's parameter count: it quotes {quoted:,}; segcli "
@@ -250,15 +256,17 @@ def overlap_tile_section(work: Path, train2d: Path, quick: bool) -> list[str]:
         "overlap_tile.py`).  The 2015 U-Net itself (random weights — the point is geometry)",
         f"on a {shape[0]}×{shape[1]} image:",
         "",
-        "| input tile | output tile used | border | tiles | time (s) | output size |",
-        "|---|---|---:|---:|---:|---|",
+        *table(
+            ["input tile", "output tile used", "border", "tiles", "time (s)", "output size"],
+            align="llrrrl",
+        ),
     ]
     for patch, geo, secs, probs in runs:
         tiles = math.prod(math.ceil(n / t) for n, t in zip(shape, geo.output_tile, strict=True))
+        used = f"{geo.output_tile[0]}×{geo.output_tile[1]} (of {geo.network_output[0]})"
+        size = tuple(probs.shape[1:])
         lines.append(
-            f"| {patch}×{patch} | {geo.output_tile[0]}×{geo.output_tile[1]} (of "
-            f"{geo.network_output[0]}) | {geo.border_before[0]} | {tiles} | {secs:.1f} | "
-            f"{tuple(probs.shape[1:])} |"
+            row(f"{patch}×{patch}", used, geo.border_before[0], tiles, f"{secs:.1f}", size)
         )
     lines += [
         "",
@@ -323,19 +331,18 @@ def overlap_section(net: Any, exp: Any, quick: bool) -> list[str]:
     starts = window_starts((size, size), patch, 0.0)
     dist = _border_distance((size, size), starts, patch)
     bins = [(0, 1), (2, 3), (4, 7), (8, 15)]
-    table, rates = [], {}
+    by_distance, rates = [], {}
     for lo, hi in bins:
         mask = (dist >= lo) & (dist <= hi)
-        line = f"| {lo}–{hi} | {int(mask.sum()) * len(test):,} |"
+        cells: list[object] = [f"{lo}–{hi}", f"{int(mask.sum()) * len(test):,}"]
         for key in (("constant", 0.0), ("gaussian", 0.5)):
             errors = sum(
                 int(((p != c.label) & mask).sum()) for p, c in zip(preds_by[key], test, strict=True)
             )
             lesion = sum(int(((c.image > 0.5) & mask).sum()) for c in test)
             rates[(key, lo)] = 1e4 * errors / (mask.sum() * len(test))
-            line += f" {errors} | {1e4 * errors / (mask.sum() * len(test)):.1f} | "
-            line += f"{100 * errors / max(lesion, 1):.1f} |"
-        table.append(line)
+            cells += [errors, f"{rates[(key, lo)]:.1f}", f"{100 * errors / max(lesion, 1):.1f}"]
+        by_distance.append(cells)
 
     near0, far0 = rates[(("constant", 0.0), 0)], rates[(("constant", 0.0), 8)]
     near5, far5 = rates[(("gaussian", 0.5), 0)], rates[(("gaussian", 0.5), 8)]
@@ -356,14 +363,15 @@ def overlap_section(net: Any, exp: Any, quick: bool) -> list[str]:
         f"with its training window of {patch[0]}×{patch[1]}, so lesions fall at every distance",
         "from the window borders.  Time is the whole set on this machine.",
         "",
-        "| blend | overlap | windows per image | time (s) | malign Dice | missed malign | benign FP |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["blend", "overlap", "windows per image", "time (s)", "malign Dice", "missed malign"]
+            + ["benign FP"],
+            align="lrrrrrr",
+        ),
     ]
     for blend, overlap, windows, seconds, sc in rows:
-        lines.append(
-            f"| {blend} | {overlap} | {windows} | {seconds:.1f} | {_f(sc['dice'])} | "
-            f"{sc['missed']} of {sc['malign']} | {sc['benign_fp']} of {sc['benign']} |"
-        )
+        outcome = (f"{sc['missed']} of {sc['malign']}", f"{sc['benign_fp']} of {sc['benign']}")
+        lines.append(row(blend, overlap, windows, f"{seconds:.1f}", _f(sc["dice"]), *outcome))
     lines += [
         "",
         "Errors by distance to the nearest border of the window that predicted the pixel (the",
@@ -371,10 +379,12 @@ def overlap_section(net: Any, exp: Any, quick: bool) -> list[str]:
         "gaussian blending).  Rates per 10,000 pixels, and per 100 bright (lesion or ring)",
         "pixels, where the errors happen:",
         "",
-        "| distance (px) | pixels | errors, overlap 0 | per 10⁴ | per 100 bright | "
-        "errors, overlap 0.5 gaussian | per 10⁴ | per 100 bright |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        *table,
+        *table(
+            ["distance (px)", "pixels", "errors, overlap 0", "per 10⁴", "per 100 bright"]
+            + ["errors, overlap 0.5 gaussian", "per 10⁴", "per 100 bright"],
+            by_distance,
+            align="l" + "r" * 7,
+        ),
         "",
         "![errors at the window border](img/lecture-window-border.png)",
         "",
@@ -486,8 +496,7 @@ def ciresan_section(work: Path, train2d: Path, quick: bool) -> list[str]:
         "weights are loaded into `mode: window` and run both ways on one",
         f"{size}×{size} image:",
         "",
-        "| run | forward passes | time (s) |",
-        "|---|---:|---:|",
+        *table(["run", "forward passes", "time (s)"], align="lrr"),
         f"| sliding window: the {dense.window}×{dense.window} window around each pixel, "
         f"classified (`classify_every_pixel`, batches of 256) | {size * size:,} windows | "
         f"{window_s:.2f} |",
@@ -581,15 +590,14 @@ def fcn_section(work: Path, quick: bool) -> list[str]:
         "scores from the stride-16 and stride-8 pooling outputs.  HD95 and NSD (tolerance",
         "1 px) are means over malign cases where both masks are non-empty.",
         "",
-        "| network | parameters | train time (s) | malign Dice | HD95 (px) | NSD | missed malign | benign FP |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["network", "parameters", "train time (s)", "malign Dice", "HD95 (px)", "NSD"]
+            + ["missed malign", "benign FP"],
+            align="l" + "r" * 7,
+        ),
     ]
     for label, _result, seconds, sc, net in rows:
-        lines.append(
-            f"| {label} | {count_parameters(net):,} | {seconds:.0f} | {_f(sc['dice'])} | "
-            f"{_f(sc['hd95'], 2)} | {_f(sc['nsd'])} | {sc['missed']} of {sc['malign']} | "
-            f"{sc['benign_fp']} of {sc['benign']} |"
-        )
+        lines.append(row(label, f"{count_parameters(net):,}", f"{seconds:.0f}", *_quality(sc)))
     silent = [label for label, *_r, sc, _net in rows if sc["missed"] == sc["malign"]]
     lines += [
         "",
@@ -681,14 +689,16 @@ def upconv_section(work: Path, train2d: Path, test: list[Any], quick: bool) -> l
         "convolution with a 2×2 kernel gives each grid position its own weights, so any",
         "imbalance shows as a periodic pattern; interpolation cannot produce one by itself.",
         "",
-        "| upsampling | train time (s) | malign Dice | HD95 (px) | NSD | benign FP | checkerboard (logit std) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["upsampling", "train time (s)", "malign Dice", "HD95 (px)", "NSD", "benign FP"]
+            + ["checkerboard (logit std)"],
+            align="l" + "r" * 6,
+        ),
     ]
     for (label, _result, seconds, sc, _net), amp in zip(rows, amplitudes, strict=True):
-        lines.append(
-            f"| {label} | {seconds:.0f} | {_f(sc['dice'])} | {_f(sc['hd95'], 2)} | "
-            f"{_f(sc['nsd'])} | {sc['benign_fp']} of {sc['benign']} | {amp:.3f} |"
-        )
+        quality = _quality(sc)
+        del quality[3]  # no "missed malign" column here
+        lines.append(row(label, f"{seconds:.0f}", *quality, f"{amp:.3f}"))
     lines += [
         "",
         f"Measured: the checkerboard amplitude of `transpose` is "
@@ -764,8 +774,6 @@ def sections(work: Path, train2d: Path, quick: bool = False) -> list[str]:
         ],
     )
     net, _result, _seconds = _train(dilated)
-    from _report import machine
-
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out = [
         "# Windows, tiles and architectures",
@@ -798,8 +806,6 @@ def main() -> None:
 
         run_synth(train2d, dims=2, cases=400, seed=0)
     lines = sections(args.work, train2d, quick=args.quick)
-    from _report import write_block
-
     write_block(args.doc, START, END, "\n".join(lines))
     print(f"wrote its block of {args.doc}", file=sys.stderr)
 

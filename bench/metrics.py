@@ -27,20 +27,22 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
-import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from _report import machine, write_section  # noqa: E402
+from _harness import (
+    best_of,
+    child_json,
+    doc_options,
+    machine,
+    peak_growth,
+    publish,
+    row,
+    scratch,
+    table,
+)
 
 COMMAND = "make bench-metrics  (.venv/bin/python bench/metrics.py)"
 SHAPE = (160, 256, 256)
@@ -91,33 +93,6 @@ def make_volume(shape=SHAPE, spacing=SPACING, seed: int = 0) -> tuple[np.ndarray
     return pred, ref
 
 
-# --------------------------------------------------------------------------- memory
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def peak_extra_mib(call: Callable[[], object]) -> float:
-    """Peak resident memory above the current level while ``call`` runs (MiB, Linux)."""
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    before = _status_kib("VmRSS")
-    call()
-    return (_status_kib("VmHWM") - before) / 1024
-
-
-def best_time(call: Callable[[], object], repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = call()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 # --------------------------------------------------------------------------- tools (workers)
 
 
@@ -133,9 +108,10 @@ def worker_segcli(pred: np.ndarray, ref: np.ndarray, repeats: int) -> dict:
     def same() -> dict:
         return evaluate_case(pred, ref, SPACING, metrics=MONAI_SET, nsd_tolerance=TOLERANCE_MM)
 
-    memory = peak_extra_mib(full)
-    seconds, values = best_time(full, repeats)
-    seconds_same, _ = best_time(same, repeats)
+    with peak_growth() as memory:
+        full()
+    seconds, values = best_of(full, repeats)
+    seconds_same, _ = best_of(same, repeats)
     # MedPy's definitions, from the same distances: pooled 95th percentile and mean of means.
     medpy_style = {}
     for label in LABELS:
@@ -144,7 +120,7 @@ def worker_segcli(pred: np.ndarray, ref: np.ndarray, repeats: int) -> dict:
         medpy_style[label] = {"hd95_pooled": float(np.percentile(pooled, 95))}
     return {
         "seconds": {"full": seconds, "monai_set": seconds_same},
-        "peak_mib": memory,
+        "peak_mib": memory.mib,
         "values": {str(k): {**v, **medpy_style[k]} for k, v in values.items()},
     }
 
@@ -176,10 +152,11 @@ def worker_monai(pred: np.ndarray, ref: np.ndarray, repeats: int) -> dict:
     for call in calls.values():
         call(*small)  # warm-up
     whole = lambda: {name: call(y_pred, y) for name, call in calls.items()}  # noqa: E731
-    memory = peak_extra_mib(whole)
-    seconds, out = best_time(whole, repeats)
+    with peak_growth() as memory:
+        whole()
+    seconds, out = best_of(whole, repeats)
     per_call = {
-        name: best_time(lambda c=call: c(y_pred, y), max(1, repeats - 1))[0]
+        name: best_of(lambda c=call: c(y_pred, y), max(1, repeats - 1))[0]
         for name, call in calls.items()
     }
     values = {
@@ -191,7 +168,7 @@ def worker_monai(pred: np.ndarray, ref: np.ndarray, repeats: int) -> dict:
     backward = compute_average_surface_distance(y, y_pred, symmetric=False, **kwargs).reshape(-1)
     for i, label in enumerate(LABELS):
         values[str(label)]["masd"] = float(forward[i] + backward[i]) / 2
-    return {"seconds": {"set": seconds, **per_call}, "peak_mib": memory, "values": values}
+    return {"seconds": {"set": seconds, **per_call}, "peak_mib": memory.mib, "values": values}
 
 
 def worker_medpy(pred: np.ndarray, ref: np.ndarray, repeats: int) -> dict:
@@ -211,30 +188,13 @@ def worker_medpy(pred: np.ndarray, ref: np.ndarray, repeats: int) -> dict:
             }
         return out
 
-    memory = peak_extra_mib(run)
-    seconds, values = best_time(run, repeats)
-    return {"seconds": {"set": seconds}, "peak_mib": memory, "values": values}
+    with peak_growth() as memory:
+        run()
+    seconds, values = best_of(run, repeats)
+    return {"seconds": {"set": seconds}, "peak_mib": memory.mib, "values": values}
 
 
 WORKERS = {"segcli": worker_segcli, "monai": worker_monai, "medpy": worker_medpy}
-
-
-def run_worker(tool: str, data: Path, repeats: int) -> dict:
-    """Run one tool in a fresh interpreter; return its JSON result."""
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        tool,
-        "--data",
-        str(data),
-        "--repeats",
-        str(repeats),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{tool} worker failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------- distance method
@@ -246,6 +206,18 @@ def method_table(pred: np.ndarray, ref: np.ndarray, repeats: int) -> list[dict]:
 
     from segcli.metrics.surface import boundary, surface_distances
 
+    def timed(label: int | str, crop: str, p: np.ndarray, r: np.ndarray) -> dict:
+        entry = {
+            "label": label,
+            "crop": crop,
+            "voxels": int(p.size),
+            "boundary": int(boundary(p).sum() + boundary(r).sum()),
+        }
+        for method in ("kdtree", "edt", "auto"):
+            call = lambda m=method: surface_distances(p, r, SPACING, method=m)  # noqa: E731
+            entry[method] = best_of(call, repeats)[0]
+        return entry
+
     rows = []
     boxes_p, boxes_r = ndimage.find_objects(pred), ndimage.find_objects(ref)
     for label in LABELS:
@@ -253,33 +225,13 @@ def method_table(pred: np.ndarray, ref: np.ndarray, repeats: int) -> list[dict]:
         box = tuple(
             slice(min(s.start, t.start), max(s.stop, t.stop)) for s, t in zip(a, b, strict=True)
         )
-        p, r = pred[box] == label, ref[box] == label
-        row = {
-            "label": label,
-            "crop": "×".join(str(s.stop - s.start) for s in box),
-            "voxels": int(p.size),
-            "boundary": int(boundary(p).sum() + boundary(r).sum()),
-        }
-        for method in ("kdtree", "edt", "auto"):
-            row[method] = best_time(
-                lambda m=method, p=p, r=r: surface_distances(p, r, SPACING, method=m), repeats
-            )[0]
-        rows.append(row)
+        crop = "×".join(str(s.stop - s.start) for s in box)
+        rows.append(timed(label, crop, pred[box] == label, ref[box] == label))
     # A noisy mask (dense boundary): where the distance transform wins.
     rng = np.random.default_rng(1)
     noisy = ndimage.gaussian_filter(rng.standard_normal((64, 96, 96)), 1) > 0
     other = noisy ^ (rng.random(noisy.shape) < 0.05)
-    row = {
-        "label": "noise",
-        "crop": "64×96×96",
-        "voxels": int(noisy.size),
-        "boundary": int(boundary(noisy).sum() + boundary(other).sum()),
-    }
-    for method in ("kdtree", "edt", "auto"):
-        row[method] = best_time(
-            lambda m=method: surface_distances(noisy, other, SPACING, method=m), repeats
-        )[0]
-    rows.append(row)
+    rows.append(timed("noise", "64×96×96", noisy, other))
     return rows
 
 
@@ -337,7 +289,7 @@ def report(results: dict, methods: list[dict], args: argparse.Namespace, volume:
 
     def line(tool: str, what: str, seconds: float, repeats: int, memory: float | None) -> str:
         mem = "" if memory is None else f"{memory:.0f}"
-        return f"| {tool} | {what} | {repeats} | {seconds:.3f} | {seconds / full:.1f}× | {mem} |"
+        return row(tool, what, repeats, f"{seconds:.3f}", f"{seconds / full:.1f}×", mem)
 
     out = [
         "## Metrics: `segcli.metrics.evaluate_case` vs MONAI 1.6.1 and MedPy 0.5.2",
@@ -354,8 +306,16 @@ def report(results: dict, methods: list[dict], args: argparse.Namespace, volume:
         "of one call (VmHWM after a reset).  All distance computations are single-threaded scipy "
         "(KD-tree or distance transform); MONAI's tensor operations use torch's default threads.",
         "",
-        "| tool | metric set (2 labels) | best of | seconds | × segcli full | peak extra MiB |",
-        "|---|---|---|---|---|---|",
+        *table(
+            [
+                "tool",
+                "metric set (2 labels)",
+                "best of",
+                "seconds",
+                "× segcli full",
+                "peak extra MiB",
+            ]
+        ),
         line("segcli", "all 17 metrics (dice … lesion_f1)", full, args.repeats, seg["peak_mib"]),
         line(
             "segcli",
@@ -406,26 +366,22 @@ def report(results: dict, methods: list[dict], args: argparse.Namespace, volume:
         "",
         "Agreement (relative to max(1, |value|)):",
         "",
-        "| peer | label | metric | segcli | peer | abs diff | agrees | definitions |",
-        "|---|---|---|---|---|---|---|---|",
+        *table(["peer", "label", "metric", "segcli", "peer", "abs diff", "agrees", "definitions"]),
         *agreement,
         "",
         "Distance method (`surface_distances(method=...)`; `auto` takes the distance transform for "
         "crops ≤ 64,000 voxels or boundary density > 30 %, else the KD-tree):",
         "",
-        "| crop | voxels | boundary voxels | KD-tree ms | EDT ms | auto ms |",
-        "|---|---|---|---|---|---|",
+        *table(["crop", "voxels", "boundary voxels", "KD-tree ms", "EDT ms", "auto ms"]),
     ]
-    for row in methods:
+    for m in methods:
         name = (
-            f"label {row['label']} ({row['crop']})"
-            if row["label"] != "noise"
-            else f"noisy mask ({row['crop']})"
+            f"label {m['label']} ({m['crop']})"
+            if m["label"] != "noise"
+            else f"noisy mask ({m['crop']})"
         )
-        out.append(
-            f"| {name} | {row['voxels']:,} | {row['boundary']:,} | {row['kdtree'] * 1e3:.1f} | "
-            f"{row['edt'] * 1e3:.1f} | {row['auto'] * 1e3:.1f} |"
-        )
+        times = (f"{m[k] * 1e3:.1f}" for k in ("kdtree", "edt", "auto"))
+        out.append(row(name, f"{m['voxels']:,}", f"{m['boundary']:,}", *times))
     out += [
         "",
         "Times are best of N; the machine line above gives the load average when the run began "
@@ -439,7 +395,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="segcli repeats (best of N)")
     parser.add_argument("--monai-repeats", type=int, default=3)
     parser.add_argument("--medpy-repeats", type=int, default=1)
-    parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
+    doc_options(parser)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -454,8 +410,8 @@ def main() -> None:
     pred, ref = make_volume()
     voxel_ml = float(np.prod(SPACING)) / 1000
     volume = {str(k): float((ref == k).sum()) * voxel_ml for k in LABELS}
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "volume.npz"
+    with scratch("segcli-bench-metrics-") as tmp:
+        data = tmp / "volume.npz"
         np.savez(data, pred=pred, ref=ref)
         results = {}
         for tool, repeats in (
@@ -464,16 +420,15 @@ def main() -> None:
             ("medpy", args.medpy_repeats),
         ):
             print(f"running {tool} ...", file=sys.stderr, flush=True)
-            results[tool] = run_worker(tool, data, repeats)
+            results[tool] = child_json(
+                __file__, "--worker", tool, "--data", data, "--repeats", repeats
+            )
             print(
                 f"  {tool}: {json.dumps(results[tool]['seconds'])}, peak {results[tool]['peak_mib']:.0f} MiB",
                 file=sys.stderr,
             )
     methods = method_table(pred, ref, max(3, args.repeats // 2))
-    body = report(results, methods, args, volume)
-    print(body)
-    if not args.no_write:
-        write_section("metrics", body)
+    publish(args, "metrics", report(results, methods, args, volume))
 
 
 if __name__ == "__main__":

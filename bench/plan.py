@@ -25,22 +25,29 @@ import datetime as dt
 import json
 import math
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine  # noqa: E402
+from _harness import (
+    REPO,
+    SEGCLI,
+    block_body,
+    link_cases,
+    machine,
+    replace_block,
+    row,
+    run,
+    shared_data,
+    table,
+    write_doc,
+)
 
-SEGCLI = [sys.executable, "-m", "segcli"]
 DOC = REPO / "docs" / "plan.md"
 WORK = REPO / "runs" / "plan-bench"
-HIPPO = REPO.parent / "shared" / "data" / "msd_task04_hippocampus"
-CT = REPO.parent / "shared" / "data" / "totalsegmentator_example_ct"
+HIPPO = shared_data("msd_task04_hippocampus")
+CT = shared_data("totalsegmentator_example_ct")
 START, END = "<!-- plan-hippocampus -->", "<!-- /plan-hippocampus -->"
 
 #: nnU-Net v2's documented 3d_fullres plan for MSD Task04 (Isensee et al. 2021, nnU-Net's
@@ -90,15 +97,8 @@ def load_note(start: float, budget: bool = False) -> str:
 
 
 def sh(cmd: list[str], log: Path | None = None) -> float:
-    print("$", " ".join(cmd), file=sys.stderr)
-    start = time.perf_counter()
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(out.stdout + out.stderr)
-    if out.returncode != 0:
-        raise SystemExit(f"command failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return time.perf_counter() - start
+    """Run ``cmd`` in the repository; its wall seconds."""
+    return run(cmd, log=log).seconds
 
 
 def rel(path: Path) -> str:
@@ -107,19 +107,22 @@ def rel(path: Path) -> str:
 
 
 def plan_json(root: Path, spec: Path, *extra: str) -> dict:
-    cmd = [*SEGCLI, "plan", rel(root), "-o", rel(spec), "--json", *extra]
-    print("$", " ".join(cmd), file=sys.stderr)
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"plan failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads(out.stdout)
+    return json.loads(run([*SEGCLI, "plan", rel(root), "-o", rel(spec), "--json", *extra]).stdout)
+
+
+def section(title: str, text: str, plan: dict, *before: str, checks: bool = True) -> list[str]:
+    """A dataset's section: title, what was run, ``before`` (paragraphs), its decisions and
+    (``checks``) its checks."""
+    out = [f"## {title}", "", text, ""]
+    for paragraph in before:
+        out += [paragraph, ""]
+    out += [decision_table(plan), ""]
+    return out + ([checks_list(plan), ""] if checks else [])
 
 
 def decision_table(plan: dict) -> str:
-    rows = ["| decision | value | rule and numbers |", "|---|---|---|"]
-    for d in plan["decisions"]:
-        rows.append(f"| {d['name']} | {d['value']} | {d['rule'].replace('|', '/')} |")
-    return "\n".join(rows)
+    rows = [(d["name"], d["value"], d["rule"].replace("|", "/")) for d in plan["decisions"]]
+    return "\n".join(table(["decision", "value", "rule and numbers"], rows))
 
 
 def checks_list(plan: dict) -> str:
@@ -220,8 +223,7 @@ def hippocampus_vs_nnunet(plan: dict) -> str:
         "schedule": "nnU-Net trains for days on a GPU; segcli fits the schedule to a budget "
         "(AdamW 3e-3 for short schedules)",
     }
-    rows = ["| decision | nnU-Net v2 3d_fullres (Task04) | segcli plan | same rule? |",
-            "|---|---|---|---|"]  # fmt: skip
+    rows = table(["decision", "nnU-Net v2 3d_fullres (Task04)", "segcli plan", "same rule?"])
     for name, theirs in NNUNET_TASK04.items():
         mine = ours.get(name, "")
         if name == "pooling":
@@ -233,7 +235,7 @@ def hippocampus_vs_nnunet(plan: dict) -> str:
             mine = "dice_ce, deep supervision"
         if name == "schedule":
             mine = ours["schedule"] + ", " + ours["optimizer"]
-        rows.append(f"| {name} | {theirs} | {mine} | {why[name]} |")
+        rows.append(row(name, theirs, mine, why[name]))
     return "\n".join(rows)
 
 
@@ -244,92 +246,69 @@ def docs() -> None:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     hippo = plan_json(HIPPO, WORK / "hippocampus.yaml", "--device", "cpu")
-    sections += [
-        "## MSD Task04 Hippocampus beside nnU-Net v2",
-        "",
+    sections += section(
+        "MSD Task04 Hippocampus beside nnU-Net v2",
         f"`segcli plan {rel(HIPPO)} -o {rel(WORK / 'hippocampus.yaml')} --device cpu` (no budget:"
         " the rules alone).  nnU-Net v2's documented 3d_fullres plan for the same task: spacing "
         "1×1×1, median shape 36×50×35, patch 40×56×40, 3 poolings per axis.",
-        "",
+        hippo,
         hippocampus_vs_nnunet(hippo),
-        "",
-        decision_table(hippo),
-        "",
-        checks_list(hippo),
-        "",
-    ]
+    )
 
     ct = plan_json(CT, WORK / "ct.yaml", "--device", "cpu")
-    sections += [
-        "## The shared CT example (TotalSegmentator, one case, 41 sparse labels)",
-        "",
+    sections += section(
+        "The shared CT example (TotalSegmentator, one case, 41 sparse labels)",
         f"`segcli plan {rel(CT)} -o {rel(WORK / 'ct.yaml')} --device cpu`.  No dataset.json: the "
         "channel is recognised as CT from its integer intensities down to about −1000 (HU), so "
         "ct_auto; sparse label ids give 118 outputs with evaluation.labels listing the 41 used; "
         "small structures add the lesion-wise metrics.",
-        "",
-        decision_table(ct),
-        "",
-        checks_list(ct),
-        "",
-    ]
+        ct,
+    )
 
     toy2d = WORK / "toy2d"
     if not (toy2d / "dataset.json").is_file():
         sh([*SEGCLI, "synth", rel(toy2d), "--dims", "2", "--cases", "200", "--seed", "0"])
     p2 = plan_json(toy2d, WORK / "toy2d.yaml", "--device", "cpu")
-    sections += [
-        "## A 2D dataset (`segcli synth --dims 2`)",
-        "",
+    sections += section(
+        "A 2D dataset (`segcli synth --dims 2`)",
         f"`segcli plan {rel(toy2d)} -o {rel(WORK / 'toy2d.yaml')} --device cpu`: the images are 2D,"
         " so the plan is 2D; the 3×3 lesions make it a detection problem (lesion metrics).",
-        "",
-        decision_table(p2),
-        "",
-        checks_list(p2),
-        "",
-    ]
+        p2,
+    )
 
     aniso = make_anisotropic(WORK / "hippocampus-aniso")
     pa = plan_json(aniso, WORK / "aniso.yaml", "--device", "cpu")
-    sections += [
-        "## Anisotropic: Hippocampus resampled to 4 mm slices, 0.8 mm in plane",
-        "",
+    sections += section(
+        "Anisotropic: Hippocampus resampled to 4 mm slices, 0.8 mm in plane",
         f"40 Hippocampus cases resampled with SimpleITK to spacing 4×0.8×0.8 mm (z, y, x) "
         f"(`bench/plan.py`), then `segcli plan {rel(aniso)} -o {rel(WORK / 'aniso.yaml')} "
         "--device cpu`.  The plan keeps 4 mm, pools z fewer times than y and x (not before their "
         "spacing has come within 2× of z's) and starts with 1-wide kernels along z: "
         f"**pooling {value(pa, 'pooling')}**, **kernels {value(pa, 'kernels')}**.",
-        "",
-        decision_table(pa),
-        "",
-        checks_list(pa),
-        "",
-    ]
+        pa,
+    )
 
     two = make_two_channel(WORK / "toy3d-2ch")
     spec = WORK / "two-channel.yaml"
     p3 = plan_json(two, spec, "--device", "cpu", "--name", "plan-two-channel")
-    run = WORK / "runs"
-    shutil.rmtree(run / "plan-two-channel", ignore_errors=True)
-    sets = ["--set", f"output={rel(run)}", "--set", "train.epochs=3",
+    runs = WORK / "runs"
+    shutil.rmtree(runs / "plan-two-channel", ignore_errors=True)
+    sets = ["--set", f"output={rel(runs)}", "--set", "train.epochs=3",
             "--set", "train.iterations_per_epoch=20"]  # fmt: skip
     train_s = sh([*SEGCLI, "-q", "train", rel(spec), *sets], WORK / "two-channel-train.log")
     pred = WORK / "two-channel-pred"
     shutil.rmtree(pred, ignore_errors=True)
     sh([*SEGCLI, "-q", "predict", rel(spec), *sets, "-i", rel(two / "imagesTr"), "-o", rel(pred)])
     n_pred = len(list(pred.glob("*.nii.gz")))
-    sections += [
-        "## Two channels: planned, trained, predicted",
-        "",
+    sections += section(
+        "Two channels: planned, trained, predicted",
         "toy3d (24 cases, 24³) with a second channel (the same scene under independent noise; "
         "dataset.json names them T1 and T2).  Planned, trained with the schedule shortened to "
         f"3 epochs × 20 iterations (`--set`; {train_s:.0f} s here), predicted: **{n_pred} label "
         f"maps written**, in_channels {p3['spec']['model']['in_channels']}.",
-        "",
-        decision_table(p3),
-        "",
-    ]
+        p3,
+        checks=False,
+    )
 
     header = [
         "# segcli plan: nnU-Net's self-configuration, explained and checked",
@@ -345,19 +324,10 @@ def docs() -> None:
         "the spec), with the rule and the numbers that produced it.",
         "",
     ]
-    old = DOC.read_text() if DOC.is_file() else ""
-    kept = re.search(re.escape(START) + r".*?" + re.escape(END), old, re.S)
+    kept = block_body(DOC.read_text(), START, END) if DOC.is_file() else None
     body = "\n".join(header + sections).rstrip() + "\n"
-    body += "\n" + (kept.group(0) if kept else f"{START}\n(run `make plan-hippocampus`)\n{END}")
-    write_doc(body + "\n")
-
-
-def write_doc(text: str) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, DOC)
-    print(f"wrote {DOC}", file=sys.stderr)
+    body += f"\n{START}\n{'(run `make plan-hippocampus`)' if kept is None else kept}\n{END}"
+    write_doc(DOC, body + "\n")
 
 
 # --------------------------------------------------------------------------- hippocampus
@@ -373,28 +343,22 @@ def mean_dice(summary: Path) -> tuple[float, dict[str, float]]:
 
 
 def train_and_score(spec: Path, name: str, sets: list[str], val: list[str]) -> dict:
-    run = WORK / "runs" / name
-    shutil.rmtree(run, ignore_errors=True)
+    run_dir = WORK / "runs" / name
+    shutil.rmtree(run_dir, ignore_errors=True)
     all_sets = ["--set", f"output={rel(WORK / 'runs')}", "--set", f"name={name}", *sets]
     seconds = sh([*SEGCLI, "-q", "train", rel(spec), *all_sets], WORK / f"{name}-train.log")
-    split = json.loads((run / "split.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text())
     if sorted(split["val"]) != sorted(val):
         raise SystemExit(f"{name}: validation split differs from the planned spec's")
-    images, labels = run / "val" / "images", run / "val" / "labels"
-    for folder in (images, labels):
-        folder.mkdir(parents=True, exist_ok=True)
-    for case in split["val"]:
-        for src, dst in ((HIPPO / "imagesTr", images), (HIPPO / "labelsTr", labels)):
-            link = dst / f"{case}.nii.gz"
-            if not link.exists():
-                os.symlink((src / f"{case}.nii.gz").resolve(), link)
-    pred = run / "pred_val"
+    images, labels = run_dir / "val" / "images", run_dir / "val" / "labels"
+    link_cases(HIPPO, split["val"], images, labels)
+    pred = run_dir / "pred_val"
     sh([*SEGCLI, "-q", "predict", rel(spec), *all_sets, "-i", rel(images), "-o", rel(pred)])
-    csv_path = run / "val_metrics.csv"
+    csv_path = run_dir / "val_metrics.csv"
     sh([*SEGCLI, "-q", "evaluate", rel(spec), *all_sets, "--pred", rel(pred), "--ref",
         rel(labels), "-o", rel(csv_path), "--metrics", "dice"])  # fmt: skip
     mean, per_label = mean_dice(csv_path.with_name("val_metrics_summary.csv"))
-    log = list(csv.DictReader((run / "log.csv").open()))
+    log = list(csv.DictReader((run_dir / "log.csv").open()))
     return {"seconds": seconds, "mean": mean, "per_label": per_label, "epochs": len(log),
             "split": split}  # fmt: skip
 
@@ -430,7 +394,6 @@ def hippocampus(budget: float) -> None:
     model = plan["spec"]["model"]
     train = plan["spec"]["train"]
     lines = [
-        START,
         "## Hippocampus: a planned spec beside the hand-tuned one",
         "",
         f"Written by `make plan-hippocampus` (`.venv/bin/python bench/plan.py hippocampus "
@@ -451,8 +414,10 @@ def hippocampus(budget: float) -> None:
         + (f" with its schedule scaled to the budget ({hand_epochs} epochs)" if scale < 1 else "")
         + ".",
         "",
-        "| spec | training wall clock (min) | budget (min) | mean Dice | Dice per label |",
-        "|---|---:|---:|---:|---|",
+        *table(
+            ["spec", "training wall clock (min)", "budget (min)", "mean Dice", "Dice per label"],
+            align="lrrrl",
+        ),
     ]
     for name, r in (
         ("planned (segcli plan)", planned),
@@ -460,7 +425,7 @@ def hippocampus(budget: float) -> None:
     ):
         labels = ", ".join(f"{k}: {v:.3f}" for k, v in r["per_label"].items())
         lines.append(
-            f"| {name} | {r['seconds'] / 60:.2f} | {budget:g} | {r['mean']:.4f} | {labels} |"
+            row(name, f"{r['seconds'] / 60:.2f}", f"{budget:g}", f"{r['mean']:.4f}", labels)
         )
     diff = planned["mean"] - reference["mean"]
     within = planned["seconds"] <= budget * 60
@@ -478,14 +443,8 @@ def hippocampus(budget: float) -> None:
         ]
     if math.isnan(diff):
         raise SystemExit("no Dice")
-    lines.append(END)
     old = DOC.read_text() if DOC.is_file() else "# segcli plan\n\n(run `make plan-docs`)\n"
-    block = "\n".join(lines)
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    text = (
-        pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
-    )
-    write_doc(text.rstrip() + "\n")
+    write_doc(DOC, replace_block(old, START, END, "\n".join(lines)).rstrip() + "\n")
     print(
         f"planned {planned['mean']:.4f} in {planned['seconds']:.0f} s; "
         f"hand-tuned {reference['mean']:.4f} in {reference['seconds']:.0f} s",

@@ -25,32 +25,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _harness import (
+    REPO,
+    child_json,
+    cpu_flags,
+    doc_options,
+    interleaved,
+    machine,
+    monai_sliding_window,
+    peak_growth,
+    publish,
+    row,
+    scratch,
+    table,
+)
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from _report import machine, write_section  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 COMMAND = "make bench-precision  (.venv/bin/python bench/precision.py)"
 LAYOUTS = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
-def cpu_flags() -> str:
+def bf16_line() -> str:
     """The CPU's vector and bf16 flags (what decides bf16 and channels-last speed)."""
-    from segcli.precision import _cpu_flags, cpu_bf16_supported
+    from segcli.precision import cpu_bf16_supported
 
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "bf16")
-    have = [f for f in _cpu_flags() if f in wanted]
-    return f"flags: {' '.join(have) or 'none of ' + ', '.join(wanted)}; torch sees native bf16: {cpu_bf16_supported()}"
+    return f"CPU flags: {cpu_flags()}; torch sees native bf16: {cpu_bf16_supported()}."
 
 
 def hippocampus_model(dims: int = 3) -> tuple[nn.Module, Any]:
@@ -108,23 +113,6 @@ class Step:
         self.optimizer.step()
 
 
-def time_steps(steps: dict[str, Step], repeats: int, warmup: int) -> dict[str, float]:
-    """Best (minimum) seconds per call of each step, the variants interleaved call by call.
-
-    The minimum, not the median: on a shared machine other work only ever adds time.
-    """
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(repeats):
-        for key, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[key].append(time.perf_counter() - start)
-    return {k: min(v) for k, v in times.items()}
-
-
 def step_section(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
     cases = [
         (3, 2, [40, 56, 40], "3D U-Net of experiments/hippocampus.yaml, batch 2, 40×56×40"),
@@ -143,7 +131,7 @@ def step_section(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
                 for p in ("fp32", "bf16")
                 for cl in (False, True)
             }
-            seconds = time_steps(
+            seconds = interleaved(
                 {f"{p}/{cl}": s for (p, cl), s in steps.items()}, args.repeats, args.warmup
             )
             base = seconds["fp32/False"]
@@ -168,22 +156,29 @@ def step_section(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
         "",
         f"Command: `{COMMAND}{' --quick' if args.quick else ''}`, {time.strftime('%Y-%m-%d')}.  ",
         f"Machine: {machine()}  ",
-        f"CPU {cpu_flags()}.",
+        bf16_line(),
         "",
         "Best of "
         f"{args.repeats} steps after {args.warmup} warm-up steps, the four variants of a row "
         "group interleaved step by step; random inputs (no data loading).  Train step = "
         "forward under autocast, Dice+CE on float32 logits, backward, clipping, AdamW.",
         "",
-        "| network | work | precision | channels-last | seconds | speed-up vs fp32 contiguous |",
-        "|---|---|---|---|---:|---:|",
+        *table(
+            [
+                "network",
+                "work",
+                "precision",
+                "channels-last",
+                "seconds",
+                "speed-up vs fp32 contiguous",
+            ],
+            align="llllrr",
+        ),
     ]
     for r in rows:
-        lines.append(
-            f"| {r['network']} | {r['mode']} | {r['precision']} | "
-            f"{'yes' if r['channels_last'] else 'no'} | {r['seconds']:.4f} | "
-            f"{r['speedup']:.2f}× |"
-        )
+        layout = "yes" if r["channels_last"] else "no"
+        speed = (f"{r['seconds']:.4f}", f"{r['speedup']:.2f}×")
+        lines.append(row(r["network"], r["mode"], r["precision"], layout, *speed))
     # the layout rule, checked: channels-last must win in each (network, work, precision)
     verdicts = []
     for dims in sorted({r["dims"] for r in rows}):
@@ -222,13 +217,6 @@ def step_section(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
 # --------------------------------------------------------------------------- CT-sized inference
 
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
 def ct_child(which: str, args: argparse.Namespace) -> None:
     """In a fresh process: one inference over the CT volume; seconds and peak extra MiB."""
     from segcli.inference import sliding_window
@@ -245,50 +233,29 @@ def ct_child(which: str, args: argparse.Namespace) -> None:
 
             with resolve_precision(precision, "cpu").autocast():
                 model(torch.zeros(1, 1, *patch))
-    base = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
-    start = time.perf_counter()
-    if which.startswith("segcli"):
-        probs = sliding_window(
-            model,
-            image,
-            patch,
-            overlap=args.ct_overlap,
-            batch_size=args.ct_batch,
-            precision=which.split("-")[1],
-        )
-        labels = probs.argmax(0)
-    else:
-        from monai.inferers import sliding_window_inference
-
-        context = (
-            torch.autocast("cpu", dtype=torch.bfloat16)
-            if which == "monai-bf16"
-            else torch.autocast("cpu", enabled=False)
-        )
-
-        def predictor(x: torch.Tensor) -> torch.Tensor:
-            out = model(x)
-            if isinstance(out, list | tuple):  # deep supervision: the full-resolution output
-                out = out[0]
-            return torch.softmax(out.float(), 1)
-
-        with torch.inference_mode(), context:
-            probs = sliding_window_inference(
-                image[None],
+    with peak_growth() as peak:
+        start = time.perf_counter()
+        if which.startswith("segcli"):
+            probs = sliding_window(
+                model,
+                image,
                 patch,
-                args.ct_batch,
-                predictor,
                 overlap=args.ct_overlap,
-                mode="gaussian",
-                sigma_scale=0.125,
-            )[0]
+                batch_size=args.ct_batch,
+                precision=which.split("-")[1],
+            )
+        else:
+            context = (
+                torch.autocast("cpu", dtype=torch.bfloat16)
+                if which == "monai-bf16"
+                else torch.autocast("cpu", enabled=False)
+            )
+            with context:
+                probs = monai_sliding_window(model, image, patch, args.ct_batch, args.ct_overlap)
         labels = probs.argmax(0)
-    seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
-    out = Path(args.ct_labels) / f"{which}.pt"
-    torch.save(labels.to(torch.uint8), out)
-    print(json.dumps({"seconds": seconds, "peak_mib": (peak - base) / 1024}))
+        seconds = time.perf_counter() - start
+    torch.save(labels.to(torch.uint8), Path(args.ct_labels) / f"{which}.pt")
+    print(json.dumps({"seconds": seconds, "peak_mib": peak.mib}))
 
 
 def ct_section(args: argparse.Namespace, tmp: Path) -> str:
@@ -297,24 +264,12 @@ def ct_section(args: argparse.Namespace, tmp: Path) -> str:
     results: dict[str, dict[str, float]] = {}
     variants = ["segcli-fp32", "segcli-bf16", "monai-fp32", "monai-bf16"]
     for which in variants:
-        cmd = [
-            sys.executable,
+        results[which] = child_json(
             __file__,
-            "--ct-child",
-            which,
-            "--ct-labels",
-            str(tmp),
-            "--ct-size",
-            *map(str, args.ct_size),
-            "--ct-patch",
-            *map(str, args.ct_patch),
-            "--ct-batch",
-            str(args.ct_batch),
-            "--ct-overlap",
-            str(args.ct_overlap),
-        ]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[which] = json.loads(out.strip().splitlines()[-1])
+            *("--ct-child", which, "--ct-labels", tmp, "--ct-size", *args.ct_size),
+            *("--ct-patch", *args.ct_patch, "--ct-batch", args.ct_batch),
+            *("--ct-overlap", args.ct_overlap),
+        )
         print(which, results[which], file=sys.stderr)
     labels = {k: torch.load(tmp / f"{k}.pt") for k in variants}
     agree = {k: float((labels[k] == labels["segcli-fp32"]).double().mean()) * 100 for k in variants}
@@ -329,7 +284,7 @@ def ct_section(args: argparse.Namespace, tmp: Path) -> str:
         "",
         f"Command: `{COMMAND}{' --quick' if args.quick else ''}`, {time.strftime('%Y-%m-%d')}.  ",
         f"Machine: {machine()}  ",
-        f"CPU {cpu_flags()}.",
+        bf16_line(),
         "",
         f"One {size} single-channel volume (random intensities), the 3D U-Net of "
         f"experiments/hippocampus.yaml (random weights, seed 0, 3 classes), patch "
@@ -341,8 +296,17 @@ def ct_section(args: argparse.Namespace, tmp: Path) -> str:
         "predictor, as a MONAI user writes it; its bf16 row wraps the call in "
         "`torch.autocast('cpu', dtype=torch.bfloat16)`.",
         "",
-        "| inferer | precision | seconds | × MONAI fp32 | peak extra MiB | argmax = segcli fp32 |",
-        "|---|---|---:|---:|---:|---:|",
+        *table(
+            [
+                "inferer",
+                "precision",
+                "seconds",
+                "× MONAI fp32",
+                "peak extra MiB",
+                "argmax = segcli fp32",
+            ],
+            align="llrrrr",
+        ),
     ]
     base = results["monai-fp32"]["seconds"]
     for which in variants:
@@ -396,7 +360,7 @@ def main() -> None:
     parser.add_argument("--ct-patch", type=int, nargs=3, default=[80, 160, 160])
     parser.add_argument("--ct-batch", type=int, default=2)
     parser.add_argument("--ct-overlap", type=float, default=0.5)
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    doc_options(parser)
     parser.add_argument("--ct-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ct-labels", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -412,19 +376,11 @@ def main() -> None:
         ct_child(args.ct_child, args)
         return
 
-    import tempfile
-
-    sections: list[tuple[str, str]] = []
     if not args.skip_steps:
-        body, _rows = step_section(args)
-        sections.append(("precision", body))
+        publish(args, "precision", step_section(args)[0])
     if not args.skip_ct:
-        with tempfile.TemporaryDirectory() as tmp:
-            sections.append(("precision-ct", ct_section(args, Path(tmp))))
-    for name, body in sections:
-        print(body)
-        if not args.no_write:
-            write_section(name, body)
+        with scratch("segcli-bench-precision-") as tmp:
+            publish(args, "precision-ct", ct_section(args, tmp))
 
 
 if __name__ == "__main__":

@@ -20,22 +20,20 @@ name in :data:`STEPS`, in the order the commands must run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine  # noqa: E402
+from _harness import REPO, block_body, machine, run, scratch, write_doc
+from _harness import replace_block as replace_marked
 
-REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 IMG = REPO / "docs" / "img"
 BIN = Path(sys.executable).parent  # the venv's bin: segcli lives beside this python
@@ -133,13 +131,8 @@ def run_step(step: Step, work: Path) -> str:
     }
     lines = []
     for command in step.commands:
-        done = subprocess.run(
-            ["bash", "-c", command],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1800,
+        done = run(
+            ["bash", "-c", command], cwd=work, env=env, check=False, echo=False, timeout=1800
         )
         if (done.returncode != 0) != step.fails:
             raise SystemExit(
@@ -204,10 +197,9 @@ def reading_of_evaluate(work: Path) -> tuple[str, str]:
 def replace_block(text: str, name: str, body: str) -> str:
     """``text`` with the content between ``<!-- tour:name -->`` and its end marker replaced."""
     start, end = f"<!-- tour:{name} -->", f"<!-- /tour:{name} -->"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
+    if block_body(text, start, end) is None:
         raise SystemExit(f"error: README.md has no '{start}' ... '{end}' block for step '{name}'")
-    return pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text, count=1)
+    return replace_marked(text, start, end, body.strip())
 
 
 def main() -> None:
@@ -217,11 +209,11 @@ def main() -> None:
         "--only", nargs="*", help="run only these steps (their inputs must already be there)"
     )
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="segcli-readme-"))
-    work.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "experiments", work / "experiments", dirs_exist_ok=True)
-    text = README.read_text()
-    try:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(args.keep) if args.keep else scratch("segcli-readme-") as work:
+        shutil.copytree(REPO / "experiments", work / "experiments", dirs_exist_ok=True)
+        text = README.read_text()
         names = {s.name for s in STEPS}
         for step in STEPS:
             if args.only is not None and step.name not in args.only:
@@ -244,13 +236,7 @@ def main() -> None:
             "(timings are that machine's); `make demo` runs the same steps."
         )
         text = replace_block(text, "generated", stamp)
-        tmp = README.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, README)
-        print(f"wrote {README}", file=sys.stderr)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
+        write_doc(README, text)
 
 
 if __name__ == "__main__":

@@ -19,21 +19,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import subprocess
-import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _harness import machine, scratch, segcli, shared_data, table, write_section
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
-
-SEGCLI = [sys.executable, "-m", "segcli"]
-HIPPO = REPO.parent / "shared" / "data" / "msd_task04_hippocampus"
+HIPPO = shared_data("msd_task04_hippocampus")
 METRICS = "dice,iou,hd95,assd,nsd,cc_ref,cc_pred,lesion_f1"
 
 
@@ -98,71 +90,31 @@ def fake_csv(path: Path, cases: int) -> None:
                 )
 
 
-CPU: dict[str, float] = {}
-
-
-def timed(cmd: list[str]) -> float:
-    """Wall clock of ``cmd``; its CPU time (user + system) goes to ``CPU["last"]``."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stdout}\n{done.stderr}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU["last"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="12 and 200 cases; print, no doc")
     args = parser.parse_args()
     n3d, nbig = (12, 200) if args.quick else (52, 1000)
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="segcli-bench-report-") as tmp:
-        root = Path(tmp)
+    with scratch("segcli-bench-report-") as root:
         ref, pred, img = make_3d_cases(root / "data", n3d)
         csv_path = root / "m.csv"
-        timed(
-            [
-                *SEGCLI,
-                "evaluate",
-                "--pred",
-                str(pred),
-                "--ref",
-                str(ref),
-                "-o",
-                str(csv_path),
-                "--metrics",
-                METRICS,
-                "--labels",
-                "1",
-                "-q",
-            ]
-        )
+        segcli("evaluate", "--pred", pred, "--ref", ref, "-o", csv_path, "--metrics", METRICS,
+               "--labels", "1", "-q", echo=False)  # fmt: skip
         html = root / "report.html"
-        report_cmd = [
-            *SEGCLI,
-            "report",
-            str(csv_path),
-            "-o",
-            str(html),
-            "--images",
-            str(img),
-            "--worst",
-            "5",
-            "-q",
+        runs = [
+            segcli("report", csv_path, "-o", html, "--images", img, "--worst", 5, "-q", echo=False)
+            for _ in range(2)
         ]
-        seconds_3d, cpu_3d = min((timed(report_cmd), CPU["last"]) for _ in range(2))
+        best = min(runs, key=lambda r: (r.seconds, r.cpu_seconds))
+        seconds_3d, cpu_3d = best.seconds, best.cpu_seconds
         size_3d = html.stat().st_size
         overlays = html.read_text().count("data:image/png;base64,")
         big_csv = root / "big.csv"
         fake_csv(big_csv, nbig)
         big_html = root / "big.html"
-        seconds_big = timed([*SEGCLI, "report", str(big_csv), "-o", str(big_html), "-q"])
-        cpu_big = CPU["last"]
+        big = segcli("report", big_csv, "-o", big_html, "-q", echo=False)
+        seconds_big, cpu_big = big.seconds, big.cpu_seconds
         size_big = big_html.stat().st_size
         from segcli.report.browser import find_chromium, open_page
 
@@ -171,8 +123,6 @@ def main() -> None:
             runs = [open_page(big_html) for _ in range(3)]
             page = min(runs, key=lambda r: r.probe["load_ms"])
             assert page.probe["rows"] == nbig and not page.console, page.console
-        if args.quick:
-            pass
     source = (
         "MSD Task04 Hippocampus references (first 52), perturbed predictions"
         if HIPPO.is_dir()
@@ -188,9 +138,11 @@ def main() -> None:
         + (" (**contended**: other work was running, times are upper bounds)" if load > 1.0 else "")
         + ".",
         "",
-        "| report | cases | overlays | file size | written in (process wall clock) | CPU time "
-        "(user + system) | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        *table(
+            ["report", "cases", "overlays", "file size", "written in (process wall clock)"]
+            + ["CPU time (user + system)", "target"],
+            align="lrrrrrl",
+        ),
         f"| single run, 3D ({source}), label 1, `--worst 5` | {n3d} | {overlays} | "
         f"{size_3d / 1e6:.2f} MB | {seconds_3d:.1f} s (best of 2) | {cpu_3d:.1f} s | ≤ 5 MB, ≤ 10 s: "
         f"{'met' if ok_3d else 'NOT met'} |",

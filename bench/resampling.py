@@ -19,15 +19,11 @@ import datetime
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
+from _harness import REPO, doc_options, machine, publish, row, shared_data, table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "msd_task04_hippocampus"
+DATA = shared_data("msd_task04_hippocampus")
 DOC = REPO / "docs" / "nnunet.md"
 SPACING = (1.5, 1.5, 1.5)
 #: (row name, resample_label mode, onehot share order)
@@ -63,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=None, help="first N cases only (quick)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
+    doc_options(parser, DOC)
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"error: {DATA} not found (the shared hippocampus data set)")
@@ -83,22 +79,19 @@ def main() -> None:
         f"({len(files) * 2} label volumes), resampled to {SPACING[0]} mm and back. "
         "Δ = relative volume change after the round trip; |Δ| statistics over all label volumes.",
         "",
-        "| label resampling | median Δ (bias) | median abs Δ | 95th pct abs Δ | worst abs Δ "
-        "| mean Dice |",
-        "|---|---|---|---|---|---|",
+        *table(
+            ["label resampling", "median Δ (bias)", "median abs Δ", "95th pct abs Δ"]
+            + ["worst abs Δ", "mean Dice"]
+        ),
     ]
     for name, _, _ in SETTINGS:
         delta = np.array([r[2] for r in rows if r[0] == name]) * 100
         dice = np.array([r[3] for r in rows if r[0] == name])
         mag = np.abs(delta)
-        lines.append(
-            f"| {name} | {np.median(delta):+.2f} % | {np.median(mag):.2f} % | "
-            f"{np.percentile(mag, 95):.2f} % | {mag.max():.2f} % | {dice.mean():.3f} |"
-        )
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("resampling", body, DOC)
+        stats = (np.median(mag), np.percentile(mag, 95), mag.max())
+        percents = (f"{v:.2f} %" for v in stats)
+        lines.append(row(name, f"{np.median(delta):+.2f} %", *percents, f"{dice.mean():.3f}"))
+    publish(args, "resampling", "\n".join(lines))
 
 
 if __name__ == "__main__":

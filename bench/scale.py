@@ -55,21 +55,30 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import (
+    REPO,
+    SEGCLI,
+    CommandFailed,
+    block_body,
+    doc_options,
+    git,
+    machine,
+    publish,
+    row,
+    run,
+    scratch,
+    table,
+    worktree,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import DOC, machine, write_section  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 SECTION = "scale"
 PART_CASES, PART_PREDICT = "cases", "predict"
 ORGANS = ("liver", "spleen", "kidney")
@@ -238,64 +247,6 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def run_tree(
-    cmd: Sequence[str], env: dict[str, str], log: Path, poll: float = 0.2, cwd: Path | None = None
-) -> dict[str, Any]:
-    """Run ``cmd`` and poll the memory of its whole process tree every ``poll`` s.
-
-    Returns wall seconds, the peak over polls of the summed RSS and of the summed PSS of the
-    process and all its descendants (bytes), the most processes seen at once, and the output
-    (stdout and stderr together, also kept in ``log``).
-
-    Raises:
-        RuntimeError: the command failed (with the tail of its output).
-    """
-    import psutil
-
-    peak_rss = peak_pss = procs_max = 0
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        proc = psutil.Popen(
-            list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, text=True
-        )
-        while True:
-            rss = pss = 0
-            try:
-                tree = [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                tree = []
-            for p in tree:
-                try:
-                    mem = p.memory_full_info()
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-                rss += mem.rss
-                pss += getattr(mem, "pss", mem.rss)
-            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-            procs_max = max(procs_max, len(tree))
-            if proc.poll() is not None:
-                break
-            time.sleep(poll)
-        code = proc.wait()
-    seconds = time.perf_counter() - start
-    text = log.read_text(errors="replace")
-    if code != 0:
-        raise RuntimeError(
-            f"{shlex.join(cmd)} exited with {code}:\n" + "\n".join(text.splitlines()[-30:])
-        )
-    return {
-        "seconds": seconds,
-        "rss": peak_rss,
-        "pss": peak_pss,
-        "procs": procs_max,
-        "output": text,
-    }
-
-
-def segcli_cmd(python: str = sys.executable) -> list[str]:
-    return [python, "-m", "segcli"]
-
-
 def data_ready_seconds(output: str) -> float | None:
     """The ``data ready in X s`` figure ``segcli train`` prints (None when absent)."""
     match = re.search(r"data ready in ([0-9.]+) s", output)
@@ -342,15 +293,15 @@ def cases_part(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> dict
     spec = tmp / "spec" / "ct.yaml"
     spec.parent.mkdir()
     plan_env = dict(env, SEGCLI_CACHE=str(tmp / "cache-plan"))
-    plan = run_tree(
-        [*segcli_cmd(), "plan", str(full), "-o", str(spec), "--device", args.device],
-        plan_env,
-        tmp / "plan.log",
-        args.poll,
+    plan = run(
+        [*SEGCLI, "plan", full, "-o", spec, "--device", args.device],
+        env=plan_env,
+        log=tmp / "plan.log",
+        poll=args.poll,
     )
     shutil.rmtree(tmp / "cache-plan", ignore_errors=True)
     planned = read_spec(spec)
-    print(f"planned in {plan['seconds']:.0f} s: {planned.get('data')}", file=sys.stderr)
+    print(f"planned in {plan.seconds:.0f} s: {planned.get('data')}", file=sys.stderr)
 
     rows = []
     for n in ns:
@@ -359,73 +310,54 @@ def cases_part(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> dict
         cache.mkdir()
         n_env = dict(env, SEGCLI_CACHE=str(cache))
         common = ["--set", f"data.root={root}"]
-        row: dict[str, Any] = {"n": n}
-        pre = [*segcli_cmd(), "preprocess", str(spec), "--workers", str(args.workers), *common]
-        cold = run_tree(pre, n_env, tmp / f"pre_cold_{n}.log", args.poll)
-        row["cold"] = _drop_output(cold)
-        row["cache_bytes"] = folder_bytes(cache)
-        warm = run_tree(pre, n_env, tmp / f"pre_warm_{n}.log", args.poll)
-        row["warm"] = _drop_output(warm)
+        entry: dict[str, Any] = {"n": n}
+        pre = [*SEGCLI, "preprocess", spec, "--workers", args.workers, *common]
+        cold = run(pre, env=n_env, log=tmp / f"pre_cold_{n}.log", poll=args.poll)
+        entry["cold"] = cold.figures()
+        entry["cache_bytes"] = folder_bytes(cache)
+        warm = run(pre, env=n_env, log=tmp / f"pre_warm_{n}.log", poll=args.poll)
+        entry["warm"] = warm.figures()
         print(
-            f"N={n}: preprocess cold {cold['seconds']:.1f} s, warm {warm['seconds']:.1f} s, "
-            f"cache {row['cache_bytes'] / MIB:,.0f} MiB",
+            f"N={n}: preprocess cold {cold.seconds:.1f} s, warm {warm.seconds:.1f} s, "
+            f"cache {entry['cache_bytes'] / MIB:,.0f} MiB",
             file=sys.stderr,
         )
         modes = ["disk"] + (["memory"] if n <= args.memory_max_cases else [])
         for mode in modes:
-            run = tmp / f"run_{n}_{mode}"
-            train = [
-                *segcli_cmd(),
-                "train",
-                str(spec),
-                "--output",
-                str(run),
-                "--device",
-                args.device,
-                *common,
-                "--set",
-                f"data.cache={mode}",
-                "--set",
-                "data.val_fraction=0",
-                "--set",
-                "train.epochs=1",
-                "--set",
-                f"train.iterations_per_epoch={args.steps}",
-                *[part for item in args.train_set for part in ("--set", item)],
-            ]
-            result = run_tree(train, n_env, tmp / f"train_{n}_{mode}.log", args.poll)
-            ready = data_ready_seconds(result["output"])
-            seconds = epoch_seconds(run)
-            row[mode] = dict(
-                _drop_output(result),
+            run_dir = tmp / f"run_{n}_{mode}"
+            train = [*SEGCLI, "train", spec, "--output", run_dir, "--device", args.device, *common]
+            sets = [f"data.cache={mode}", "data.val_fraction=0", "train.epochs=1"]
+            sets += [f"train.iterations_per_epoch={args.steps}", *args.train_set]
+            train += [part for item in sets for part in ("--set", item)]
+            result = run(train, env=n_env, log=tmp / f"train_{n}_{mode}.log", poll=args.poll)
+            ready = data_ready_seconds(result.stdout + result.stderr)
+            seconds = epoch_seconds(run_dir)
+            entry[mode] = dict(
+                result.figures(),
                 ready=ready,
                 epoch_seconds=seconds,
                 it_per_s=args.steps / seconds if seconds > 0 else float("nan"),
             )
             print(
-                f"N={n}: train {mode}: {result['seconds']:.1f} s, data ready {ready} s, "
-                f"{args.steps / seconds:.2f} it/s, peak RSS {result['rss'] / MIB:,.0f} MiB, "
-                f"PSS {result['pss'] / MIB:,.0f} MiB ({result['procs']} processes)",
+                f"N={n}: train {mode}: {result.seconds:.1f} s, data ready {ready} s, "
+                f"{args.steps / seconds:.2f} it/s, peak RSS {result.rss / MIB:,.0f} MiB, "
+                f"PSS {result.pss / MIB:,.0f} MiB ({result.procs} processes)",
                 file=sys.stderr,
             )
-            shutil.rmtree(run, ignore_errors=True)
+            shutil.rmtree(run_dir, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)  # the caches of all N would not fit together
-        rows.append(row)
+        rows.append(entry)
 
     nnunet = None if args.skip_nnunet else nnunet_part(args, tmp, env, full, ns[-1])
     return {
         "rows": rows,
-        "plan": _drop_output(plan),
+        "plan": plan.figures(),
         "planned": planned,
         "gen_seconds": gen_seconds,
         "raw_bytes": raw_bytes,
         "voxels": voxels,
         "nnunet": nnunet,
     }
-
-
-def _drop_output(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k != "output"}
 
 
 def nnunet_command(name: str) -> list[str] | None:
@@ -460,31 +392,20 @@ def nnunet_part(
     )
     w = str(args.workers)
     try:
-        plan = run_tree(
-            [
-                *plan_cmd,
-                "-d",
-                str(DATASET_ID),
-                "-c",
-                "3d_fullres",
-                "-np",
-                w,
-                "-npfp",
-                w,
-                "--verify_dataset_integrity",
-                "--no_pp",
-            ],
-            nn_env,
-            tmp / "nnunet_plan.log",
-            args.poll,
+        dataset = ["-d", str(DATASET_ID), "-c", "3d_fullres", "-np", w]
+        plan = run(
+            [*plan_cmd, *dataset, "-npfp", w, "--verify_dataset_integrity", "--no_pp"],
+            env=nn_env,
+            log=tmp / "nnunet_plan.log",
+            poll=args.poll,
         )
-        pre = run_tree(
-            [*pre_cmd, "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", w],
-            nn_env,
-            tmp / "nnunet_pre.log",
-            args.poll,
+        pre = run(
+            [*pre_cmd, *dataset],
+            env=nn_env,
+            log=tmp / "nnunet_pre.log",
+            poll=args.poll,
         )
-    except RuntimeError as exc:
+    except CommandFailed as exc:
         print(exc, file=sys.stderr)
         return {"missing": f"nnU-Net failed: {str(exc).splitlines()[-1][:200]}"}
     folder = next((base / "preprocessed").glob("Dataset501*"), base / "preprocessed")
@@ -492,14 +413,14 @@ def nnunet_part(
     fullres = plans["configurations"]["3d_fullres"]
     out = {
         "n": n,
-        "plan": _drop_output(plan),
-        "pre": _drop_output(pre),
+        "plan": plan.figures(),
+        "pre": pre.figures(),
         "bytes": folder_bytes(folder / "nnUNetPlans_3d_fullres"),
         "spacing": fullres.get("spacing"),
         "patch_size": fullres.get("patch_size"),
     }
     print(
-        f"nnU-Net: plan {plan['seconds']:.1f} s, preprocess {pre['seconds']:.1f} s, "
+        f"nnU-Net: plan {plan.seconds:.1f} s, preprocess {pre.seconds:.1f} s, "
         f"{out['bytes'] / MIB:,.0f} MiB",
         file=sys.stderr,
     )
@@ -562,43 +483,32 @@ def predict_one(
     )
     spec = work / "spec.yaml"
     spec.write_text(yaml.safe_dump(predict_spec(data, classes, args.patch, work / "runs")))
-    run = work / "run"
+    run_dir = work / "run"
     run_env = dict(env, SEGCLI_CACHE=str(work / "cache"))
-    cwd = None
+    cwd = REPO
     if python_path is not None:
         # `python -m segcli` imports from the working folder first: run in the other tree
         run_env["PYTHONPATH"] = python_path
         cwd = Path(python_path)
-    run_tree(
-        [*segcli_cmd(), "train", str(spec), "--output", str(run), "--device", args.device],
-        run_env,
-        work / "train.log",
-        args.poll,
+    run(
+        [*SEGCLI, "train", spec, "--output", run_dir, "--device", args.device],
+        env=run_env,
+        log=work / "train.log",
+        poll=args.poll,
         cwd=cwd,
     )
-    result = run_tree(
-        [
-            *segcli_cmd(),
-            "predict",
-            str(spec),
-            "--input",
-            str(volume),
-            "--output",
-            str(work / "pred"),
-            "--checkpoint",
-            str(run / "checkpoint_last.pt"),
-            "--device",
-            args.device,
-        ],
-        run_env,
-        work / "predict.log",
-        args.poll,
+    result = run(
+        [*SEGCLI, "predict", spec, "--input", volume, "--output", work / "pred"]
+        + ["--checkpoint", run_dir / "checkpoint_last.pt", "--device", args.device],
+        env=run_env,
+        log=work / "predict.log",
+        poll=args.poll,
         cwd=cwd,
     )
-    out = dict(_drop_output(result), classes=classes, voxels=voxels, tag=tag)
+    out = dict(result.figures(), classes=classes, voxels=voxels, tag=tag)
     print(
-        f"predict [{tag}] C={classes}, {voxels / 1e6:.1f} M voxels: {result['seconds']:.1f} s, "
-        f"peak RSS {result['rss'] / MIB:,.0f} MiB, PSS {result['pss'] / MIB:,.0f} MiB",
+        f"predict [{tag}] C={classes}, {voxels / 1e6:.1f} M voxels: {result.seconds:.1f} s, "
+        f"peak RSS {result.rss / MIB:,.0f} MiB, PSS {result.pss / MIB:,.0f} MiB",
         file=sys.stderr,
     )
     shutil.rmtree(work, ignore_errors=True)
@@ -619,27 +529,6 @@ def write_volume(path: Path, size: int, slices: int, seed: int) -> int:
     return int(image.size)
 
 
-@contextlib.contextmanager
-def worktree(ref: str, where: Path) -> Iterator[Path]:
-    """A temporary ``git worktree`` of ``ref`` at ``where`` (removed afterwards)."""
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), ref],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    try:
-        yield where
-    finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)],
-            capture_output=True,
-            text=True,
-        )
-        shutil.rmtree(where, ignore_errors=True)
-        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
-
-
 def predict_part(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
     small = tmp / "volumes" / "small_0000.nii.gz"
     big = tmp / "volumes" / "big_0000.nii.gz"
@@ -655,12 +544,7 @@ def predict_part(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> di
     baseline = []
     if args.baseline_ref:
         small_voxels = write_volume(small, args.predict_size, args.predict_slices, args.seed)
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", args.baseline_ref],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", args.baseline_ref)
         with worktree(args.baseline_ref, tmp / "baseline") as tree:
             for classes in (4, args.predict_classes):
                 baseline.append(
@@ -704,22 +588,24 @@ def cases_text(args: argparse.Namespace, r: dict[str, Any]) -> str:
         + ".  Memory: peak over 0.2 s polls of the process tree's summed RSS (shared pages "
         "counted in every process) and summed PSS (shared pages split between processes).",
         "",
-        "| N | preprocess cold s | s/case | cache MiB (per case) | preprocess peak RSS / PSS "
-        "MiB | warm s | train mode | data ready s | it/s | train wall s | peak RSS MiB | "
-        "peak PSS MiB | processes |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["N", "preprocess cold s", "s/case", "cache MiB (per case)"]
+            + ["preprocess peak RSS / PSS MiB", "warm s", "train mode", "data ready s", "it/s"]
+            + ["train wall s", "peak RSS MiB", "peak PSS MiB", "processes"],
+            align="rrrrrrlrrrrrr",
+        ),
     ]
-    for row in rows:
-        n, cold = row["n"], row["cold"]
+    for entry in rows:
+        n, cold = entry["n"], entry["cold"]
         first = True
         for mode in ("disk", "memory"):
-            t = row.get(mode)
+            t = entry.get(mode)
             if t is None:
                 continue
             head = (
                 f"| {n} | {cold['seconds']:.1f} | {cold['seconds'] / n:.2f} | "
-                f"{_mib(row['cache_bytes'])} ({_mib(row['cache_bytes'] / n)}) | "
-                f"{_mib(cold['rss'])} / {_mib(cold['pss'])} | {row['warm']['seconds']:.1f} |"
+                f"{_mib(entry['cache_bytes'])} ({_mib(entry['cache_bytes'] / n)}) | "
+                f"{_mib(cold['rss'])} / {_mib(cold['pss'])} | {entry['warm']['seconds']:.1f} |"
                 if first
                 else "| | | | | | |"
             )
@@ -739,8 +625,9 @@ def cases_text(args: argparse.Namespace, r: dict[str, Any]) -> str:
             f"nnU-Net v2 on the same {nn['n']} cases (`{DATASET_NAME}`, 3d_fullres: spacing "
             f"{nn['spacing']}, patch {nn['patch_size']}), {args.workers} processes:",
             "",
-            "| step | seconds | s/case | peak RSS / PSS MiB | on disk MiB |",
-            "|---|---:|---:|---:|---:|",
+            *table(
+                ["step", "seconds", "s/case", "peak RSS / PSS MiB", "on disk MiB"], align="lrrrr"
+            ),
             f"| `nnUNetv2_plan_and_preprocess -np {args.workers} -npfp {args.workers} "
             f"--verify_dataset_integrity --no_pp` (fingerprint, checks, plan) | "
             f"{nn['plan']['seconds']:.1f} | {nn['plan']['seconds'] / nn['n']:.2f} | "
@@ -775,7 +662,7 @@ def cases_targets(r: dict[str, Any]) -> tuple[list[str], list[str]]:
             f"going from {lo['n']} to {hi['n']} cases ({hi['n'] / lo['n']:.3g}× the data) "
             f"multiplies disk-mode training memory by {pss:.2f} (PSS; RSS {rss:.2f})"
         )
-        mem = [row for row in rows if "memory" in row]
+        mem = [entry for entry in rows if "memory" in entry]
         if len(mem) >= 2:
             grow = mem[-1]["memory"]["pss"] - mem[0]["memory"]["pss"]
             per_case = grow / (mem[-1]["n"] - mem[0]["n"])
@@ -825,19 +712,20 @@ def predict_text(args: argparse.Namespace, p: dict[str, Any]) -> tuple[str, list
         f"{'×'.join(map(str, args.patch))}), in a fresh process: peak summed RSS / PSS of "
         "its process tree, polled every 0.2 s.",
         "",
-        "| segcli | volume | classes | seconds | peak RSS MiB | peak PSS MiB | RSS bytes/voxel |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *table(
+            ["segcli", "volume", "classes", "seconds", "peak RSS MiB", "peak PSS MiB"]
+            + ["RSS bytes/voxel"],
+            align="llrrrrr",
+        ),
     ]
 
-    def shape(row: dict[str, Any]) -> str:
-        z = row["voxels"] // (args.predict_size**2)
+    def shape(r: dict[str, Any]) -> str:
+        z = r["voxels"] // (args.predict_size**2)
         return f"{args.predict_size}×{args.predict_size}×{z}"
 
-    for row in [*rows, *base]:
-        lines.append(
-            f"| {row['tag']} | {shape(row)} | {row['classes']} | {row['seconds']:.1f} | "
-            f"{_mib(row['rss'])} | {_mib(row['pss'])} | {row['rss'] / row['voxels']:.1f} |"
-        )
+    for r in [*rows, *base]:
+        memory = (_mib(r["rss"]), _mib(r["pss"]), f"{r['rss'] / r['voxels']:.1f}")
+        lines.append(row(r["tag"], shape(r), r["classes"], f"{r['seconds']:.1f}", *memory))
     dc = c_hi["classes"] - c_lo["classes"]
     per_class = (c_hi["rss"] - c_lo["rss"]) / c_lo["voxels"] / dc
     lines += [
@@ -877,16 +765,6 @@ def predict_text(args: argparse.Namespace, p: dict[str, Any]) -> tuple[str, list
     return "\n".join(lines), targets, says
 
 
-def existing_part(name: str) -> str | None:
-    """The text of part ``name`` of the section already in docs/benchmarks.md (None)."""
-    if not DOC.exists():
-        return None
-    match = re.search(
-        rf"<!-- scale-part:{name} -->\n(.*?)\n<!-- /scale-part:{name} -->", DOC.read_text(), re.S
-    )
-    return match.group(1) if match else None
-
-
 def report(args: argparse.Namespace, cases: dict | None, predict: dict | None, head: str) -> str:
     parts = {}
     targets: list[str] = []
@@ -905,10 +783,11 @@ def report(args: argparse.Namespace, cases: dict | None, predict: dict | None, h
         head,
         "",
     ]
+    doc = args.doc.read_text() if args.doc.exists() else ""
     for name in (PART_CASES, PART_PREDICT):
         text = parts.get(name)
         if text is None:
-            old = existing_part(name)
+            old = block_body(doc, f"<!-- scale-part:{name} -->", f"<!-- /scale-part:{name} -->")
             if old is None:
                 continue
             text = old
@@ -966,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tmp", default=None, help="parent of the temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    doc_options(parser)
     args = parser.parse_args(argv)
     if args.predict_only and args.skip_predict:
         parser.error("--predict-only and --skip-predict exclude each other")
@@ -986,7 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         parser.error("needs psutil: pip install -e '.[dev,bench]' (make bench-scale does)")
 
-    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-write"]
+    given = argv if argv is not None else sys.argv[1:]
+    doc_flags = {"--no-write", "--doc", args.doc.as_posix()}  # the command measures without them
+    shown = [a for a in given if a not in doc_flags and not a.startswith("--doc=")]
     command = shlex.join([".venv/bin/python", "bench/scale.py", *shown])
     head = (
         f"Command: `{command}`"
@@ -995,29 +876,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     env = dict(os.environ)
     env.pop("SEGCLI_CACHE", None)
-    tmp = Path(tempfile.mkdtemp(prefix="segcli-scale-", dir=args.tmp))
-    need = 0 if args.predict_only else max(args.cases) * args.size**2 * sum(args.slices) / 2 * 12
-    if shutil.disk_usage(tmp).free < need:
-        print(
-            f"warning: {shutil.disk_usage(tmp).free / GB:.0f} GB free in {tmp.parent}, the run "
-            f"may need about {need / GB:.0f} GB (--tmp elsewhere)",
-            file=sys.stderr,
-        )
     cases = predict = None
-    try:
+    with scratch("segcli-scale-", parent=args.tmp, keep=args.keep) as tmp:
+        need = (
+            0 if args.predict_only else max(args.cases) * args.size**2 * sum(args.slices) / 2 * 12
+        )
+        if shutil.disk_usage(tmp).free < need:
+            print(
+                f"warning: {shutil.disk_usage(tmp).free / GB:.0f} GB free in {tmp.parent}, the run "
+                f"may need about {need / GB:.0f} GB (--tmp elsewhere)",
+                file=sys.stderr,
+            )
         if not args.predict_only:
             cases = cases_part(args, tmp, env)
         if not args.skip_predict:
             predict = predict_part(args, tmp, env)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    body = report(args, cases, predict, head)
-    print(body)
-    if not args.no_write:
-        write_section(SECTION, body)
+    publish(args, SECTION, report(args, cases, predict, head))
     return 0
 
 

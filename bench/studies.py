@@ -23,17 +23,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+from _harness import REPO, doc_options, link_cases, machine, row, scratch, table, write_block
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "studies.md"
 PAGES = REPO / "docs" / "studies"
 HEADER = (
@@ -54,17 +49,25 @@ def _study(path: Path, out: Path, sets: list[str], budget: float | None = None) 
 
 
 def _table(result: Any, metric: str) -> list[str]:
-    lines = [
-        f"| rank | variant | out-of-fold {metric} | std of fold means | cases |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    for r in result.ranking:
-        lines.append(f"| {r.rank} | {r.variant} | {r.mean:.4f} | {r.fold_std:.4f} | {r.n} |")
-    lines += [
-        "",
-        "| A | B | label | mean A | mean B | 95% CI of B − A | Wilcoxon p | Holm p | verdict |",
-    ]
-    lines.append("|---|---|---|---:|---:|---|---:|---:|---|")
+    lines = table(
+        ["rank", "variant", f"out-of-fold {metric}", "std of fold means", "cases"],
+        [(r.rank, r.variant, f"{r.mean:.4f}", f"{r.fold_std:.4f}", r.n) for r in result.ranking],
+        align="rlrrr",
+    )
+    lines += [""] + table(
+        [
+            "A",
+            "B",
+            "label",
+            "mean A",
+            "mean B",
+            "95% CI of B − A",
+            "Wilcoxon p",
+            "Holm p",
+            "verdict",
+        ],
+        align="lllrrlrrl",
+    )
     for p in result.pairs:
         s = p.stats
         verdict = f"**{p.better} better**" if p.better else "no significant difference"
@@ -84,8 +87,7 @@ def _keep_page(result: Any, name: str) -> str:
 def lecture(args: argparse.Namespace) -> str:
     from segcli.engine.synth import run_synth
 
-    work = Path(tempfile.mkdtemp(prefix="segcli-study-lecture-"))
-    try:
+    with scratch("segcli-study-lecture-") as work:
         data = work / "toy2d"
         run_synth(data, dims=2, cases=args.cases, seed=0)
         sets = [f"data.root={data}", f"train.epochs={args.epochs}", "train.workers=0"]
@@ -120,7 +122,7 @@ def lecture(args: argparse.Namespace) -> str:
             "## The lecture's comparisons",
             "",
             f"`{command}` (`make study-lecture`) on {datetime.date.today().isoformat()}, "
-            f"{_report.machine()}.",
+            f"{machine()}.",
             "",
             f"Data: `segcli synth` 2-D, {args.cases} cases, seed 0; every variant "
             f"{args.epochs} epochs per fold (`--set train.epochs={args.epochs}`), {args.folds} "
@@ -139,16 +141,11 @@ def lecture(args: argparse.Namespace) -> str:
             f"The page: [{_keep_page(second, 'loss')}]({_keep_page(second, 'loss')}).",
         ]
         return "\n".join(lines)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _link_cases(src: Path, dst: Path, names: list[str]) -> None:
-    for sub in ("imagesTr", "labelsTr"):
-        (dst / sub).mkdir(parents=True)
-    for name in names:
-        (dst / "imagesTr" / f"{name}.nii.gz").symlink_to(src / "imagesTr" / f"{name}.nii.gz")
-        (dst / "labelsTr" / f"{name}.nii.gz").symlink_to(src / "labelsTr" / f"{name}.nii.gz")
+    """A dataset folder ``dst`` of the cases ``names`` of ``src`` (symlinks) and its dataset.json."""
+    link_cases(src, names, dst / "imagesTr", dst / "labelsTr")
     shutil.copyfile(src / "dataset.json", dst / "dataset.json")
 
 
@@ -174,8 +171,7 @@ def hippocampus(args: argparse.Namespace) -> str:
     order = np.random.default_rng(0).permutation(len(names))
     held = sorted(names[i] for i in order[: args.held_back])
     rest = sorted(set(names) - set(held))
-    work = Path(tempfile.mkdtemp(prefix="segcli-study-hippocampus-"))
-    try:
+    with scratch("segcli-study-hippocampus-") as work:
         _link_cases(shared, work / "data", rest)
         _link_cases(shared, work / "test", held)
         study = work / "study.yaml"
@@ -205,7 +201,7 @@ def hippocampus(args: argparse.Namespace) -> str:
             "",
             f"`python bench/studies.py hippocampus --budget-minutes {args.budget_minutes:g}` "
             f"(`make study-hippocampus`) on {datetime.date.today().isoformat()}, "
-            f"{_report.machine()}.",
+            f"{machine()}.",
             "",
             f"`experiments/hippocampus.yaml` with `model.filters` 8 and 16 on {len(rest)} cases, "
             f"{args.folds} folds, the study's {args.budget_minutes:g} CPU minutes split between "
@@ -219,20 +215,18 @@ def hippocampus(args: argparse.Namespace) -> str:
             f"### The winner's {args.folds}-fold ensemble against its fold-0 model, "
             f"{len(held)} held-back cases",
             "",
-            "| label | Dice fold 0 | Dice ensemble | 95% CI of the difference | Wilcoxon p |",
-            "|---|---:|---:|---|---:|",
+            *table(
+                ["label", "Dice fold 0", "Dice ensemble", "95% CI of the difference", "Wilcoxon p"],
+                align="lrrlr",
+            ),
         ]
         for label in labels:
             single = [scores["fold 0"][c][label] for c in cases]
             ens = [scores["ensemble"][c][label] for c in cases]
             p = stats.paired(single, ens, True)
-            lines.append(
-                f"| {label} | {p.mean_a:.4f} | {p.mean_b:.4f} | {p.ci_low:+.4f} … "
-                f"{p.ci_high:+.4f} | {p.p:.3g} |"
-            )
+            interval = f"{p.ci_low:+.4f} … {p.ci_high:+.4f}"
+            lines.append(row(label, f"{p.mean_a:.4f}", f"{p.mean_b:.4f}", interval, f"{p.p:.3g}"))
         return "\n".join(lines)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -242,18 +236,18 @@ def main() -> None:
     lec.add_argument("--cases", type=int, default=200)
     lec.add_argument("--epochs", type=int, default=6)
     lec.add_argument("--folds", type=int, default=5)
-    lec.add_argument("--no-write", action="store_true")
+    doc_options(lec, DOC)
     hip = sub.add_parser("hippocampus")
     hip.add_argument("--budget-minutes", type=float, default=30.0)
     hip.add_argument("--folds", type=int, default=3)
     hip.add_argument("--held-back", type=int, default=40)
-    hip.add_argument("--no-write", action="store_true")
+    doc_options(hip, DOC)
     args = parser.parse_args()
     body = lecture(args) if args.which == "lecture" else hippocampus(args)
     print(body)
     if not args.no_write:
         start, end = f"<!-- studies:{args.which} -->", f"<!-- /studies:{args.which} -->"
-        _report.write_block(DOC, start, end, body, empty=HEADER)
+        write_block(args.doc, start, end, body, empty=HEADER)
 
 
 if __name__ == "__main__":

@@ -30,17 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
+from _harness import REPO, SEGCLI, doc_options, link_cases, machine, publish, row, run, table
 
 SPEC = "experiments/hippocampus.yaml"
 THRESHOLDS = (0.85, 0.86)
@@ -109,15 +105,6 @@ def segcli_child(name: str, out: Path, overrides: list[str]) -> None:
     print(json.dumps(summary))
 
 
-def run(cmd: list[str], log: Path) -> str:
-    print("$", " ".join(cmd), file=sys.stderr)
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    log.write_text(out.stdout + out.stderr)
-    if out.returncode != 0:
-        raise SystemExit(f"command failed ({out.returncode}), see {log}:\n{out.stderr[-2000:]}")
-    return out.stdout
-
-
 def first_reach(validations: list[dict[str, Any]], threshold: float) -> float | None:
     """Seconds at the first validation with Dice ≥ ``threshold`` (None: never)."""
     return next((v["seconds"] for v in validations if v["val_dice"] >= threshold), None)
@@ -127,15 +114,6 @@ def dice_at(validations: list[dict[str, Any]], seconds: float) -> float:
     """The last validation Dice at or before ``seconds`` (NaN: none yet)."""
     done = [v["val_dice"] for v in validations if v["seconds"] <= seconds]
     return done[-1] if done else math.nan
-
-
-def link_val(root: Path, names: list[str], dest: Path) -> Path:
-    images = dest / "images"
-    shutil.rmtree(images, ignore_errors=True)
-    images.mkdir(parents=True)
-    for name in names:
-        os.symlink((root / "imagesTr" / f"{name}.nii.gz").resolve(), images / f"{name}.nii.gz")
-    return images
 
 
 def agreement(a: Path, b: Path) -> float:
@@ -199,7 +177,7 @@ def main() -> None:
         action="store_true",
         help="skip the two bf16 runs that undo the spec's data choices",
     )
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    doc_options(parser, DOC)
     parser.add_argument(
         "--rerun",
         nargs="+",
@@ -235,7 +213,7 @@ def main() -> None:
         if again(name, result):
             cmd = [sys.executable, __file__, "--child", name, "--output", str(args.output)]
             cmd += [part for o in overrides for part in ("--set", o)]
-            out = run(cmd, args.output / f"segcli-{name}.log")
+            out = run(cmd, log=args.output / f"segcli-{name}.log").stdout
             result.write_text(out.strip().splitlines()[-1])
         results[name] = json.loads(result.read_text())
         print(name, results[name], file=sys.stderr)
@@ -254,28 +232,27 @@ def main() -> None:
             shutil.rmtree(monai_dir, ignore_errors=True)
             val_log.unlink(missing_ok=True)
             cmd = monai_command(args, exp, monai_dir, val_log, extra)
-            run(cmd, args.output / f"monai-{key}.log")
+            run(cmd, log=args.output / f"monai-{key}.log")
         summary = json.loads((monai_dir / "summary.json").read_text())
         validations = [json.loads(line) for line in val_log.read_text().splitlines() if line]
         monai[name] = {**summary, "validations": validations}
 
     # predict's agreement: the fp32 run's checkpoint, inference in fp32 and in bf16
     val_names = split["val"][:4] if args.quick else split["val"]
-    images = link_val(root, val_names, args.output / "val")
+    images = args.output / "val" / "images"
+    link_cases(root, val_names, images)
     preds = {}
     for precision in ("fp32", "bf16"):
         preds[precision] = args.output / f"pred-{precision}"
-        cmd = [sys.executable, "-m", "segcli", "predict", SPEC, "-i", str(images)]
+        cmd = [*SEGCLI, "predict", SPEC, "-i", str(images)]
         cmd += ["-o", str(preds[precision]), "--overwrite", "--device", "cpu"]
         for o in (f"output={args.output}", "name=fp32", f"inference.precision={precision}"):
             cmd += ["--set", o]
-        run(cmd, args.output / f"predict-{precision}.log")
+        run(cmd, log=args.output / f"predict-{precision}.log")
     agree = agreement(preds["bf16"], preds["fp32"])
 
     body = report(args, exp, results, monai, agree, len(split["train"]), len(val_names))
-    print(body)
-    if not args.no_write:
-        write_section("time-to-dice", body, doc=DOC)
+    publish(args, "time-to-dice", body)
 
 
 def report(
@@ -316,17 +293,16 @@ def report(
         "(`segcli.metrics`).  The ablation rows train the spec in bf16 with one of its two "
         "data choices undone (flips; nnU-Net's median-shape patch): what each choice buys.",
         "",
-        f"| run | first Dice ≥ {THRESHOLDS[0]} | first Dice ≥ {THRESHOLDS[1]} | Dice at "
-        f"{budget / 60:.0f} min | best Dice | validations |",
-        "|---|---:|---:|---:|---:|---:|",
+        *table(
+            ["run", *(f"first Dice ≥ {t}" for t in THRESHOLDS), f"Dice at {budget / 60:.0f} min"]
+            + ["best Dice", "validations"],
+            align="lrrrrr",
+        ),
     ]
     for name, vals in runs:
         best = max((v["val_dice"] for v in vals), default=math.nan)
-        lines.append(
-            f"| {name} | {fmt(first_reach(vals, THRESHOLDS[0]))} | "
-            f"{fmt(first_reach(vals, THRESHOLDS[1]))} | {dice_at(vals, budget):.4f} | "
-            f"{best:.4f} | {len(vals)} |"
-        )
+        reach = (fmt(first_reach(vals, t)) for t in THRESHOLDS)
+        lines.append(row(name, *reach, f"{dice_at(vals, budget):.4f}", f"{best:.4f}", len(vals)))
     lines += ["", "Every validation (minutes: Dice):", ""]
     for name, vals in runs:
         points = ", ".join(f"{v['seconds'] / 60:.1f}: {v['val_dice']:.3f}" for v in vals)

@@ -19,17 +19,20 @@ import argparse
 import datetime
 import json
 import resource
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
+from _harness import (
+    REPO,
+    child_json,
+    doc_options,
+    interleaved,
+    machine,
+    publish,
+    scratch,
+    table,
+)
 
 
 def run_one(workers: int, data_root: str, iterations: int, run_dir: str) -> dict:
@@ -106,13 +109,12 @@ def profile_one(precision: str, run_dir: str, iterations: int, epochs: int, val_
     result = train.fit(exp, run_dir=run_dir, device="cpu")
     total = time.perf_counter() - start
     # the same step without the loop around it (bench/precision.py's Step)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from precision import Step, time_steps
+    from precision import Step
 
     from segcli.precision import memory_format
 
     layout = memory_format(3, "cpu") != torch.contiguous_format
-    bare = time_steps(
+    bare = interleaved(
         {"step": Step(3, precision, layout, True, exp.train.batch_size, exp.data.patch_size)},
         repeats=max(iterations // 2, 3),
         warmup=2,
@@ -131,32 +133,23 @@ def profile_one(precision: str, run_dir: str, iterations: int, epochs: int, val_
     }
 
 
-def _child_row(*argv: str) -> dict[str, Any]:
-    """Run this script in a fresh process with ``argv``; its last stdout line is a JSON row
-    (echoed to stderr as progress)."""
-    out = subprocess.run(
-        [sys.executable, __file__, *argv], capture_output=True, text=True, check=True
-    )
-    row = json.loads(out.stdout.strip().splitlines()[-1])
-    print(row, file=sys.stderr)
-    return row
+def _child_row(*argv: Any) -> dict[str, Any]:
+    """This script in a fresh process with ``argv``: its JSON row (echoed to stderr as progress)."""
+    result = child_json(__file__, *argv)
+    print(result, file=sys.stderr)
+    return result
 
 
 def profile_section(args: argparse.Namespace) -> str:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch("segcli-bench-train-") as tmp:
         for precision in args.precisions:
-            spec = f"{precision}|{Path(tmp) / precision}"
             rows.append(
                 _child_row(
-                    "--profile-child",
-                    spec,
-                    "--profile-iterations",
-                    str(args.profile_iterations),
-                    "--profile-epochs",
-                    str(args.profile_epochs),
-                    "--profile-val-cases",
-                    str(args.profile_val_cases),
+                    *("--profile-child", f"{precision}|{tmp / precision}"),
+                    *("--profile-iterations", args.profile_iterations),
+                    *("--profile-epochs", args.profile_epochs),
+                    *("--profile-val-cases", args.profile_val_cases),
                 )
             )
     lines = [
@@ -173,9 +166,12 @@ def profile_section(args: argparse.Namespace) -> str:
         "over the whole run; *loop overhead* = loop step time − the same step timed bare "
         "(bench/precision.py `Step`, best of N), per step.",
         "",
-        "| precision | wall s | data wait | steps | s/step in loop | s/step bare | loop overhead/step "
-        "| validation s (per case) | checkpoints s | log + curves.png s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table(
+            ["precision", "wall s", "data wait", "steps", "s/step in loop", "s/step bare"]
+            + ["loop overhead/step", "validation s (per case)", "checkpoints s"]
+            + ["log + curves.png s"],
+            align="lrrrrrrrrr",
+        ),
     ]
     for r in rows:
         t, c = r["timers"], r["calls"]
@@ -209,7 +205,7 @@ def main() -> None:
     parser.add_argument("--profile-epochs", type=int, default=3)
     parser.add_argument("--profile-val-cases", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    doc_options(parser)
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile-child", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -234,12 +230,12 @@ def main() -> None:
     from segcli.data.synth import generate, write_dataset
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "toy3d"
+    with scratch("segcli-bench-train-") as tmp:
+        root = tmp / "toy3d"
         write_dataset(root, generate(40, dims=3, seed=0))
         for workers in args.workers:
-            child = f"{workers}|{root}|{Path(tmp) / f'run{workers}'}"
-            rows.append(_child_row("--iterations", str(args.iterations), "--child", child))
+            child = f"{workers}|{root}|{tmp / f'run{workers}'}"
+            rows.append(_child_row("--iterations", args.iterations, "--child", child))
     lines = [
         "## Training loop (`bench/train.py`)",
         "",
@@ -250,8 +246,17 @@ def main() -> None:
         "",
         f"Machine: {machine()}.",
         "",
-        "| workers | iterations | iterations/s | samples/s | data-wait share | peak RSS (MB) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        *table(
+            [
+                "workers",
+                "iterations",
+                "iterations/s",
+                "samples/s",
+                "data-wait share",
+                "peak RSS (MB)",
+            ],
+            align="rrrrrr",
+        ),
     ]
     for r in rows:
         lines.append(
@@ -266,12 +271,9 @@ def main() -> None:
             "",
             f"Target: data-wait share < 10% with 2 workers — {verdict} ({100 * share:.1f}%).",
         ]
-    body = "\n".join(lines)
     profile = profile_section(args)
-    print(body + "\n\n" + profile)
-    if not args.no_write:
-        write_section("train", body)
-        write_section("train-profile", profile)
+    publish(args, "train", "\n".join(lines))
+    publish(args, "train-profile", profile)
 
 
 if __name__ == "__main__":
