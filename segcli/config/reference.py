@@ -27,6 +27,7 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from segcli.config.loader import from_dict
 from segcli.config.schema import Experiment
 
 __all__ = [
@@ -79,7 +80,8 @@ class SpecKey:
         owner: the spec model that declares it; ``name`` its field name there.
         type_text, default_text: readable type (``int > 0``) and default (``required``).
         meaning: the field's docstring, whitespace collapsed (None: undocumented).
-        sections: anchors of the tables below it, for keys that hold a section.
+        sections: ``(name, anchor)`` of the tables below it, for keys that hold a section (one
+            per ``model.arch`` / ``loss.name`` value for a union).
         retired: an old key that is still read but never written (``exclude=True``).
     """
 
@@ -288,7 +290,7 @@ def _spec_part(sections: list[Section]) -> list[str]:
             if key.retired:
                 continue
             if key.sections:
-                links = " \\| ".join(f"[{name}](#{anchor})" for name, anchor in key.sections)
+                links = " \\| ".join(f"[{name}](#{target})" for name, target in key.sections)
                 kind = table_cell(key.type_text).replace("section", f"section: {links}", 1)
                 if len(key.sections) > 1:
                     kind = f"section by `{_discriminator_name(key)}`: {links}"
@@ -307,8 +309,6 @@ def _discriminator_name(key: SpecKey) -> str:
 
 
 def _legacy_part(sections: list[Section]) -> list[str]:
-    from segcli.config.loader import from_dict
-
     lines = [
         "## Retired keys and values",
         "",
