@@ -87,6 +87,15 @@ RUN_FILES: dict[str, tuple[str, str]] = {
     ),
 }
 
+_HERE = "segcli/engine/reference.py"
+LOG_KEYS = {
+    "epoch": "0-based epoch",
+    "train_loss": "mean training loss of the epoch",
+    "val_loss": "mean validation loss (empty: not validated this epoch)",
+    "val_dice": "mean foreground validation Dice (empty: not validated this epoch)",
+    "lr": "learning rate at the end of the epoch",
+    "seconds": "wall time of the epoch",
+}
 SPLIT_KEYS = {"train": "training case names", "val": "validation case names (may be empty)"}
 SPACING_KEYS = {"spacing": "target spacing in mm, array axis order"}
 NORMALIZATION_KEYS = {
@@ -159,7 +168,7 @@ def _write_run_folder() -> _RunFolder:
     from segcli.data.statistics import stats_from_samples
     from segcli.engine import runtime
     from segcli.engine.execution import Execution, announce_precision
-    from segcli.engine.run_dir import RunDir
+    from segcli.engine.run_dir import LOG_COLUMNS, RunDir
     from segcli.io.checkpoint import Checkpoint
     from segcli.precision import resolve_precision
 
@@ -169,7 +178,7 @@ def _write_run_folder() -> _RunFolder:
     execution = Execution(
         nn.Identity(), torch.contiguous_format, choice.autocast, choice.grad_scaler(), choice
     )
-    row = {"epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "val_dice": 0.5, "lr": 1e-3}
+    row = {column: 0.5 for column in LOG_COLUMNS} | {"epoch": 0}  # one epoch's log row
     quiet = runtime.is_quiet()
     runtime.set_quiet(True)
     try:
@@ -180,7 +189,7 @@ def _write_run_folder() -> _RunFolder:
                 run.write_start(exp, ["case_0"], ["case_1"], stats, (1.0, 1.0))
                 announce_precision(run, execution, None, True)
                 run.save_checkpoint(Checkpoint(model={}), best=True)
-                run.write_log([{**row, "seconds": 1.0}])
+                run.write_log([row])
                 names = sorted(written | {p.name for p in run.path.iterdir()})
                 keys = {
                     name: tuple(json.loads((run.path / name).read_text()))
@@ -225,25 +234,23 @@ def _attribute_docs(cls: type) -> dict[str, str]:
 
 
 def _key_table(
-    what: str, keys: tuple[str, ...], meanings: Mapping[str, str], head: str = "key"
+    what: str,
+    keys: tuple[str, ...],
+    meanings: Mapping[str, str],
+    head: str = "key",
+    where: str = _HERE,
 ) -> list[str]:
-    """A two-column table of ``keys`` in written order; every key needs a meaning and
-    every meaning a key."""
+    """A two-column table of ``keys`` in written order; every key needs a meaning (from
+    ``where``) and every meaning a key."""
+    problems = []
     missing = [k for k in keys if k not in meanings]
+    if missing:
+        problems.append(f"written without a meaning in {where}: {', '.join(missing)}")
     stale = [k for k in meanings if k not in keys]
-    if missing or stale:
-        raise MissingMeaning(
-            f"{what}: "
-            + (
-                f"written without a meaning in segcli/engine/reference.py: {', '.join(missing)}; "
-                * bool(missing)
-            )
-            + (
-                f"described in segcli/engine/reference.py but no longer written: {', '.join(stale)}; "
-                * bool(stale)
-            )
-            + "update segcli/engine/reference.py, then run make docs"
-        )
+    if stale:
+        problems.append(f"described in {where} but no longer written: {', '.join(stale)}")
+    if problems:
+        raise MissingMeaning(f"{what}: {'; '.join(problems)}; update it, then run make docs")
     lines = [f"| {head} | meaning |", "|---|---|"]
     rows: list[tuple[list[str], str]] = []
     for key in keys:  # neighbours documented together (``a, b: text``) share a row
@@ -260,23 +267,24 @@ def _key_table(
 
 def _files_part() -> list[str]:
     from segcli.engine import crossval
-    from segcli.engine.metrics_output import POSTPROCESSING_COLUMNS, postprocessing_csv_path
+
+    return [*_run_folder_part(), *_crossval_part(crossval), *_evaluate_part()]
+
+
+def _run_folder_part() -> list[str]:
     from segcli.io.checkpoint import FORMAT_VERSION, Checkpoint
-    from segcli.metrics.summary import SUMMARY_COLUMNS, SummaryRow
-    from segcli.report.data import meta_path
 
     run = _write_run_folder()
+    problems = []
     unknown = [name for name in run.files if name not in RUN_FILES]
+    if unknown:
+        problems.append(f"files written without a meaning in RUN_FILES: {', '.join(unknown)}")
     stale = [name for name in RUN_FILES if name not in run.files]
-    if unknown or stale:
+    if stale:
+        problems.append(f"RUN_FILES names files no longer written: {', '.join(stale)}")
+    if problems:
         raise MissingMeaning(
-            "run folder: "
-            + (
-                f"files written without a meaning in RUN_FILES: {', '.join(unknown)}; "
-                * bool(unknown)
-            )
-            + (f"RUN_FILES names files no longer written: {', '.join(stale)}; " * bool(stale))
-            + "update RUN_FILES in segcli/engine/reference.py, then run make docs"
+            f"run folder: {'; '.join(problems)}; update RUN_FILES in {_HERE}, then run make docs"
         )
     lines = [
         "## Files",
@@ -295,26 +303,35 @@ def _files_part() -> list[str]:
     checkpoint_docs[FORMAT_KEY] = (
         f"layout version of the file ({FORMAT_VERSION}); others are refused"
     )
-    for name, meanings, intro in (
-        ("split.json", SPLIT_KEYS, ""),
-        ("log.csv", None, "Columns (empty cell: not measured that epoch, e.g. no validation):"),
+    checkpoint_where = "the Attributes of Checkpoint's docstring (segcli/io/checkpoint.py)"
+    for name, meanings, intro, where in (
+        ("split.json", SPLIT_KEYS, "", _HERE),
+        ("log.csv", LOG_KEYS, "Columns (an empty cell: not measured that epoch):", _HERE),
         (
             "checkpoint_last.pt",
             checkpoint_docs,
             "`checkpoint_last.pt` and `checkpoint_best.pt`: a plain dict of tensors, numbers, "
             "strings, lists and dicts, read by `torch.load(path, weights_only=True)`:",
+            checkpoint_where,
         ),
-        ("precision.json", PRECISION_KEYS, ""),
-        ("normalization.json", NORMALIZATION_KEYS, ""),
-        ("spacing.json", SPACING_KEYS, ""),
+        ("precision.json", PRECISION_KEYS, "", _HERE),
+        ("normalization.json", NORMALIZATION_KEYS, "", _HERE),
+        ("spacing.json", SPACING_KEYS, "", _HERE),
     ):
-        if meanings is None:
-            meanings = _log_meanings()
         lines += [f"#### {name}", ""] + ([intro, ""] if intro else [])
-        lines += _key_table(name, run.keys[name], meanings)
-    lines += _crossval_part(crossval)
+        head = "column" if name.endswith(".csv") else "key"
+        lines += _key_table(name, run.keys[name], meanings, head, where)
+    return lines
+
+
+def _evaluate_part() -> list[str]:
+    from segcli.engine.metrics_output import POSTPROCESSING_COLUMNS, postprocessing_csv_path
+    from segcli.metrics.summary import SUMMARY_COLUMNS, SummaryRow
+    from segcli.report.data import meta_path
+
     csv_name = Path("FILE.csv")
-    lines += [
+    postprocessing, meta = postprocessing_csv_path(csv_name).name, meta_path(csv_name).name
+    lines = [
         f"### {EVALUATE_HEADING}",
         "",
         "| file | contents |",
@@ -322,33 +339,21 @@ def _files_part() -> list[str]:
         "| `FILE.csv` | one row per case and label: `case,label,<metrics in the order asked>`; "
         "empty cell = NaN |",
         f"| `FILE_summary.csv` | one row per label and metric: `{','.join(SUMMARY_COLUMNS)}` |",
-        f"| `{postprocessing_csv_path(csv_name).name}` | with `--compare-postprocessing`: one row "
-        f"per step and label: `{','.join(POSTPROCESSING_COLUMNS)}` |",
-        f"| `{meta_path(csv_name).name}` | where the label maps are and what was scored, for "
-        "`segcli report` (keys below) |",
+        f"| `{postprocessing}` | with `--compare-postprocessing`: one row per step and label: "
+        f"`{','.join(POSTPROCESSING_COLUMNS)}` |",
+        f"| `{meta}` | where the label maps are and what was scored, for `segcli report` "
+        "(keys below) |",
         "",
         "#### FILE_summary.csv",
         "",
     ]
-    lines += _key_table("FILE_summary.csv", SUMMARY_COLUMNS, _attribute_docs(SummaryRow), "column")
-    lines += ["#### FILE_postprocessing.csv", ""]
-    lines += _key_table(
-        "FILE_postprocessing.csv", POSTPROCESSING_COLUMNS, POSTPROCESSING_KEYS, "column"
-    )
-    lines += [f"#### {meta_path(csv_name).name}", ""]
-    lines += _key_table(meta_path(csv_name).name, _meta_keys(), META_KEYS)
-    return lines
-
-
-def _log_meanings() -> dict[str, str]:
-    return {
-        "epoch": "0-based epoch",
-        "train_loss": "mean training loss of the epoch",
-        "val_loss": "mean validation loss (empty: not validated this epoch)",
-        "val_dice": "mean foreground validation Dice (empty: not validated this epoch)",
-        "lr": "learning rate at the end of the epoch",
-        "seconds": "wall time of the epoch",
-    }
+    summary_where = "the Attributes of SummaryRow's docstring (segcli/metrics/summary.py)"
+    summary_docs = _attribute_docs(SummaryRow)
+    lines += _key_table("FILE_summary.csv", SUMMARY_COLUMNS, summary_docs, "column", summary_where)
+    lines += [f"#### {postprocessing}", ""]
+    lines += _key_table(postprocessing, POSTPROCESSING_COLUMNS, POSTPROCESSING_KEYS, "column")
+    lines += [f"#### {meta}", ""]
+    return lines + _key_table(meta, _meta_keys(), META_KEYS)
 
 
 def _crossval_part(crossval: Any) -> list[str]:
