@@ -684,6 +684,11 @@ class Experiment(_Spec):
     """what ``segcli evaluate`` scores"""
     output: str = "runs"
     """parent folder of the run folder (run folder = output/name)"""
+    ensemble: list[str] = Field(default_factory=list)
+    """other trained runs whose models ``segcli predict`` averages with this spec's: each a run
+    folder (a cross-validated run's folder: all its folds), predicted with its own config.yaml
+    (network, preprocessing, windows); ``segcli study`` writes it into best.yaml when the top
+    two variants together score higher out of fold"""
 
     @property
     def run_folder(self) -> Path:

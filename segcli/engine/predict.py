@@ -151,6 +151,14 @@ def _predict_cases(
         info(note)
     device = resolve_device(device)
     models = load_models(exp, paths, device)
+    if exp.ensemble and checkpoints:
+        info("--checkpoint given: the spec's ensemble members are left out")
+    elif exp.ensemble:
+        for folder in exp.ensemble:
+            member, member_paths = ensemble_member(exp, folder)
+            models += load_models(member, member_paths, device, member=True)
+            paths = [*paths, *member_paths]
+            info(f"ensemble member {folder}: {len(member_paths)} model(s)")
     from segcli.precision import resolve_precision
 
     info(f"precision {resolve_precision(exp.inference.precision, device).describe()}")
@@ -195,6 +203,54 @@ def _predict_cases(
     _gather(result, list(cases), error)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def ensemble_member(exp: Experiment, folder: str | Path) -> tuple[Experiment, list[Path]]:
+    """One entry of ``exp.ensemble``: the run's spec (its ``config.yaml``; a cross-validated
+    run's from its folds) and checkpoints (every trained fold, or fold k when ``exp`` is one
+    fold, as ``--fold k`` makes it).
+
+    Raises:
+        CheckpointError: no such run, no trained model in it, or fold k not trained.
+        SpecError: the member predicts other labels (classes, regions, multilabel) than ``exp``.
+    """
+    from segcli.config import load
+    from segcli.errors import CheckpointError
+    from segcli.io.checkpoint import run_checkpoint
+
+    folder = Path(folder)
+    fix = "train it first, or remove it from the spec's ensemble"
+    if (folder / "config.yaml").is_file():
+        member = load(folder / "config.yaml")
+        if member.data.folds is None or member.data.fold is not None:  # a single run
+            return _same_outputs(exp, member, folder), [run_checkpoint(folder, fix)[0]]
+    folds = sorted(folder.glob("fold_*/config.yaml"))
+    if not folds:
+        raise CheckpointError(f"ensemble member {folder}: not a run folder (no config.yaml); {fix}")
+    member = load(folds[0])
+    member = member.model_copy(update={"data": member.data.model_copy(update={"fold": None})})
+    _same_outputs(exp, member, folder)
+    wanted = [exp.data.fold] if exp.data.fold is not None else range(member.data.folds or 0)
+    paths = []
+    for k in wanted:
+        run = folder / f"fold_{k}"
+        if exp.data.fold is not None or (run / "config.yaml").is_file():
+            paths.append(run_checkpoint(run, fix)[0])
+    if not paths:
+        raise CheckpointError(f"ensemble member {folder}: no trained fold; {fix}")
+    return member, paths
+
+
+def _same_outputs(exp: Experiment, member: Experiment, folder: Path) -> Experiment:
+    """``member`` when its networks' outputs mean what ``exp``'s mean, else SpecError."""
+    ours = (exp.model.num_classes, exp.multilabel, exp.region_values)
+    theirs = (member.model.num_classes, member.multilabel, member.region_values)
+    if ours != theirs:
+        raise SpecError(
+            f"ensemble member {folder}: its outputs (classes, multilabel, regions) {theirs} "
+            f"differ from the spec's {ours}; an ensemble averages the same outputs"
+        )
+    return member
 
 
 def _gather(result: PredictResult, order: list[str], error: SpecError | None) -> None:

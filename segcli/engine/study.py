@@ -6,8 +6,11 @@
 
 Into ``DIR``: ``runs/<variant>/fold_<k>/`` (ordinary cross-validated runs, see
 :mod:`segcli.engine.crossval`), ``study.csv`` (``variant,fold,case,label,<metrics>``),
-``ranking.csv``, ``study.html`` (:mod:`segcli.study.page`) and ``best.yaml``: the winning
-variant's spec, which ``segcli predict best.yaml`` runs as the ensemble of its folds.
+``ranking.csv``, ``study.html`` (:mod:`segcli.study.page`), ``ensemble_oof.csv`` (the top two
+variants' models averaged, every case scored by the fold that held it out) and ``best.yaml``:
+the winning variant's spec — or, when the top two together score higher out of fold (nnU-Net's
+``find_best_configuration``), the winner's spec with the runner-up in ``ensemble:`` — which
+``segcli predict best.yaml`` runs as the ensemble of its folds.
 Interrupted, it resumes: folds already trained are kept (see ``train --fold all``).
 
 With ``budget_minutes`` the study's wall clock is split evenly between its variant × fold runs;
@@ -78,6 +81,11 @@ def run_study(
     result = StudyResult(out, ranking, pairs, out / "best.yaml")
     result.files["study.csv"] = _write_study_csv(out / "study.csv", scores, folds_of, metrics)
     result.files["ranking.csv"] = _write_ranking(out / "ranking.csv", ranking, study.metric)
+    pair = _top_two(study, ranking, folds_of)
+    ensemble: RankRow | None = None
+    if pair is not None:
+        ensemble = _score_ensemble(pair, folds_of[pair[0].name], study.metric, device, out)
+        result.files["ensemble_oof.csv"] = out / ENSEMBLE_CSV
     from segcli.study.page import study_page
 
     html = study_page(
@@ -87,15 +95,110 @@ def run_study(
         ranking,
         pairs,
         scores,
-        [f"{len(study.variants)} variants × {study.folds} folds, out of fold; files in {out}"],
+        [f"{len(study.variants)} variants × {study.folds} folds, out of fold; files in {out}"]
+        + ([] if ensemble is None else [_ensemble_note(pair, ensemble, ranking[0], study.metric)]),
     )
     with atomic_open(out / "study.html", "w", what="the study page") as handle:
         handle.write(html)
     result.files["study.html"] = out / "study.html"
     winner = next(v for v in study.variants if v.name == ranking[0].variant)
-    _write_best(result.best, winner, ranking[0], study.metric)
+    chosen = pair if ensemble is not None and _beats(ensemble, ranking[0], study.metric) else None
+    _write_best(result.best, winner, ranking[0], study.metric, chosen, ensemble)
     _print(ranking, pairs, study.metric)
+    if ensemble is not None and pair is not None:
+        info(_ensemble_note(pair, ensemble, ranking[0], study.metric))
     return result
+
+
+# --------------------------------------------------------------------------- top-two ensemble
+
+#: the top two variants' fold ensembles, scored out of fold (evaluate's columns)
+ENSEMBLE_CSV = "ensemble_oof.csv"
+#: their label maps, every case from the fold that held it out
+ENSEMBLE_DIR = "ensemble_oof"
+
+
+def _top_two(
+    study: Study, ranking: list[RankRow], folds_of: dict[str, dict[str, int]]
+) -> tuple[Variant, Variant] | None:
+    """The two best variants when they can be ensembled out of fold (same folds), else None."""
+    if len(ranking) < 2 or any(math.isnan(r.mean) for r in ranking[:2]):
+        return None
+    first, second = (next(v for v in study.variants if v.name == r.variant) for r in ranking[:2])
+    if folds_of.get(first.name) != folds_of.get(second.name):
+        info(f"{first.name} and {second.name} were not scored on the same folds: no ensemble")
+        return None
+    return first, second
+
+
+def _score_ensemble(
+    pair: tuple[Variant, Variant], fold_of: dict[str, int], metric: str, device: str, out: Path
+) -> RankRow:
+    """Predict every case with the mean of both variants' models of the fold that held it out
+    (as :func:`segcli.engine.predict.predict_case`, each model with its own preprocessing),
+    score the label maps as cross-validation scores its folds, and rank them like a variant.
+    Cases already predicted are kept (a rerun resumes)."""
+    from segcli.engine.crossval import _evaluate
+    from segcli.engine.predict import predict_case
+    from segcli.engine.runtime import resolve_device
+    from segcli.inference.ensemble import load_models
+    from segcli.io.checkpoint import run_checkpoint
+    from segcli.io.dataset import find_cases
+
+    first, second = pair
+    exp = first.exp
+    assert exp.data.root is not None
+    pred_dir = out / ENSEMBLE_DIR
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    todo = sorted(c for c in fold_of if not (pred_dir / f"{c}.nii.gz").is_file())
+    if todo:
+        device = resolve_device(device)
+        files = {c.name: c.images for c in find_cases(exp.data.root, "Tr", check_geometry=False)}
+        info(f"out-of-fold ensemble of {first.name} and {second.name}: {len(todo)} cases")
+        for k in sorted({fold_of[c] for c in todo}):
+            fix = "train the study's folds first"
+            models = load_models(exp, [run_checkpoint(exp.cv_folder / f"fold_{k}", fix)[0]],
+                                 device)  # fmt: skip
+            other = run_checkpoint(second.exp.cv_folder / f"fold_{k}", fix)[0]
+            models += load_models(second.exp, [other], device, member=True)
+            for case in (c for c in todo if fold_of[c] == k):
+                predict_case(exp, models, files[case], pred_dir / f"{case}.nii.gz", None, device)
+    path = _evaluate(exp, pred_dir, out / ENSEMBLE_CSV, sorted(fold_of))
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    per_case: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        value = row.get(metric)
+        per_case.setdefault(row["case"], {})[row["label"]] = {
+            metric: float(value) if value not in (None, "") else math.nan
+        }
+    name = f"{first.name}+{second.name}"
+    (row,) = rank({name: per_case}, metric, {name: fold_of})
+    return row
+
+
+def _beats(ensemble: RankRow, winner: RankRow, metric: str) -> bool:
+    from segcli.study.compare import _higher
+
+    if math.isnan(ensemble.mean):
+        return False
+    return ensemble.mean > winner.mean if _higher(metric) else ensemble.mean < winner.mean
+
+
+def _ensemble_note(
+    pair: tuple[Variant, Variant] | None, ensemble: RankRow, winner: RankRow, metric: str
+) -> str:
+    assert pair is not None
+    verdict = (
+        "higher: best.yaml is the ensemble of the two"
+        if _beats(ensemble, winner, metric)
+        else "not better: best.yaml is the winner alone"
+    )
+    return (
+        f"ensemble of the top two ({pair[0].name} + {pair[1].name}), out of fold: mean {metric} "
+        f"{ensemble.mean:.4f} against {winner.mean:.4f} for {winner.variant} alone — {verdict} "
+        f"(nnU-Net's find_best_configuration rule; {ENSEMBLE_CSV})"
+    )
 
 
 # --------------------------------------------------------------------------- budget
@@ -210,16 +313,32 @@ def _write_ranking(path: Path, ranking: list[RankRow], metric: str) -> Path:
     return path
 
 
-def _write_best(path: Path, winner: Variant, row: RankRow, metric: str) -> None:
+def _write_best(
+    path: Path,
+    winner: Variant,
+    row: RankRow,
+    metric: str,
+    pair: tuple[Variant, Variant] | None = None,
+    ensemble: RankRow | None = None,
+) -> None:
     from segcli.config import dump
 
+    exp = winner.exp
     header = (
         f"# best variant of the study: {winner.name} (mean out-of-fold {metric} "
         f"{row.mean:.4f}); its folds are in {winner.exp.cv_folder}\n"
-        "# segcli predict best.yaml -i IMAGES -o OUT averages the fold models\n"
     )
+    if pair is not None and ensemble is not None:
+        second = pair[1]
+        header = (
+            f"# best of the study: the ensemble of {winner.name} and {second.name} (mean "
+            f"out-of-fold {metric} {ensemble.mean:.4f}; {winner.name} alone {row.mean:.4f}); "
+            f"folds in {winner.exp.cv_folder} and {second.exp.cv_folder} (ensemble:)\n"
+        )
+        exp = exp.model_copy(update={"ensemble": [str(second.exp.cv_folder)]})
+    header += "# segcli predict best.yaml -i IMAGES -o OUT averages the fold models\n"
     with atomic_open(path, "w", what="best.yaml") as handle:
-        handle.write(header + dump(winner.exp))
+        handle.write(header + dump(exp))
 
 
 def _print(ranking: list[RankRow], pairs: list[Pair], metric: str) -> None:

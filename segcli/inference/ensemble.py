@@ -45,10 +45,22 @@ class LoadedModel:
     #: trained on cases cropped to their non-zero region (False for checkpoints older than
     #: ``data.crop_nonzero``: they saw whole images, so predict must not crop for them)
     crop: bool = True
+    #: the spec it was trained with when that is not the predicting spec (a member of
+    #: ``ensemble:``): its preprocessing and window settings are used for it; None: the same
+    exp: Experiment | None = None
+
+    def spec(self, default: Experiment) -> Experiment:
+        """The spec this model predicts with: its own, else ``default``."""
+        return self.exp if self.exp is not None else default
 
 
-def load_models(exp: Experiment, paths: list[Path], device: str) -> list[LoadedModel]:
+def load_models(
+    exp: Experiment, paths: list[Path], device: str, member: bool = False
+) -> list[LoadedModel]:
     """Build ``exp.model`` once per checkpoint, load the weights, move to ``device``, eval mode.
+
+    ``member``: the models belong to another spec than the predicting one (an ensemble member),
+    so each keeps ``exp`` for its preprocessing and windows.
 
     Raises:
         CheckpointError: unreadable file, a checkpoint trained with another architecture,
@@ -78,6 +90,7 @@ def load_models(exp: Experiment, paths: list[Path], device: str) -> list[LoadedM
                 stats,
                 ckpt.trained_spacing,
                 ckpt.trained_with_crop,
+                exp if member else None,
             )
         )
     return models
@@ -117,8 +130,9 @@ def ensemble_probabilities(
     region, cropped, grid = crop_input(exp, models, image, geometry)
     total: np.ndarray | None = None
     for members in model_groups(models):
-        network_input, net_grid = _network_input(exp, members[0], cropped, grid)
-        probs = summed_probabilities(members, network_input, exp, device, np.float32)
+        own = members[0].spec(exp)
+        network_input, net_grid = _network_input(own, members[0], cropped, grid)
+        probs = summed_probabilities(members, network_input, own, device, np.float32)
         if members[0].spacing is not None and not same_grid(net_grid, grid):
             probs = resample_image(probs, net_grid, grid, order=1)
         total = probs if total is None else np.add(total, probs, out=total)

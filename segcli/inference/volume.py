@@ -122,7 +122,7 @@ def crop_box(
 ) -> tuple[tuple[int, int], ...]:
     """The region predict runs on: the non-zero box when the spec crops and every model was
     trained on cropped cases (older checkpoints saw whole images), else the whole image."""
-    if exp.data.crop_nonzero and all(model.crop for model in models):
+    if all(model.crop and model.spec(exp).data.crop_nonzero for model in models):
         return nonzero_bbox(image)
     return tuple((0, int(s)) for s in image.shape[1:])
 
@@ -164,12 +164,13 @@ def predict_volume(
     labels_crop: np.ndarray | None = None
     total: np.ndarray | None = None  # float16 (classes, *crop) sum over models
     for members in model_groups(models):
-        net_input, net_grid = _network_input(exp, members[0], cropped, grid)
+        own = members[0].spec(exp)  # an ensemble member predicts with its own spec
+        net_input, net_grid = _network_input(own, members[0], cropped, grid)
         on_grid = _same_grid(net_grid, grid) or members[0].spacing is None
         if len(models) == 1 and on_grid and not probabilities:
-            labels_crop = _decode_streaming(members[0], net_input, exp, device, regions)
+            labels_crop = _decode_streaming(members[0], net_input, own, device, regions)
             break
-        summed = summed_probabilities(members, net_input, exp, device)
+        summed = summed_probabilities(members, net_input, own, device)
         del net_input
         if not on_grid:
             summed = _resample_classes(summed, net_grid, grid)
@@ -201,13 +202,13 @@ def crop_input(
 
 
 def model_groups(models: list[LoadedModel]) -> list[list[LoadedModel]]:
-    """The models grouped by their preprocessing (``ct_auto`` statistics, training spacing):
-    ensemble members usually share it, and each group's input is made once."""
+    """The models grouped by their preprocessing (``ct_auto`` statistics, training spacing,
+    the spec of an ensemble member): fold models share it, and each group's input is made once."""
     groups: dict[str, list[LoadedModel]] = {}
     for model in models:
-        groups.setdefault(json.dumps([model.stats, model.spacing], sort_keys=True), []).append(
-            model
-        )
+        own = None if model.exp is None else model.exp.model_dump(mode="json")
+        key = json.dumps([model.stats, model.spacing, own], sort_keys=True)
+        groups.setdefault(key, []).append(model)
     return list(groups.values())
 
 

@@ -303,3 +303,66 @@ def test_ct_auto_needs_statistics_in_the_checkpoint(tmp_path: Path, make_checkpo
         exp, tmp_path / "images", tmp_path / "pred", checkpoints=[ckpt], device="cpu"
     )
     assert result.written == ["a"]
+
+
+# --------------------------------------------------------------------------- ensemble: runs
+
+
+def _run_folder(exp: Experiment, make_checkpoint, seed: int) -> Path:
+    """``exp``'s run folder as training leaves it: config.yaml and checkpoint_best.pt."""
+    from segcli.config import dump
+
+    run = exp.run_folder
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(dump(exp))
+    make_checkpoint(exp, run / "checkpoint_best.pt", seed=seed)
+    return run
+
+
+def test_spec_ensemble_averages_runs_each_with_its_own_spec(
+    tmp_path: Path, make_checkpoint
+) -> None:
+    # another architecture, normalisation and window: each member predicts as it was trained
+    first = spec(tmp_path, dims=2)
+    other = spec(tmp_path, dims=2, name="other", data={"normalization": "minmax"},
+                 model={"arch": "dilated", "dims": 2, "filters": 2, "classes": 3,
+                        "dilations": [1, 2]},
+                 inference={"patch_size": [6, 6], "overlap": 0.25, "batch_size": 2})  # fmt: skip
+    _run_folder(first, make_checkpoint, seed=1)
+    member = _run_folder(other, make_checkpoint, seed=2)
+    images = tmp_path / "images"
+    write_case(images, "a", (14, 11))
+    singles = []
+    for exp in (first, other):
+        out = tmp_path / f"single_{exp.name}"
+        predict_cases(exp, images, out, device="cpu", probabilities=True)
+        singles.append(np.load(out / "a_probabilities.npz")["probabilities"].astype(np.float32))
+    both = first.model_copy(update={"ensemble": [str(member)]})
+    out = tmp_path / "ensemble"
+    result = predict_cases(both, images, out, device="cpu", probabilities=True)
+    assert result.checkpoints == [first.run_folder / "checkpoint_best.pt",
+                                  member / "checkpoint_best.pt"]  # fmt: skip
+    probs = np.load(out / "a_probabilities.npz")["probabilities"].astype(np.float32)
+    np.testing.assert_allclose(probs, (singles[0] + singles[1]) / 2, atol=2e-3)
+    assert not np.allclose(singles[0], singles[1], atol=0.05)  # the members do differ
+    label, _ = read_label(out / "a.nii.gz")
+    np.testing.assert_array_equal(label, probs.argmax(0))
+
+
+def test_ensemble_members_that_cannot_join_are_named(tmp_path: Path, make_checkpoint) -> None:
+    from segcli.errors import SpecError
+
+    first = spec(tmp_path, dims=2)
+    _run_folder(first, make_checkpoint, seed=1)
+    images = tmp_path / "images"
+    write_case(images, "a", (14, 11))
+    missing = first.model_copy(update={"ensemble": [str(tmp_path / "nowhere")]})
+    with pytest.raises(CheckpointError, match="nowhere"):
+        predict_cases(missing, images, tmp_path / "o1", device="cpu")
+    two = spec(tmp_path, dims=2, name="two",
+               model={"arch": "cnn", "dims": 2, "filters": 3, "classes": 2, "layers": 2})  # fmt: skip
+    member = _run_folder(two, make_checkpoint, seed=2)
+    mixed = first.model_copy(update={"ensemble": [str(member)]})
+    with pytest.raises(SpecError, match=f"ensemble member {member}: its outputs"):
+        predict_cases(mixed, images, tmp_path / "o2", device="cpu")
+    assert not (tmp_path / "o2" / "a.nii.gz").exists()

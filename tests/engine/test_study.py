@@ -91,6 +91,27 @@ def test_study_end_to_end(tmp_path: Path, toy2d: Path) -> None:
         ],
     )
     assert pred.exit_code == 0 and "ensemble of 2 fold model(s)" in pred.output, pred.output
+    # the top two together, every case from the fold that held it out: chosen when higher
+    with (out / "ensemble_oof.csv").open() as handle:
+        oof = list(csv.DictReader(handle))
+    assert {r["case"] for r in oof} == cases
+    per_case: dict[str, list[float]] = {}
+    for r in oof:
+        if r["dice"] != "":
+            per_case.setdefault(r["case"], []).append(float(r["dice"]))
+    together = sum(sum(v) / len(v) for v in per_case.values()) / len(per_case)
+    alone = float(ranking[0]["mean_dice"])
+    others = [p for p in (out / "runs").iterdir() if p.name != best["name"]]
+    assert len(others) == 1
+    assert best["ensemble"] == ([str(others[0])] if together > alone else [])
+    assert f"{together:.4f}" in done.output and "ensemble of the top two" in done.output
+    # best.yaml with the runner-up in ensemble: predict averages both variants' folds
+    best["ensemble"] = [str(others[0])]
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump(best))
+    both = runner.invoke(app, ["predict", str(tmp_path / "both.yaml"), "-i",
+                               str(toy2d / "imagesTr"), "-o", str(tmp_path / "p2")])  # fmt: skip
+    assert both.exit_code == 0, both.output
+    assert f"ensemble member {others[0]}: 2 model(s)" in both.output
     # again: resumes, nothing retrained
     logs = sorted((out / "runs").rglob("log.csv"))
     before = [p.read_text() for p in logs]
