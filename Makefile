@@ -11,6 +11,7 @@ DEMO   := demo-output
 .PHONY: bench-report report-screenshot
 .PHONY: plan-docs plan-hippocampus
 .PHONY: bench-scale bench-cache-formats bench-hippocampus-cache study-lecture study-hippocampus
+.PHONY: small-data
 .PHONY: docs
 
 $(STAMP): pyproject.toml
@@ -137,3 +138,8 @@ study-lecture: install
 ## Hippocampus variants on 3 folds within a CPU budget, fold ensemble vs one fold (docs/studies.md)
 study-hippocampus: install
 	$(BIN)/python bench/studies.py hippocampus --budget-minutes $(or $(STUDY_BUDGET_MINUTES),30)
+
+## Hippocampus with 10/20/40 training cases: no augmentation, today's set, the nnunet preset;
+## fine-tuning from the other half against scratch (docs/results.md; ~45 min on 2 cores)
+small-data: install
+	$(BIN)/python bench/small_data.py
