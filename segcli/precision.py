@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,17 +194,23 @@ def cpu_bf16_supported() -> bool:
     emulate bf16, where bf16 is slower than float32.
     """
     try:
-        if not torch.backends.mkldnn.is_available():
-            return False
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
+        onednn = bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
     except (AttributeError, RuntimeError):  # a torch build without these probes
-        return False
+        onednn = False
+    probes = []
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         check = getattr(torch.cpu, name, None)
-        if check is not None and check():
-            return True
-    return bool(set(_cpu_flags()) & set(_CPU_BF16_FLAGS))
+        probes.append(bool(check is not None and check()))
+    return bf16_native(onednn, any(probes), _cpu_flags())
+
+
+def bf16_native(onednn_bf16: bool, torch_probe: bool, flags: Iterable[str]) -> bool:
+    """The rule of :func:`cpu_bf16_supported` on its inputs: oneDNN runs bf16 at all, and the
+    processor has bf16 instructions — torch's own probe (AVX512-BF16, AMX) or one of the
+    feature flags ``avx512_bf16``, ``amx_bf16`` (x86) or ``bf16`` (ARMv8.6+)."""
+    return onednn_bf16 and (torch_probe or bool(set(flags) & set(_CPU_BF16_FLAGS)))
 
 
 def _cpu_flags() -> list[str]:

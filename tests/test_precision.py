@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from segcli.errors import SpecError
 from segcli.inference import sliding_window
 from segcli.precision import (
     PRECISIONS,
+    bf16_native,
     cpu_bf16_supported,
     float32_output,
     memory_format,
@@ -100,18 +102,44 @@ def test_an_unknown_precision_is_an_error_naming_the_choices() -> None:
     assert PRECISIONS == ("auto", "fp32", "bf16", "fp16")
 
 
-def test_the_cpu_probe_agrees_with_the_processor_flags() -> None:
-    flags: set[str] = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    if not flags:
-        pytest.skip("no /proc/cpuinfo flags on this machine")
-    native = bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-    assert cpu_bf16_supported() == native
+#: /proc/cpuinfo flags of real processors (abridged to the vector extensions) and whether
+#: they compute bfloat16 natively, from the vendors' instruction-set documentation
+_PROCESSORS = {
+    # Intel Sapphire Rapids (Xeon 8480+): AMX and AVX512-BF16
+    "sapphire rapids": ("avx2 avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 amx_tile", True),
+    # Intel Ice Lake (Xeon 8375C): AVX-512 without BF16 — oneDNN emulates bf16 there (slower)
+    "ice lake": ("avx2 avx512f avx512bw avx512vl avx512_vnni avx512_vbmi2", False),
+    # AMD Zen 4 (EPYC 9004): AVX512-BF16
+    "zen 4": ("avx2 avx512f avx512bw avx512_vnni avx512_bf16", True),
+    # AMD Zen 3 (EPYC 7003): no AVX-512 at all
+    "zen 3": ("avx2 fma f16c", False),
+    # AWS Graviton3 (Neoverse V1, ARMv8.4 + BF16): the ARM feature 'bf16'
+    "graviton3": ("fp asimd sve sve2 i8mm bf16 svebf16", True),
+    # AWS Graviton2 (Neoverse N1): no bf16
+    "graviton2": ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics", False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PROCESSORS))
+def test_bf16_is_native_only_on_processors_with_bf16_instructions(name: str) -> None:
+    flags, native = _PROCESSORS[name]
+    assert bf16_native(True, False, flags.split()) is native
+    # oneDNN without bf16 (or no oneDNN) never runs it, whatever the flags say
+    assert bf16_native(False, False, flags.split()) is False
+    # torch's own probe (AVX512-BF16 / AMX) is enough on its own
+    assert bf16_native(True, True, []) is True
+
+
+def test_the_cpu_probe_agrees_with_torchs_own_probes() -> None:
+    # on x86 torch answers for AVX512-BF16 and AMX itself: the flag list is only a fallback
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported",
+                                                   "_is_amx_tile_supported")]  # fmt: skip
+    if platform.machine() not in ("x86_64", "AMD64") or None in probes:
+        pytest.skip("torch's bf16 probes are x86 only")
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert cpu_bf16_supported() is False
+    else:
+        assert cpu_bf16_supported() == any(probe() for probe in probes)
 
 
 # --------------------------------------------------------------------------- autocast, dtypes

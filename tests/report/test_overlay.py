@@ -50,8 +50,23 @@ def test_render_3d_and_2d_with_and_without_image() -> None:
     plain = _png(render_case(ref, ref, (2.0, 1.0, 1.0), ref * 10.0, labels=(1, 2)))
     plain = plain[: int(plain.shape[0] * 0.85), :, :3]
     assert not (plain[..., 2] - plain[..., 0] > 0.3).any()  # no error: no blue fill
-    same = _png(render_case(ref, ref, (1.0, 1.0, 1.0), None, labels=(1, 2), centre=(5, 14, 14)))
-    assert same.shape[0] > 0
+
+
+def test_centre_picks_the_slices_that_are_drawn() -> None:
+    # one missed region, z 3..5 only: the axial panel (the left third) shows it at z=4 and
+    # not at z=7; the default centre is in it
+    ref = np.zeros((12, 30, 30), np.uint8)
+    ref[3:9, 8:20, 8:20] = 1
+    pred = ref.copy()
+    pred[3:6, 8:20, 8:14] = 0
+
+    def axial_blue(centre: tuple[int, int, int] | None) -> bool:
+        png = _png(render_case(pred, ref, (1.0, 1.0, 1.0), None, labels=(1,), centre=centre))
+        axial = png[: int(png.shape[0] * 0.85), : png.shape[1] // 3, :3]
+        return bool((axial[..., 2] - axial[..., 0] > 0.3).any())
+
+    assert axial_blue((4, 14, 11)) and axial_blue(None)
+    assert not axial_blue((7, 14, 11))
 
 
 def test_outline_follows_pixel_edges_at_any_upsampling() -> None:
