@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from segcli.cli import app
+from segcli.io.images import write_image
 from segcli.report import load_run, stats
 from segcli.report.build import select_cases
 from segcli.report.page import fmt
 
-from .conftest import evaluate, make_cases, parse, runner
+from .conftest import METRICS, evaluate, make_cases, parse, runner
 
 
 def _csv(path: Path) -> dict[tuple[str, int], dict[str, float]]:
@@ -281,3 +282,41 @@ def test_runs_with_different_metrics_are_compared_on_the_shared_ones(tmp_path: P
     assert "left out of the comparison" in done.output and "dice, nsd" in done.output
     html = (tmp_path / "r.html").read_text()
     assert "by hd95" in html and "left out" in html and "dice, nsd" in html
+
+
+def test_three_runs_are_each_compared_with_the_first(evaluated: Path) -> None:
+    # a third run, C, predicting the reference exactly: its table is against A, not B
+    from segcli.io.images import read_label
+
+    for ref in sorted((evaluated / "ref").iterdir()):
+        label, geometry = read_label(ref)
+        write_image(evaluated / "predC" / ref.name, label, geometry)
+    done = runner.invoke(app, ["evaluate", "--pred", str(evaluated / "predC"), "--ref",
+                               str(evaluated / "ref"), "--output", str(evaluated / "c.csv"),
+                               "--workers", "1", "--metrics", METRICS, "--labels", "1,2",
+                               "--quiet"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    out = evaluated / "abc.html"
+    names = ("A", "B", "C")
+    result = runner.invoke(app, ["report", *(str(evaluated / f"{n.lower()}.csv") for n in names),
+                                 "-o", str(out), "--names", ",".join(names), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    html = parse(out)
+    assert "comparison-A" not in html.tables
+    a = _csv(evaluated / "a.csv")
+    for name in ("B", "C"):
+        other = _csv(evaluated / f"{name.lower()}.csv")
+        _, *rows = html.tables[f"comparison-{name}"]
+        assert len(rows) == 2 * 8
+        for row in rows:
+            label, metric = int(row[0][0].split()[1]), row[1][0]
+            keys = [k for k in sorted(a) if k[1] == label]
+            pairs = np.array([(a[k][metric], other[k][metric]) for k in keys])
+            keep = ~np.isnan(pairs).any(axis=1)
+            assert _value(row[2]) == pytest.approx(pairs[keep, 0].mean())  # A, the baseline
+            assert _value(row[3]) == pytest.approx(pairs[keep, 1].mean())
+    _, *c_rows = html.tables["comparison-C"]
+    dice = {int(r[0][0].split()[1]): _value(r[3]) for r in c_rows if r[1][0] == "dice"}
+    assert dice == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}  # C is the reference
+    header, *cases = html.tables["cases"]
+    assert len(cases) == 8 and all(any(n in cell[0] for cell in header) for n in names)
