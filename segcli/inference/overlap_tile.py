@@ -217,16 +217,12 @@ def shrinks(model: nn.Module, patch_size: Sequence[int]) -> bool:
     return out != patch
 
 
-def tile_geometry(
-    model: nn.Module, patch_size: Sequence[int], stride: Sequence[int] | None = None
-) -> TileGeometry:
+def tile_geometry(model: nn.Module, patch_size: Sequence[int]) -> TileGeometry:
     """The overlap-tile geometry of ``model`` for input tiles of ``patch_size``.
 
     Args:
         model: a network whose output is the input minus a border (valid padding).
         patch_size: the input tile (``inference.patch_size``), a size the network accepts.
-        stride: total downsampling per axis; default from ``model.field_graph()`` (its
-            cumulative scales), else 1 — pass it for networks that cannot describe themselves.
 
     Returns:
         The :class:`TileGeometry`; ``output_tile`` is the largest multiple of the stride not
@@ -243,9 +239,8 @@ def tile_geometry(
     out = probe(patch)
     if out is None or len(out) != dims:
         raise ValueError(f"the network cannot process an input tile of size {list(patch)}")
-    if stride is None:
-        stride = _graph_stride(model, dims) or (1,) * dims
-    step = tuple(int(s) for s in stride)
+    # total downsampling per axis: from model.field_graph() (its cumulative scales), else 1
+    step = tuple(int(s) for s in (_graph_stride(model, dims) or (1,) * dims))
     for axis in range(dims):
         if out[axis] > patch[axis]:
             raise ValueError(
@@ -308,7 +303,6 @@ def overlap_tile(
     tta: bool = False,
     multilabel: bool = False,
     device: str | torch.device | None = None,
-    stride: Sequence[int] | None = None,
     precision: str | None = None,
 ) -> torch.Tensor:
     """Class probabilities of a valid-padding ``model`` over a whole ``image`` of any size.
@@ -325,7 +319,6 @@ def overlap_tile(
             not flipped, their flipped output would be off by one voxel).
         multilabel: sigmoid per channel instead of softmax.
         device: where the tiles run; default the model's device.
-        stride: total downsampling per axis (see :func:`tile_geometry`).
         precision: the network's precision (``auto``, ``fp32``, ``bf16``, ``fp16``;
             :mod:`segcli.precision`); None: autocast's default on CUDA, float32 elsewhere.
             The logits are cast to float32 before the softmax either way.
@@ -351,7 +344,7 @@ def overlap_tile(
     device = _model_device(model) if device is None else torch.device(device)
     spatial = tuple(int(n) for n in image.shape[1:])
     probe = _size_probe(model, len(patch))
-    geo = _shrink_for(tile_geometry(model, patch, stride), spatial, probe)
+    geo = _shrink_for(tile_geometry(model, patch), spatial, probe)
 
     starts = [tile_starts(n, t) for n, t in zip(spatial, geo.output_tile, strict=True)]
     covered = [s[-1] + t for s, t in zip(starts, geo.output_tile, strict=True)]
