@@ -12,26 +12,44 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ARCH_NAMES",
+    "AUGMENT_PRESETS",
     "LOSS_NAMES",
     "AugmentSpec",
+    "BlurSpec",
+    "BrightnessSpec",
     "CNNSpec",
+    "ContrastSpec",
     "DataSpec",
     "DiceCESpec",
     "DiceSpec",
     "DilatedSpec",
+    "ElasticSpec",
     "EvaluationSpec",
     "Experiment",
     "FCNSpec",
     "FocalSpec",
+    "GammaSpec",
     "InferenceSpec",
+    "InvertedGammaSpec",
     "LossSpec",
+    "LowResolutionSpec",
     "ModelSpec",
+    "NoiseSpec",
     "PatchCNNSpec",
     "PlainLossSpec",
+    "RotationSpec",
+    "ScalingSpec",
     "SyntheticSpec",
     "TrainSpec",
     "UNetSpec",
@@ -109,15 +127,224 @@ class SyntheticSpec(_Spec):
         return self
 
 
+def _range_check(
+    low: float | None = None, high: float | None = None, low_open: bool = False
+) -> AfterValidator:
+    """A ``[low, high]`` range field: ordered, inside ``low``..``high`` (``low`` excluded when
+    ``low_open``); the error names the bounds."""
+
+    def check(value: tuple[float, float]) -> tuple[float, float]:
+        a, b = value
+        lower = "" if low is None else f"{low} {'<' if low_open else '≤'} "
+        upper = "" if high is None else f" ≤ {high}"
+        bounds = f"[low, high] with {lower}low ≤ high{upper}"
+        if a > b or (low is not None and (a < low or (low_open and a == low))):
+            raise ValueError(f"must be {bounds}, got [{a}, {b}]")
+        if high is not None and b > high:
+            raise ValueError(f"must be {bounds}, got [{a}, {b}]")
+        return (float(a), float(b))
+
+    return AfterValidator(check)
+
+
+_Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class RotationSpec(_Spec):
+    """Random rotation of the training patch (one resampling with scaling and elastic)."""
+
+    probability: _Probability = 0.2
+    """probability that a patch is rotated (nnU-Net: 0.2)"""
+    degrees: Annotated[tuple[float, float], _range_check(-180, 180)] | None = None
+    """angle range in degrees, one angle drawn per rotation axis; null: nnU-Net's rule (3D:
+    ±30° about every axis; 2D and anisotropic 3D: ±180° in the plane, ±15° for a 2D patch more
+    than 1.5 times longer one way).  Anisotropic data (coarsest spacing more than 3 times the
+    finest) rotate in the plane of the fine axes only"""
+
+
+class ScalingSpec(_Spec):
+    """Random zoom of the training patch (one resampling with rotation and elastic)."""
+
+    probability: _Probability = 0.2
+    """probability that a patch is scaled (nnU-Net: 0.2)"""
+    factor: Annotated[tuple[float, float], _range_check(0, low_open=True)] = (0.7, 1.4)
+    """range of the factor applied to the sampling grid, one for every axis (nnU-Net: 0.7 to
+    1.4): above 1 zooms out (structures look smaller); anisotropic data scale in-plane only"""
+
+
+class ElasticSpec(_Spec):
+    """Random smooth deformation of the training patch (off in nnU-Net v2)."""
+
+    probability: _Probability = 0.0
+    """probability that a patch is deformed (nnU-Net v2: 0, off)"""
+    sigma: Annotated[tuple[float, float], _range_check(0, low_open=True)] = (9.0, 13.0)
+    """smoothness of the displacement field: Gaussian sigma in voxels, per axis (nnU-Net v1:
+    9 to 13)"""
+    magnitude: Annotated[tuple[float, float], _range_check(0)] = (0.0, 8.0)
+    """largest displacement in voxels, per axis (nnU-Net v1's alpha 0 to 900 with sigma 9 to 13
+    displaces by up to about 10 voxels)"""
+
+
+class _IntensityTransform(_Spec):
+    channel_probability: _Probability = 1.0
+    """probability that a fired transform changes each channel (drawn per channel)"""
+
+
+class NoiseSpec(_IntensityTransform):
+    """Additive Gaussian noise."""
+
+    probability: _Probability = 0.1
+    """probability that noise is added to a patch (nnU-Net: 0.1)"""
+    std: Annotated[tuple[float, float], _range_check(0)] = (0.0, 0.1)
+    """range of the noise's standard deviation, one drawn per patch, in the units of the
+    normalised image (nnU-Net: 0 to 0.1)"""
+
+
+class BlurSpec(_IntensityTransform):
+    """Gaussian blur (scipy.ndimage.gaussian_filter); in-plane only on anisotropic data."""
+
+    probability: _Probability = 0.2
+    """probability that a patch is blurred (nnU-Net: 0.2)"""
+    sigma: Annotated[tuple[float, float], _range_check(0)] = (0.5, 1.0)
+    """range of the Gaussian sigma in voxels, drawn per channel and axis (nnU-Net: 0.5 to 1)"""
+    channel_probability: _Probability = 0.5
+    """probability that a fired blur changes each channel (nnU-Net: 0.5)"""
+
+
+class BrightnessSpec(_IntensityTransform):
+    """Multiplicative brightness: each channel times a factor."""
+
+    probability: _Probability = 0.15
+    """probability that a patch's brightness changes (nnU-Net: 0.15)"""
+    factor: Annotated[tuple[float, float], _range_check(0, low_open=True)] = (0.75, 1.25)
+    """range of the factor, drawn per channel; below and above 1 equally often when the range
+    straddles 1 (nnU-Net: 0.75 to 1.25)"""
+
+
+class ContrastSpec(_IntensityTransform):
+    """Contrast: each channel's deviation from its mean times a factor, clipped to its range."""
+
+    probability: _Probability = 0.15
+    """probability that a patch's contrast changes (nnU-Net: 0.15)"""
+    factor: Annotated[tuple[float, float], _range_check(0)] = (0.75, 1.25)
+    """range of the factor, drawn per channel; below and above 1 equally often when the range
+    straddles 1 (nnU-Net: 0.75 to 1.25)"""
+
+
+class GammaSpec(_IntensityTransform):
+    """Gamma: each channel rescaled to [0, 1], raised to a power, mapped back (mean and
+    standard deviation kept)."""
+
+    probability: _Probability = 0.3
+    """probability that a patch gets a gamma (nnU-Net: 0.3)"""
+    gamma: Annotated[tuple[float, float], _range_check(0, low_open=True)] = (0.7, 1.5)
+    """range of the exponent, drawn per channel; below and above 1 equally often when the range
+    straddles 1 (nnU-Net: 0.7 to 1.5)"""
+
+
+class InvertedGammaSpec(GammaSpec):
+    """Gamma of the negated image (brightens dark structures where a gamma darkens them)."""
+
+    probability: _Probability = 0.1
+    """probability that a patch gets an inverted gamma (nnU-Net: 0.1)"""
+
+
+class LowResolutionSpec(_IntensityTransform):
+    """Low-resolution simulation: each channel downsampled (nearest), then upsampled (linear);
+    in-plane only on anisotropic data."""
+
+    probability: _Probability = 0.25
+    """probability that a patch is degraded (nnU-Net: 0.25)"""
+    zoom: Annotated[tuple[float, float], _range_check(0, 1, low_open=True)] = (0.5, 1.0)
+    """range of the downsampling factor, one per channel for every axis (nnU-Net: 0.5 to 1)"""
+    channel_probability: _Probability = 0.5
+    """probability that a fired simulation changes each channel (nnU-Net: 0.5)"""
+
+
+#: what ``data.augment.preset`` fills in: every transform the spec leaves unset, with its
+#: defaults (nnU-Net v2's nnUNetTrainer values); flips are ``flip``/``probability`` (0.5 per axis)
+AUGMENT_PRESETS: dict[str, tuple[str, ...]] = {
+    "nnunet": (
+        "rotation",
+        "scaling",
+        "elastic",
+        "noise",
+        "blur",
+        "brightness",
+        "contrast",
+        "low_resolution",
+        "inverted_gamma",
+        "gamma",
+    ),
+}
+
+
 class AugmentSpec(_Spec):
+    """Training patch augmentation: the simple set (flip, rotate90, intensity, one probability)
+    and nnU-Net's transforms, each with its probability and ranges (``preset: nnunet`` sets them
+    all).  Applied in this order: rotation/scaling/elastic (one resampling of a larger crop),
+    noise, blur, brightness, contrast, low_resolution, inverted_gamma, gamma, flips, rotate90,
+    intensity."""
+
     flip: bool = True
     """mirror each spatial axis of a training patch independently"""
     rotate90: bool = False
     """rotate training patches by a multiple of 90° in a plane of equal size and similar spacing"""
     intensity: bool = False
-    """scale and shift each channel's intensities of a training patch (the label is untouched)"""
+    """scale each channel by 0.9 to 1.1 and shift it by up to 0.1 of its standard deviation
+    (the label is untouched); for other ranges use brightness, contrast and gamma"""
     probability: float = Field(0.5, ge=0, le=1)
-    """probability that each enabled transform is applied to a patch (flips: per axis)"""
+    """probability that flip (per axis), rotate90 and intensity are applied to a patch"""
+    flip_axes: list[Annotated[int, Field(ge=0)]] | None = None
+    """the axes flips mirror (array axis order); null: every axis"""
+    preset: Literal["nnunet"] | None = None
+    """``nnunet``: every transform below that the spec leaves out, with nnU-Net v2's
+    probabilities and ranges (override one next to it, e.g. ``elastic: {probability: 0.2}``;
+    null leaves it out)"""
+    rotation: RotationSpec | None = None
+    """random rotation; null: none"""
+    scaling: ScalingSpec | None = None
+    """random scaling; null: none"""
+    elastic: ElasticSpec | None = None
+    """random elastic deformation; null: none"""
+    interpolation: Literal["linear", "cubic"] = "linear"
+    """image interpolation of rotation, scaling and elastic: ``linear`` (nnU-Net) or ``cubic``
+    (B-spline)"""
+    label_interpolation: Literal["onehot", "nearest"] = "onehot"
+    """label interpolation of rotation, scaling and elastic: ``onehot`` (each class's indicator
+    linearly, then the largest; nnU-Net) or ``nearest``"""
+    noise: NoiseSpec | None = None
+    """additive Gaussian noise; null: none"""
+    blur: BlurSpec | None = None
+    """Gaussian blur; null: none"""
+    brightness: BrightnessSpec | None = None
+    """multiplicative brightness; null: none"""
+    contrast: ContrastSpec | None = None
+    """contrast; null: none"""
+    low_resolution: LowResolutionSpec | None = None
+    """low-resolution simulation; null: none"""
+    inverted_gamma: InvertedGammaSpec | None = None
+    """gamma of the inverted image; null: none"""
+    gamma: GammaSpec | None = None
+    """gamma; null: none"""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_preset(cls, data: Any) -> Any:
+        # the preset's transforms the spec leaves out get their defaults; a transform set to
+        # null stays off, one given as a mapping overrides the defaults key by key
+        if isinstance(data, dict) and data.get("preset") in AUGMENT_PRESETS:
+            data = dict(data)
+            for key in AUGMENT_PRESETS[data["preset"]]:
+                data.setdefault(key, {})
+        return data
+
+    @field_validator("flip_axes")
+    @classmethod
+    def _distinct_axes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"lists an axis twice: {value}")
+        return value
 
 
 class DataSpec(_Spec):
@@ -183,6 +410,12 @@ class DataSpec(_Spec):
             raise ValueError("set data.root (a dataset folder) or data.synthetic (toy data)")
         if self.window[0] >= self.window[1]:
             raise ValueError(f"data.window must be [low, high] with low < high, got {self.window}")
+        axes = self.augment.flip_axes or []
+        if any(axis >= len(self.patch_size) for axis in axes):
+            raise ValueError(
+                f"data.augment.flip_axes {axes} names an axis the {len(self.patch_size)}D "
+                f"data.patch_size {self.patch_size} does not have; use 0..{len(self.patch_size) - 1}"
+            )
         if self.fold is not None:
             if self.folds is None:
                 raise ValueError(

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segcli.config.schema import AugmentSpec, DataSpec
 from segcli.data.augment import build_augment
-from segcli.data.sampling import foreground_locations, pad_region, patch_region, sample_patch
+from segcli.data.sampling import foreground_locations, grow_region, pad_region, patch_region
 from segcli.errors import DataError, SpecError
 from segcli.io.images import ImageGeometry, make_geometry
 from segcli.registry import did_you_mean
@@ -457,10 +457,13 @@ def _load_synthetic(
 class PatchDataset(Dataset):
     """Random training patches from in-memory cases, reproducible per (seed, epoch, index).
 
-    Item ``i`` picks a case uniformly, then a patch by :func:`segcli.data.sampling.sample_patch`
-    (forced onto foreground when ``rng.random() < foreground_fraction``, decided per item —
-    not nnU-Net's "last third of each batch" rule, so the share holds for any batch size), then
-    the augmentation of ``augment``.  All draws come from
+    Item ``i`` picks a case uniformly, then a patch position by
+    :func:`segcli.data.sampling.patch_region` (the draws of ``sample_patch``; forced onto
+    foreground when ``rng.random() < foreground_fraction``, decided per item — not nnU-Net's
+    "last third of each batch" rule, so the share holds for any batch size), then the
+    augmentation of ``augment``: a rotation/scaling/elastic draw reads the patch's region grown
+    by its margin (:func:`segcli.data.sampling.grow_region`, from memory or the cache files
+    alike) and resamples it into the patch; the other transforms follow.  All draws come from
     ``np.random.default_rng(SeedSequence([seed, epoch, i]))``.
 
     Indexing: ``ds[i]`` uses the epoch set by :meth:`set_epoch`; ``ds[(epoch, i)]`` names the
@@ -558,30 +561,39 @@ class PatchDataset(Dataset):
         k = int(rng.integers(len(self.cases)))
         case = self.cases[k]
         force = bool(rng.random() < self.foreground_fraction)
-        if isinstance(case, DiskCase):
-            region, pad = patch_region(
-                case.spatial, self.patch_size, rng, force, self.foreground[k]
-            )
-            image, label = case.read(region)
-            image = pad_region(image, pad, self.pad_mode, self.pad_value, case.minimum)
-            label = pad_region(label[None], pad, "constant", 0)[0]
-        else:
-            image, label = sample_patch(
-                case.image,
-                case.label,  # type: ignore[arg-type]
-                self.patch_size,
-                rng,
-                force_foreground=force,
-                pad_mode=self.pad_mode,
-                pad_value=self.pad_value,
-                foreground=self.foreground[k],
-            )
+        spatial = case.spatial if isinstance(case, DiskCase) else tuple(case.image.shape[1:])
+        region, pad = patch_region(spatial, self.patch_size, rng, force, self.foreground[k])
+        # rotation/scaling/elastic resample a larger crop around the patch: read just that
+        draw = self.augment.draw_spatial(rng, self.patch_size)
+        if draw is not None:
+            region, pad = grow_region(spatial, region, pad, draw.margin)
+        image, label = self._read(case, region, pad)
+        if draw is not None:
+            image, label = self.augment.spatial.apply(image, label, draw)  # type: ignore[union-attr]
         image, label = self.augment(image, label, rng)
         # np.array(copy=True), not ascontiguousarray: a flipped axis of length 1 (a one-slice
         # patch) keeps its negative stride through ascontiguousarray, which torch refuses
         image_t = torch.from_numpy(np.array(image, dtype=np.float32, copy=True))
         label_t = torch.from_numpy(np.array(label, dtype=np.int64, copy=True))
         return image_t, label_t
+
+    def _read(
+        self, case: CaseData | DiskCase, region: tuple[slice, ...], pad: list[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The region of ``case`` (from memory or the cache files), padded like inference."""
+        if isinstance(case, DiskCase):
+            image, label = case.read(region)
+            minimum = case.minimum
+        else:
+            assert case.label is not None
+            image = np.array(case.image[(slice(None), *region)], copy=True)
+            label = np.array(case.label[region], copy=True)
+            minimum = None
+            if self.pad_mode == "minimum" and any(b or a for b, a in pad):
+                minimum = case.image.reshape(case.image.shape[0], -1).min(axis=1)
+        image = pad_region(image, pad, self.pad_mode, self.pad_value, minimum)
+        label = pad_region(label[None], pad, "constant", 0)[0]
+        return image, label
 
 
 def _channels(case: Any) -> int:

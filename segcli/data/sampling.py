@@ -19,7 +19,14 @@ import numpy.typing as npt
 
 from segcli.padding import pad_amounts, pad_to_shape
 
-__all__ = ["MAX_LOCATIONS", "foreground_locations", "pad_region", "patch_region", "sample_patch"]
+__all__ = [
+    "MAX_LOCATIONS",
+    "foreground_locations",
+    "grow_region",
+    "pad_region",
+    "patch_region",
+    "sample_patch",
+]
 
 #: at most this many voxel coordinates are kept per class (randomly chosen), as in nnU-Net
 MAX_LOCATIONS = 10_000
@@ -103,6 +110,31 @@ def patch_region(
             region.append(slice(int(st), int(st) + p))
             pad.append((0, 0))
     return tuple(region), pad
+
+
+def grow_region(
+    spatial: Sequence[int],
+    region: Sequence[slice],
+    pad: Sequence[tuple[int, int]],
+    margin: Sequence[int],
+) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
+    """The region and padding of a crop ``margin`` voxels larger than a patch on each side.
+
+    ``region``/``pad`` are :func:`patch_region`'s answer for the patch; the crop keeps its
+    centre (what a rotation or scaling resamples from).  Where the crop leaves the image the
+    part outside becomes padding, exactly as for a patch larger than the image.
+
+    Returns:
+        ``(region, pad)`` of the crop, in :func:`patch_region`'s form.
+    """
+    out_region, out_pad = [], []
+    for s, r, (before, after), m in zip(spatial, region, pad, margin, strict=True):
+        start = int(r.start) - before - int(m)  # crop start in image coordinates (may be < 0)
+        stop = int(r.stop) + after + int(m)
+        low, high = max(start, 0), min(stop, int(s))
+        out_region.append(slice(low, high))
+        out_pad.append((low - start, stop - high))
+    return tuple(out_region), out_pad
 
 
 def pad_region(

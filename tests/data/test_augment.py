@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from itertools import combinations
 
 import numpy as np
 import pytest
 
 from segcli.config.schema import AugmentSpec
-from segcli.data.augment import RandomFlip, RandomIntensity, RandomRot90, build_augment
+from segcli.data.augment import (
+    RandomFlip,
+    RandomGamma,
+    RandomIntensity,
+    RandomRot90,
+    build_augment,
+)
 
 
 def _marked(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -99,15 +106,37 @@ def test_intensity_is_an_affine_map_per_channel_and_leaves_the_label() -> None:
     assert not np.shares_memory(RandomIntensity(1.0)(image, label, rng)[0], image)
 
 
-def test_intensity_gamma_keeps_range_and_order() -> None:
-    rng = np.random.default_rng(1)
-    image = rng.normal(size=(1, 50)).astype(np.float32)
-    transform = RandomIntensity(1.0, scale_range=(1.0, 1.0), shift=0.0, gamma_range=(0.5, 0.5))
-    out, _ = transform(image, np.zeros(50, np.uint8), rng)
-    assert out.min() == pytest.approx(image.min(), abs=1e-5)
-    assert out.max() == pytest.approx(image.max(), abs=1e-5)
-    np.testing.assert_array_equal(np.argsort(out[0]), np.argsort(image[0]))
-    assert not np.allclose(out, image)  # gamma 0.5 is not the identity
+def test_every_field_of_a_built_transform_comes_from_the_spec() -> None:
+    """Issue 26: no transform has a knob that no spec can reach.  Every field of every transform
+    ``build_augment`` makes is set from the spec (or from the spacing) — here all to values
+    other than the dataclass defaults, so a field the builder forgot keeps its default."""
+    spec = AugmentSpec(
+        flip=True,
+        rotate90=True,
+        intensity=True,
+        probability=0.3,
+        flip_axes=[2, 1],
+        rotation={"probability": 0.31, "degrees": [-10, 20]},
+        scaling={"probability": 0.32, "factor": [0.8, 1.2]},
+        elastic={"probability": 0.33, "sigma": [5, 6], "magnitude": [1, 2]},
+        interpolation="cubic",
+        label_interpolation="nearest",
+        noise={"probability": 0.34, "std": [0.2, 0.3], "channel_probability": 0.9},
+        blur={"probability": 0.35, "sigma": [0.1, 0.2], "channel_probability": 0.8},
+        brightness={"probability": 0.36, "factor": [0.5, 2], "channel_probability": 0.7},
+        contrast={"probability": 0.37, "factor": [0.5, 2], "channel_probability": 0.6},
+        low_resolution={"probability": 0.38, "zoom": [0.3, 0.4], "channel_probability": 0.4},
+        inverted_gamma={"probability": 0.39, "gamma": [0.5, 2], "channel_probability": 0.3},
+        gamma={"probability": 0.41, "gamma": [0.6, 3], "channel_probability": 0.2},
+    )
+    built = build_augment(spec, 3, spacing=(1.0, 1.0, 4.0))
+    assert built.spatial is not None
+    for transform in (*built.transforms, built.spatial):
+        for f in dataclasses.fields(transform):
+            if isinstance(transform, RandomGamma) and f.name == "inverted":
+                continue  # the one of the two gammas that is not inverted keeps False
+            assert getattr(transform, f.name) != f.default, (type(transform).__name__, f.name)
+    assert [f.name for f in dataclasses.fields(RandomIntensity)] == ["probability"]
 
 
 def test_build_augment_follows_the_spec() -> None:
