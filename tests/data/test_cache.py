@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segcli.config.schema import DataSpec
+from segcli.config.schema import AugmentSpec, DataSpec
 from segcli.data import cache as cache_mod
 from segcli.data.cache import CacheSettings, build_cache, cache_folder, read_entry
 from segcli.data.loaders import DiskCase, PatchDataset, cases_from_cache, load_cases
@@ -153,6 +153,37 @@ def test_disk_mode_draws_the_same_patches_as_memory_mode(dataset, normalization:
         whole = d.materialize()
         np.testing.assert_allclose(whole.image, m.image, rtol=1e-5, atol=1e-5)
         assert d.label_values == m.label_values and d.label_counts == m.label_counts
+
+
+@pytest.mark.parametrize(
+    ("spacing", "pad_mode"), [(None, "minimum"), ([2.0, 1.0, 1.0], "constant")]
+)
+def test_disk_mode_reads_the_same_larger_crops_as_memory_mode(dataset, spacing, pad_mode) -> None:
+    """nnU-Net's preset with every spatial transform firing: the crop grown around the patch
+    (padded where it leaves the case) is read alike from memory and from the cache files; on
+    the native 2.5 × 0.8 × 0.7 mm grid (anisotropic: in-plane transforms) and resampled to
+    2 × 1 × 1 mm (isotropic).  Resampled, padding is constant: a disk case pads with the
+    minimum before resampling, a memory case with the one after (cubic B-splines overshoot)."""
+    data, names = dataset
+    augment = AugmentSpec(
+        preset="nnunet",
+        rotation={"probability": 1.0},
+        scaling={"probability": 0.5},
+        elastic={"probability": 0.5, "sigma": [2, 3], "magnitude": [0, 2]},
+    )
+    data = data.model_copy(update={"spacing": spacing})
+    memory = load_cases(data, names, 0, mode="memory")
+    disk = load_cases(data, names, 0, mode="disk")
+    kwargs = dict(
+        patch_size=(6, 8, 8), foreground_fraction=0.5, augment=augment, length=12, pad_mode=pad_mode
+    )
+    a, b = PatchDataset(memory, **kwargs), PatchDataset(disk, **kwargs)
+    assert a.augment.spatial is not None
+    assert a.augment.spatial.coarse_axis == (0 if spacing is None else None)
+    for i in range(12):
+        (ia, la), (ib, lb) = a[i], b[i]
+        np.testing.assert_allclose(ia.numpy(), ib.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(la.numpy(), lb.numpy())
 
 
 def test_a_disk_case_holds_no_voxels(tmp_path: Path) -> None:

@@ -119,8 +119,9 @@ def transform_costs(
     """Seconds per patch that each transform ``spec`` enables costs when it fires.
 
     Measured here, with torch on one thread (a loader worker's setting), on a synthetic patch of
-    ``channels`` channels and ``classes`` label classes: the median over ``repeats`` patches,
-    each with fresh random parameters.  A spatial transform's time includes copying its larger
+    ``channels`` channels and ``classes`` label classes: the mean over ``repeats`` patches,
+    each with fresh random parameters (and channel choices: the mean is what a firing costs on
+    average).  A spatial transform's time includes copying its larger
     crop out of the volume (what the loader reads more).
 
     Args:
@@ -163,7 +164,7 @@ def transform_costs(
                 augment(img, lab, rng)
                 if i:
                     times.append(time.perf_counter() - began)
-            costs[name] = float(np.median(times))
+            costs[name] = float(np.mean(times))
     return costs
 
 
