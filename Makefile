@@ -13,6 +13,7 @@ DEMO   := demo-output
 .PHONY: bench-scale bench-cache-formats bench-hippocampus-cache study-lecture study-hippocampus
 .PHONY: small-data
 .PHONY: docs
+.PHONY: bench-augment
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -122,6 +123,11 @@ time-to-dice: $(VENV)/.bench-stamp
 ## machine; tens of GB in a temporary folder, BENCH_SCALE_ARGS="--tmp DIR" puts it elsewhere)
 bench-scale: $(VENV)/.bench-stamp
 	$(BIN)/python bench/scale.py $(BENCH_SCALE_ARGS)
+
+## nnU-Net's augmentation on the CPU: backends, ms per transform at Hippocampus and CT patch
+## sizes, and whether 2 loader workers keep up with Hippocampus training (docs/benchmarks.md; ~4 min)
+bench-augment: $(VENV)/.bench-stamp
+	$(BIN)/python bench/augment_cost.py
 
 ## the preprocessing cache's on-disk format: npy vs blosc2 vs zarr (docs/benchmarks.md)
 bench-cache-formats: $(VENV)/.bench-stamp
