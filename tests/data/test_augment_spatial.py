@@ -234,6 +234,9 @@ def test_the_crop_holds_every_sample_and_is_no_larger_than_needed(patch, seed, c
         interpolation="cubic" if cubic else "linear",
     )
     draw = spatial.draw(np.random.default_rng(seed), patch)
+    if draw is None:  # no axis can move (every one a voxel thick, or coarse)
+        assert all(p == 1 or (coarse and a == 0) for a, p in enumerate(patch))
+        return
     points = np.array([_source(draw, i) for i in itertools.product(*[range(p) for p in patch])])
     support = np.zeros(len(patch))
     support[list(draw.axes)] = 2 if cubic else 0  # the coarse axis is never interpolated
@@ -285,3 +288,30 @@ def test_elastic_field_is_smooth_and_bounded() -> None:
     # and it is a smoothed field, not a constant shift
     assert field.std() > 0.2
     assert ndimage.gaussian_filter(field[0], 2).std() > 0.5 * field[0].std()
+
+
+@pytest.mark.parametrize(
+    ("patch", "coarse"), [((1, 12, 16), None), ((6, 1, 12), 0), ((1, 1), None)]
+)
+def test_a_one_voxel_thick_axis_stays_and_the_rest_moves(patch, coarse) -> None:
+    """3D data trained slice by slice (a patch one voxel thick): that axis, like a coarse one,
+    is kept and the others turn as 2D data do (nnU-Net's 2d configuration: ±180°)."""
+    spatial = RandomSpatial(rotation_probability=1.0, scaling_probability=1.0, coarse_axis=coarse)
+    draw = spatial.draw(np.random.default_rng(0), patch)
+    moving = [a for a in range(len(patch)) if a != coarse and patch[a] > 1]
+    if not moving:
+        assert draw is None  # nothing can move
+        return
+    assert list(draw.axes) == moving
+    assert all(draw.margin[a] == 0 for a in range(len(patch)) if a not in moving)
+    coords = np.indices(draw.crop_size).astype(np.float32)
+    out, _ = spatial.apply(coords, np.zeros(draw.crop_size, np.uint8), draw)
+    for a in range(len(patch)):
+        if a not in moving:
+            np.testing.assert_allclose(out[a], np.indices(patch)[a], atol=1e-5)
+    if len(moving) == 2:  # the 2D rule: any angle, not 3D's ±30°
+        angles = [
+            abs(math.degrees(math.atan2(m[1, 0], m[0, 0])))
+            for m in (spatial.draw(np.random.default_rng(s), patch).matrix for s in range(100))
+        ]
+        assert max(angles) > 150

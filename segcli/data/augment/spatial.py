@@ -15,7 +15,9 @@ the smallest scale) no padding shows inside the patch unless the image itself en
 
 Anisotropic data (:func:`segcli.data.augment._common.coarse_axis`): the transform acts in the
 other axes only, the same for every slice (nnU-Net's pseudo-2D augmentation; the rotation is
-in-plane, ±180° by default); the coarse axis is read slice by slice, never interpolated.
+in-plane, ±180° by default); the coarse axis is read slice by slice, never interpolated.  An
+axis the patch is one voxel thick along (3D data trained slice by slice) stays alike, and the
+rest turns as 2D data do (nnU-Net's 2d configuration).
 
 Backends, chosen by speed in a loader worker (one thread; 40×56×40 patch, its crop 73×89×73,
 rotated and scaled; ``bench/augment_cost.py`` times them): the image by linear interpolation
@@ -120,12 +122,23 @@ class RandomSpatial:
         if not any(fire):
             return None
         rotate, scale, deform = fire
-        axes = tuple(a for a in range(len(patch)) if a != self.coarse_axis)
+        # the coarse axis, and an axis one voxel thick (slices of 3D data, --dims 2), stay as is
+        axes = tuple(
+            a for a in range(len(patch)) if a != self.coarse_axis and patch[a] > 1
+        )  # fmt: skip
+        if not axes:  # a patch of one voxel per axis: nothing to move
+            return None
         plane = tuple(patch[a] for a in axes)
         k = len(axes)
+        if k == 0:  # nothing left to move (e.g. a 1×1 patch)
+            return None
         matrix = np.eye(k)
         if rotate and k >= 2:
-            low, high = self.degrees or nnunet_degrees(patch, self.coarse_axis)
+            slices = self.coarse_axis is None and k < len(patch)  # nnU-Net's 2d configuration
+            rule = (
+                nnunet_degrees(plane, None) if slices else nnunet_degrees(patch, self.coarse_axis)
+            )
+            low, high = self.degrees or rule
             matrix = _rotation(rng.uniform(low, high, size=1 if k == 2 else 3))
         if scale:
             matrix = matrix * rng.uniform(*self.scale)
@@ -285,19 +298,23 @@ class _Grid:
         import torch.nn.functional as F
 
         x = torch.from_numpy(volume)
-        coarse = [a for a in range(x.ndim - 1) if a not in self.draw.axes]
-        if coarse:
-            x = x.movedim(coarse[0] + 1, 0)  # (S, C, *crop over axes)
+        fixed = [a for a in range(x.ndim - 1) if a not in self.draw.axes]
+        if fixed:  # the untransformed axes become the batch: (S, C, *crop over axes)
+            order = [a + 1 for a in fixed] + [0] + [a + 1 for a in self.draw.axes]
+            kept = [x.shape[a] for a in order[: len(fixed)]]
+            x = x.permute(order).reshape(
+                -1, *x.shape[:1], *[x.shape[a + 1] for a in self.draw.axes]
+            )
             if len(self.plane) == 1:
                 x = x.unsqueeze(2)  # (S, C, 1, W)
             grid = self.grid.expand(x.shape[0], *self.grid.shape[1:])
         else:
             x, grid = x[None], self.grid
         out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
-        if coarse:
+        if fixed:
             if len(self.plane) == 1:
                 out = out.squeeze(2)
-            out = out.movedim(0, coarse[0] + 1)
+            out = out.reshape(*kept, *out.shape[1:]).permute(list(np.argsort(order)))
         else:
             out = out[0]
         return np.ascontiguousarray(out.numpy())
