@@ -33,7 +33,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -42,11 +41,20 @@ from typing import Any
 
 import numpy as np
 import yaml
+from _harness import (
+    REPO,
+    SEGCLI,
+    doc_options,
+    link_cases,
+    machine,
+    publish,
+    row,
+    shared_data,
+    table,
+)
+from _harness import run as run_command
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this tree's segcli (a frozen worktree's, when run from one)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
 
 SPEC = REPO / "experiments" / "hippocampus.yaml"
 DOC = REPO / "docs" / "results.md"
@@ -90,18 +98,10 @@ def data_root(given: Path | None) -> Path:
     beside the main checkout of this worktree."""
     if given is not None:
         return given.resolve()
-    candidates = [REPO.parent / "shared" / "data" / DATASET]
-    common = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--path-format=absolute", "--git-common-dir"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if common:
-        candidates.append(Path(common).parent.parent / "shared" / "data" / DATASET)
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    raise SystemExit(f"no {DATASET} at {', '.join(map(str, candidates))}; pass --data DIR")
+    folder = shared_data(DATASET)
+    if not folder.is_dir():
+        raise SystemExit(f"no {DATASET} beside this checkout (or the main one); pass --data DIR")
+    return folder
 
 
 def make_split(root: Path, quick: bool) -> dict[str, Any]:
@@ -138,12 +138,7 @@ def make_split(root: Path, quick: bool) -> dict[str, Any]:
 def link(root: Path, names: list[str], out: Path) -> tuple[Path, Path]:
     """Folders of symlinks to the images and labels of ``names`` (for predict / evaluate)."""
     images, labels = out / "images", out / "labels"
-    for folder in (images, labels):
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-    for name in names:
-        os.symlink(root / "imagesTr" / f"{name}.nii.gz", images / f"{name}.nii.gz")
-        os.symlink(root / "labelsTr" / f"{name}.nii.gz", labels / f"{name}.nii.gz")
+    link_cases(root, names, images, labels)
     return images, labels
 
 
@@ -165,16 +160,13 @@ def has_preset() -> bool:
 def segcli(*args: str | Path, log: Path) -> float:
     """``python -m segcli ARGS`` in this tree (cwd and PYTHONPATH); wall seconds.  Output to
     ``log``; a failure ends the script with the log's tail."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "segcli", *map(str, args)]
-    print("$", " ".join(cmd), file=sys.stderr, flush=True)
-    start = time.perf_counter()
+    done = run_command([*SEGCLI, *args], env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     with log.open("a") as handle:
-        code = subprocess.run(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if code.returncode != 0:
+        handle.write(done.stdout + done.stderr)
+    if done.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-30:])
-        raise SystemExit(f"failed ({code.returncode}): {' '.join(cmd)}\n{tail}")
-    return time.perf_counter() - start
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(done.cmd)}\n{tail}")
+    return done.seconds
 
 
 def write_spec(
@@ -333,6 +325,10 @@ def dice_cells(result: dict[str, Any]) -> list[str]:
     return [*labels, f"**{case_dice(result).mean():.3f}**"]
 
 
+def minutes(result: dict[str, Any]) -> str:
+    return f"{result['train_seconds'] / 60:.1f}"
+
+
 def convergence(result: dict[str, Any]) -> str:
     log = result.get("val_dice_log") or []
     return " → ".join(f"{v:.3f}" for v in log[-2:]) if log else "—"
@@ -413,9 +409,11 @@ def section(
         "its 95% bootstrap interval (one training run per cell: the interval covers the "
         "case-to-case spread, not the run-to-run spread of training).",
         "",
-        "| training cases | augmentation | Dice anterior | Dice posterior | mean Dice "
-        "| Δ vs none (95% CI) | val Dice at ½ → full budget | train min (wall) |",
-        "|---:|---|---:|---:|---:|---|---|---:|",
+        *table(
+            ["training cases", "augmentation", "Dice anterior", "Dice posterior", "mean Dice"]
+            + ["Δ vs none (95% CI)", "val Dice at ½ → full budget", "train min (wall)"],
+            align="rlrrrllr",
+        ),
     ]
     for n in SIZES:
         for s in settings:
@@ -424,7 +422,7 @@ def section(
             r = results[(n, s)]
             d = "—" if s == "none" else delta(versus(results[(n, "none")], r))
             cells = [str(n), AUGMENT[s][0], *dice_cells(r), d, convergence(r)]
-            lines.append("| " + " | ".join([*cells, f"{r['train_seconds'] / 60:.1f}"]) + " |")
+            lines.append(row(*cells, f"{r['train_seconds'] / 60:.1f}"))
     lines += ["", augmentation_sentence(results, settings)]
     if missing_preset:
         lines += [
@@ -451,27 +449,29 @@ def section(
             "cases of the table's smallest set, the same budget, today's set; against the "
             "same cases trained from scratch (the table's 10-case today's-set run).",
             "",
-            "| network | Dice anterior | Dice posterior | mean Dice | Δ vs scratch (95% CI) "
-            "| train min |",
-            "|---|---:|---:|---:|---|---:|",
-            "| "
-            + " | ".join(
-                [f"from scratch on {FINE_TUNE_CASES} cases", *dice_cells(scratch), "—"]
-                + [f"{scratch['train_seconds'] / 60:.1f}"]
-            )
-            + " |",
-            "| "
-            + " | ".join(
-                [f"pretrained on half A ({n_a} cases), as is", *dice_cells(pre["as_is"])]
-                + [delta(versus(scratch, pre["as_is"])), f"{pre['train_seconds'] / 60:.1f}"]
-            )
-            + " |",
-            "| "
-            + " | ".join(
-                [f"pretrained, fine-tuned on the {FINE_TUNE_CASES}", *dice_cells(tuned)]
-                + [delta(stats), f"{tuned['train_seconds'] / 60:.1f}"]
-            )
-            + " |",
+            *table(
+                ["network", "Dice anterior", "Dice posterior", "mean Dice"]
+                + ["Δ vs scratch (95% CI)", "train min"],
+                align="lrrrlr",
+            ),
+            row(
+                f"from scratch on {FINE_TUNE_CASES} cases",
+                *dice_cells(scratch),
+                "—",
+                minutes(scratch),
+            ),
+            row(
+                f"pretrained on half A ({n_a} cases), as is",
+                *dice_cells(pre["as_is"]),
+                delta(versus(scratch, pre["as_is"])),
+                minutes(pre),
+            ),
+            row(
+                f"pretrained, fine-tuned on the {FINE_TUNE_CASES}",
+                *dice_cells(tuned),
+                delta(stats),
+                minutes(tuned),
+            ),
             "",
             f"On these {FINE_TUNE_CASES} cases {outcome}: {stats.mean_diff:+.3f} mean Dice "
             f"against training from scratch (95% CI {stats.ci_low:+.3f} … {stats.ci_high:+.3f}; "
@@ -488,8 +488,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budget, 4 cases")
     parser.add_argument("--data", type=Path, default=None, help=f"the {DATASET} folder")
     parser.add_argument("--out", type=Path, default=None, help="runs (default runs/small-data)")
-    parser.add_argument("--doc", type=Path, default=DOC, help="document to write the section to")
-    parser.add_argument("--no-write", action="store_true", help="print the section only")
+    doc_options(parser, DOC)
     parser.add_argument("--fresh", action="store_true", help="retrain runs kept from earlier")
     parser.add_argument(
         "--no-fine-tune", action="store_true", help="leave out the fine-tuning comparison"
@@ -545,9 +544,7 @@ def main() -> None:
         not preset,
         time.perf_counter() - started,
     )
-    print(body)
-    if not args.no_write:
-        write_section(SECTION, body, args.doc)
+    publish(args, SECTION, body)
 
 
 if __name__ == "__main__":

@@ -54,20 +54,8 @@ def _table(result: Any, metric: str) -> list[str]:
         [(r.rank, r.variant, f"{r.mean:.4f}", f"{r.fold_std:.4f}", r.n) for r in result.ranking],
         align="rlrrr",
     )
-    lines += [""] + table(
-        [
-            "A",
-            "B",
-            "label",
-            "mean A",
-            "mean B",
-            "95% CI of B − A",
-            "Wilcoxon p",
-            "Holm p",
-            "verdict",
-        ],
-        align="lllrrlrrl",
-    )
+    columns = ["A", "B", "label", "mean A", "mean B", "95% CI of B − A", "Wilcoxon p", "Holm p"]
+    lines += ["", *table([*columns, "verdict"], align="lllrrlrrl")]
     for p in result.pairs:
         s = p.stats
         verdict = f"**{p.better} better**" if p.better else "no significant difference"
