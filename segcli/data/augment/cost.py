@@ -98,12 +98,15 @@ def _synthetic_case(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A smooth random image and a label of ``classes`` nested blobs (realistic costs for the
     one-hot label path, which resamples each class present)."""
-    image = rng.standard_normal((channels, *shape)).astype(np.float32)
-    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    radius = np.sqrt(sum(g**2 for g in grids))
+    image = rng.standard_normal((channels, *shape), dtype=np.float32)
+    axes = np.ogrid[tuple(slice(0, s) for s in shape)]
+    squared = sum(
+        ((a - (s - 1) / 2) / (s / 2)).astype(np.float32) ** 2
+        for a, s in zip(axes, shape, strict=True)
+    )
     label = np.zeros(shape, np.uint8)
     for k in range(1, classes):
-        label[radius < 1.0 - k / classes] = k
+        label[squared < (1.0 - k / classes) ** 2] = k
     return image, label
 
 
@@ -140,10 +143,11 @@ def transform_costs(
 
     patch = tuple(int(p) for p in patch_size)
     rng = np.random.default_rng(seed)
-    # room for a crop of twice the patch, rotated, zoomed out and deformed, around the centre
-    volume_shape = tuple(3 * p for p in patch)
+    # the patch in the middle of a volume twice its size; a larger crop is padded beyond it,
+    # as the loader pads near a case's border
+    volume_shape = tuple(2 * p for p in patch)
     image, label = _synthetic_case(volume_shape, channels, classes, rng)
-    start = [p for p in patch]
+    start = [p // 2 for p in patch]
     costs: dict[str, float] = {}
     with _one_thread():
         for name in enabled(spec):

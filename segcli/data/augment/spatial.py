@@ -321,8 +321,11 @@ class _Grid:
 
 
 #: channels resampled per grid_sample call: one call shares the weights across its channels
-#: (3 channels cost about 1.7 times one), while the buffer stays a few crops large
+#: (3 channels cost about 1.7 times one) ...
 _CHANNELS_PER_PASS = 4
+#: ... while their buffer stays within this many voxels (64 MB of float32): a CT crop goes one
+#: channel at a time
+_PASS_VOXELS = 2**24
 
 
 def _label_values(label: Label) -> list[int]:
@@ -338,7 +341,7 @@ def _linear(
 ) -> tuple[npt.NDArray[np.float32] | None, Label | None]:
     """The image's channels linearly, and the label one-hot: each foreground class's
     indicator linearly, a voxel taking the class of the largest share, background (1 − the
-    foreground shares) winning ties; channels batched :data:`_CHANNELS_PER_PASS` per pass."""
+    foreground shares) winning ties; channels batched per pass (:data:`_CHANNELS_PER_PASS`)."""
     patch = grid.draw.patch_size
     jobs: list[tuple[str, int]] = []
     if image is not None:
@@ -349,8 +352,9 @@ def _linear(
     out_label = None if label is None else np.zeros(patch, dtype=label.dtype)
     best = total = None
     crop = grid.draw.crop_size
-    for first in range(0, len(jobs), _CHANNELS_PER_PASS):
-        chunk = jobs[first : first + _CHANNELS_PER_PASS]
+    per_pass = max(1, min(_CHANNELS_PER_PASS, _PASS_VOXELS // math.prod(crop)))
+    for first in range(0, len(jobs), per_pass):
+        chunk = jobs[first : first + per_pass]
         buffer = np.empty((len(chunk), *crop), dtype=np.float32)
         for row, (kind, index) in zip(buffer, chunk, strict=True):
             if kind == "image":
