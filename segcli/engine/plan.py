@@ -140,7 +140,19 @@ def plan_command(
         progress = None if as_json else (lambda items: track(items, "preprocessing"))
         return measure_spec(spec, fp, resolved, startup[0], measure_steps, progress)
 
-    plan = make_plan(fp, options, measure=measure if budget_minutes is not None else None)
+    def augment_costs(
+        augment: dict[str, Any], patch: list[int], spacing: tuple[float, ...]
+    ) -> dict[str, float]:
+        from segcli.config.schema import AugmentSpec
+        from segcli.data.augment.cost import transform_costs
+
+        spec = AugmentSpec.model_validate(augment)
+        classes = max(fp.label_values, default=0) + 1
+        return transform_costs(spec, patch, spacing, channels=len(fp.channels), classes=classes)
+
+    timed = budget_minutes is not None
+    plan = make_plan(fp, options, measure=measure if timed else None,
+                     augment_costs=augment_costs if timed else None)  # fmt: skip
     from segcli.plan.writer import render_json, write_spec
 
     if not reused:

@@ -35,6 +35,7 @@ from segcli.plan.decision import Check, Decision, fmt_shape, fmt_spacing
 from segcli.plan.fingerprint import Fingerprint, label_summary
 from segcli.plan.sizing import (
     ESTIMATE_FILTERS,
+    AugmentCosts,
     Candidate,
     Layout,
     Measure,
@@ -45,11 +46,18 @@ from segcli.plan.sizing import (
     is_cuda,
     planned_batch,
     size_for_budget,
+    val_count,
 )
 from segcli.plan.spec import Classes, Network, build_spec, receptive_field, usable_regions
 
 __all__ = ["Candidate", "Plan", "PlanOptions", "make_plan"]
 
+#: patches drawn per training case from which nnU-Net's augmentation is planned: fewer passes
+#: over the data cannot learn the cases by heart, and heavy augmentation slows a short schedule
+AUGMENT_FROM_PASSES = 50
+#: the share of the loader workers' time that augmentation may take on a CPU, whose cores
+#: the training step also uses
+CPU_AUGMENT_SHARE = 0.1
 #: optimiser: nnU-Net's SGD for long schedules; AdamW 3e-3 + poly for short ones (the
 #: hand-tuned Hippocampus CPU spec, docs/results.md)
 SGD_FROM_ITERATIONS = 25_000
@@ -124,7 +132,12 @@ class Plan:
 # --------------------------------------------------------------------------- the plan
 
 
-def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = None) -> Plan:
+def make_plan(
+    fp: Fingerprint,
+    options: PlanOptions,
+    measure: Measure | None = None,
+    augment_costs: AugmentCosts | None = None,
+) -> Plan:
     """Plan an experiment for the dataset described by ``fp``.
 
     Args:
@@ -132,6 +145,9 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         options: the user's choices.
         measure: times a candidate spec on the planning device; required when
             ``options.budget_minutes`` is set.
+        augment_costs: times each augmentation transform of a ``data.augment`` mapping on a
+            patch (seconds per firing, a loader worker's one thread); with a budget, the set
+            is cut to what the loader workers can afford beside the training step.
 
     Raises:
         SpecError: ``--dims 3`` for 2D data.
@@ -151,7 +167,10 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     flip, flip_rule = rules.mirroring(classes.labels.values())
 
     def spec_for(filters: int, t: rules.Topology, b: int, sched: tuple[int, int, int]) -> dict:
-        return build_spec(fp, options, layout, classes, Network(t, filters, b), sched, flip=flip)
+        # candidates are timed with the light set: the loader's share is checked apart
+        # (decide_augmentation), since a worker that keeps up adds nothing to the step
+        return build_spec(fp, options, layout, classes, Network(t, filters, b), sched,
+                          augment=light_augment(flip))  # fmt: skip
 
     if options.budget_minutes is None:
         sizing = default_sizing(fit.topology, options.device)
@@ -161,6 +180,9 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         sizing = size_for_budget(fit.topology, layout, batch, options.budget_minutes,
                                  options.device, n_cases, measure, spec_for)  # fmt: skip
     topo = sizing.topology
+    augment, augment_row = decide_augmentation(
+        layout, sizing, batch, n_cases, flip, flip_rule, options, augment_costs
+    )
     normalization, norm_row, norm_checks = decide_normalization(fp)
     optim, optim_row = decide_optimizer(sizing.schedule_tuple)
     decisions = [
@@ -175,7 +197,8 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
         decide_batch(fit, batch, plan_dims, options.device),
         norm_row,
         decide_loss(),
-        decide_sampling(flip, flip_rule),
+        decide_sampling(),
+        augment_row,
         optim_row,
         decide_schedule(sizing),
     ]
@@ -185,7 +208,7 @@ def make_plan(fp: Fingerprint, options: PlanOptions, measure: Measure | None = N
     small_checks, add_lesion = plan_checks.small_structure_checks(summaries)
     spec = build_spec(fp, options, layout, classes, Network(topo, sizing.filters, batch),
                       sizing.schedule_tuple, sizing.val_max, add_lesion, optim,
-                      flip=flip)  # fmt: skip
+                      augment=augment)  # fmt: skip
     assert spec["data"]["normalization"] == normalization
     field_size = receptive_field(spec)
     decisions.append(decide_metrics(spec, add_lesion))
@@ -494,16 +517,101 @@ def decide_loss() -> Decision:
     )
 
 
-def decide_sampling(flip: bool, flip_rule: str) -> Decision:
+def decide_sampling() -> Decision:
     return Decision(
         "sampling",
-        f"foreground 33 %, {'flips, ' if flip else ''}intensity",
-        "a third of the patches "
-        "centred on a foreground voxel (nnU-Net's oversample_foreground_percent 0.33); "
-        f"intensity augmentation; {flip_rule}",
-        {"flip": flip},
-        ("data.foreground_fraction", "data.augment"),
+        "foreground 33 %",
+        "a third of the patches centred on a foreground voxel (nnU-Net's "
+        "oversample_foreground_percent 0.33)",
+        {"foreground_fraction": 0.33},
+        ("data.foreground_fraction",),
     )
+
+
+def light_augment(flip: bool) -> dict[str, Any]:
+    """The light set: flips (unless the labels are sided) and the simple intensity change."""
+    return {"flip": flip, "rotate90": False, "intensity": True, "probability": 0.5}
+
+
+def decide_augmentation(
+    layout: Layout,
+    sizing: Sizing,
+    batch: int,
+    n_cases: int,
+    flip: bool,
+    flip_rule: str,
+    options: PlanOptions,
+    augment_costs: AugmentCosts | None,
+) -> tuple[dict[str, Any], Decision]:
+    """nnU-Net's augmentation when each training case is seen often enough to be learned by
+    heart, the light set when the schedule passes over the cases only a few times; under a
+    budget cut to what the loader workers can afford beside the training step."""
+    from segcli.config.schema import AugmentSpec
+    from segcli.data.augment.cost import expected_cost, fit_to_allowance, per_patch_allowance
+
+    train_cases = max(1, n_cases - val_count(n_cases))
+    epochs, per_epoch, _ = sizing.schedule_tuple
+    passes = epochs * per_epoch * batch / train_cases
+    if passes < AUGMENT_FROM_PASSES:
+        augment = light_augment(flip)
+        rule = (
+            f"the schedule draws {passes:.0f} patches per training case (< "
+            f"{AUGMENT_FROM_PASSES}): too few passes to learn the cases by heart, so the light "
+            "set (flips, intensity) instead of nnU-Net's, which slows a short schedule down"
+        )
+    else:
+        augment = {"preset": "nnunet", "flip": flip, "intensity": False}
+        rule = (
+            f"the schedule draws {passes:.0f} patches per training case (≥ "
+            f"{AUGMENT_FROM_PASSES}): nnU-Net v2's augmentation (rotation and scaling — in-plane "
+            "only when one axis is much coarser —, noise, blur, brightness, contrast, "
+            "low resolution, gamma; elastic off) against learning them by heart"
+        )
+    numbers: dict[str, Any] = {"passes_per_case": round(passes, 1)}
+    candidate = sizing.candidates[-1] if sizing.candidates else None
+    measured = candidate.measurement if candidate is not None else None
+    if "preset" in augment and augment_costs is not None and measured is not None:
+        workers = 2  # segcli train's loader workers on a CPU plan (build_spec)
+        if is_cuda(options.device):
+            workers = min(8, options.cpu_count)
+        spec = AugmentSpec.model_validate(augment)
+        costs = augment_costs(augment, layout.embed(sizing.topology.patch, 1), layout.spacing)
+        allowance = per_patch_allowance(measured.step_seconds, batch, workers)
+        if not is_cuda(options.device):
+            # a CPU's loader workers share its cores with the step: what they spend is time
+            # the step does not get, so only a small share is affordable
+            allowance *= CPU_AUGMENT_SHARE
+        full = expected_cost(spec, costs)
+        reduced, dropped = fit_to_allowance(spec, costs, allowance)
+        numbers.update(
+            {
+                "ms_per_patch": round(full * 1e3, 2),
+                "allowance_ms": round(allowance * 1e3, 2),
+                "dropped": dropped,
+            }  # fmt: skip
+        )
+        rule += (
+            f"; the set costs {full * 1e3:.1f} ms per patch on this machine against "
+            f"{allowance * 1e3:.1f} ms the {workers} loader workers can afford beside a "
+            f"{measured.step_seconds:.3f} s step of batch {batch}"
+        )
+        if dropped:
+            for name in dropped:
+                augment[name] = False if name in ("flip", "rotate90", "intensity") else None
+            rule += (
+                f": the dearest left out ({', '.join(dropped)}), the cheap ones kept "
+                f"({expected_cost(reduced, costs) * 1e3:.1f} ms)"
+            )
+        else:
+            rule += ": all kept"
+    rule += f"; {flip_rule}"
+    value = "nnU-Net's" if "preset" in augment else "light"
+    dropped_names = [k for k, v in augment.items() if v is None or (k == "flip" and not v)]
+    if dropped_names and "preset" in augment:
+        value += " without " + ", ".join(dropped_names)
+    elif not flip:
+        value += ", no flips"
+    return augment, Decision("augmentation", value, rule, numbers, ("data.augment",))
 
 
 def decide_optimizer(sched: tuple[int, int, int]) -> tuple[dict[str, Any], Decision]:

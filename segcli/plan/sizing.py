@@ -52,6 +52,9 @@ DEFAULT_SCHEDULE_CPU = (100, 100)
 
 #: ``measure(spec) -> Measurement``: time a candidate spec on the planning device
 Measure = Callable[[dict[str, Any]], Measurement]
+#: ``augment_costs(data_augment_mapping, patch, spacing) -> {transform: seconds per firing}``
+#: on the planning machine (:func:`segcli.data.augment.cost.transform_costs`)
+AugmentCosts = Callable[[dict[str, Any], list[int], tuple[float, ...]], dict[str, float]]
 #: ``spec_for(filters, topology, batch, (epochs, iterations, val_every))``: a candidate's spec
 SpecFor = Callable[[int, rules.Topology, int, tuple[int, int, int]], dict[str, Any]]
 

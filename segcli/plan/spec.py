@@ -62,7 +62,7 @@ def build_spec(
     add_lesion: bool = False,
     optim: dict[str, Any] | None = None,
     *,
-    flip: bool,
+    augment: dict[str, Any],
 ) -> dict[str, Any]:
     """The spec mapping for one candidate (``options``: the planner's PlanOptions)."""
     topo = net.topology
@@ -122,12 +122,7 @@ def build_spec(
                 ]  # fmt: skip
             ),
             "spacing": None if layout.all_same else [round(s, 6) for s in layout.spacing],
-            "augment": {
-                "flip": flip,
-                "rotate90": False,
-                "intensity": True,
-                "probability": 0.5,
-            },
+            "augment": dict(augment),
         },
         "model": model,
         "loss": {"name": "dice_ce"},

@@ -51,10 +51,12 @@ def test_quiet_cpu_budget_reproduces_the_hand_tuned_spec() -> None:
     assert exp.model.deep_supervision and exp.loss.name == hand.loss.name
     assert exp.train.batch_size == hand.train.batch_size
     assert (exp.train.optimizer, exp.train.lr) == (hand.train.optimizer, hand.train.lr)
-    # the labels are Anterior and Posterior: no flips, as in the hand spec, and the plan says why
-    assert exp.data.augment.flip is hand.data.augment.flip is False
-    sampling = next(d for d in plan.decisions if d.name == "sampling")
-    assert "'Anterior', 'Posterior'" in sampling.rule and sampling.numbers == {"flip": False}
+    # the labels are Anterior and Posterior: no flips, as in the hand spec, and the plan says
+    # why; 2,400 steps of batch 2 over 166 cases is 29 patches per case: the light set
+    assert exp.data.augment == hand.data.augment
+    augmentation = next(d for d in plan.decisions if d.name == "augmentation")
+    assert "'Anterior', 'Posterior'" in augmentation.rule
+    assert augmentation.numbers["passes_per_case"] == pytest.approx(2 * 2400 / 166, rel=0.05)
     # 0.19 s per step fills the budget with 2,400 steps: 30 epochs of ~80, validation every 4
     assert (exp.train.epochs, exp.train.val_every) == (30, 4)
     assert abs(exp.train.iterations_per_epoch - 80) <= 5
@@ -164,6 +166,52 @@ def test_less_gpu_memory_shrinks_the_patch_then_the_batch() -> None:
     for numbers in (big, at8, at2):  # every estimate fits its own memory target
         assert numbers["feature_map_voxels"] <= numbers["reference"]
     assert spec2["train"]["batch_size"] >= 2
+
+
+def _costs(rotation_ms: float):
+    """Augmentation costs per firing (s): the spatial transform ``rotation_ms``, the others
+    cheap — the shape bench/augment_cost.py measures (docs/benchmarks.md); elastic (never
+    firing in nnU-Net's preset) costs nothing expected."""
+
+    def costs(augment: dict, patch: list[int], spacing: tuple[float, ...]) -> dict[str, float]:
+        from segcli.config.schema import AugmentSpec
+        from segcli.data.augment.cost import enabled
+
+        assert len(patch) == len(spacing) == 3
+        spatial = {"rotation": rotation_ms, "scaling": rotation_ms, "elastic": 2 * rotation_ms}
+        return {n: spatial.get(n, 0.2) / 1e3 for n in enabled(AugmentSpec.model_validate(augment))}
+
+    return costs
+
+
+def test_a_small_dataset_gets_nnunets_augmentation_and_a_large_one_the_light_set() -> None:
+    options = PlanOptions(root="data/hippo", budget_minutes=10, device="cpu")
+    small = make_plan(hippocampus_like(20), options, quiet_two_cores)
+    large = make_plan(hippocampus_like(), options, quiet_two_cores)
+    small_aug = from_dict(small.spec).data.augment
+    assert small_aug.preset == "nnunet" and small_aug.rotation is not None
+    assert small_aug.noise is not None and small_aug.gamma is not None
+    assert small_aug.flip is False and not small_aug.intensity  # sided labels: no mirroring
+    assert from_dict(large.spec).data.augment.preset is None
+    row = next(d for d in small.decisions if d.name == "augmentation")
+    assert row.value == "nnU-Net's without flip" and "patches per training case" in row.rule
+
+
+def test_the_budget_cuts_the_dearest_transforms_the_loader_cannot_afford() -> None:
+    options = PlanOptions(root="data/hippo", budget_minutes=10, device="cpu")
+    fp = hippocampus_like(20)
+    cheap = make_plan(fp, options, quiet_two_cores, _costs(0.5))
+    dear = make_plan(fp, options, quiet_two_cores, _costs(100.0))
+    assert from_dict(cheap.spec).data.augment.rotation is not None
+    kept = next(d for d in cheap.decisions if d.name == "augmentation")
+    assert kept.numbers["dropped"] == [] and "all kept" in kept.rule
+    aug = from_dict(dear.spec).data.augment
+    assert aug.rotation is None and aug.scaling is None
+    assert aug.noise is not None and aug.gamma is not None  # the cheap ones stay
+    row = next(d for d in dear.decisions if d.name == "augmentation")
+    assert set(row.numbers["dropped"]) == {"rotation", "scaling"}
+    assert row.numbers["ms_per_patch"] > row.numbers["allowance_ms"]
+    assert "the dearest left out (" in row.rule
 
 
 def test_hopeless_budget_is_refused() -> None:
