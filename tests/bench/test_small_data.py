@@ -56,3 +56,11 @@ def test_the_small_sets_are_nested_and_disjoint_from_validation(small, hippocamp
     sets = [set(split["subsets"][str(n)]) for n in small.SIZES]
     assert [len(s) for s in sets] == list(small.SIZES)
     assert sets[0] < sets[1] < sets[2] <= set(split["half_b"])
+
+
+def test_the_convergence_sentence_names_the_runs_still_rising(small) -> None:
+    runs = {"a": {"val_dice_log": [0.80, 0.83]}, "b": {"val_dice_log": [0.85, 0.852]}}
+    text = small.convergence_sentence(runs)
+    assert "a (+0.030)" in text and "b (" not in text
+    runs["a"]["val_dice_log"] = [0.83, 0.831]
+    assert small.convergence_sentence(runs).startswith("Every run had converged")
