@@ -6,14 +6,16 @@
 
 :func:`make_plan` reads like the table ``segcli plan`` prints: one small ``decide_*`` function
 per row (dimensionality, spacing, median shape, classes, patch, pooling, kernels, filters,
-batch, normalisation, loss, sampling, optimiser, schedule, metrics, NSD tolerance), each
-returning its value and its :class:`~segcli.plan.decision.Decision`, called in order.  Sizing
+batch, normalisation, loss, sampling, augmentation, optimiser, schedule, metrics, NSD
+tolerance), each returning its value and its :class:`~segcli.plan.decision.Decision`, called
+in order.  Sizing
 the network for memory and for the time budget lives in :mod:`segcli.plan.sizing`, the spec
 mapping in :mod:`segcli.plan.spec`.
 
-It is pure apart from the optional ``measure`` callback, through which the engine times real
-training steps of a candidate spec (:mod:`segcli.engine.plan`); without it there is no budget
-and the schedule is the default one.  The result, :class:`Plan`, holds the spec as a plain
+It is pure apart from the optional ``measure`` and ``augment_costs`` callbacks, through which
+the engine times real training steps of a candidate spec and the augmentation transforms
+(:mod:`segcli.engine.plan`); without them there is no budget and the schedule is the default
+one.  The result, :class:`Plan`, holds the spec as a plain
 mapping (validated by the writer through :func:`segcli.config.from_dict`), the Decision rows
 and the :class:`~segcli.plan.decision.Check` rows.
 """
