@@ -1,6 +1,6 @@
 """Small data on MSD Task04 Hippocampus: where augmentation pays, and fine-tuning (issue 24).
 
-    make small-data                      # or: .venv/bin/python bench/small_data.py  (~45 min)
+    make small-data                      # or: .venv/bin/python bench/small_data.py  (~50 min)
     .venv/bin/python bench/small_data.py --quick --doc /tmp/small.md   # smoke run (~3 min)
 
 1. The split: the 42 validation cases of ``experiments/hippocampus.yaml`` (runs/hippocampus/
@@ -8,9 +8,10 @@
    for every run; the other 166 cases are the training pool, shuffled with a fixed seed into
    half A and half B.  The small training sets are the first 10, 20 and 40 cases of half B
    (nested: 10 ⊂ 20 ⊂ 40).  Everything is written to ``OUT/split.json``.
-2. Each size is trained three times with the same budget (epochs × iterations × batch, the
+2. Each size is trained four times with the same budget (epochs × iterations × batch, the
    spec's network and schedule): no augmentation, today's set (the spec's ``data.augment``),
-   and ``{preset: nnunet}`` (left out, and said so, where this segcli has no preset).  Each run
+   ``{preset: nnunet}`` and the preset without its mirroring (``flip: false``, as today's set;
+   both left out, and said so, where this segcli has no preset).  Each run
    validates at half and at the full budget (the convergence check of the table) and its last
    checkpoint is scored: ``segcli predict`` and ``segcli evaluate --metrics dice`` on the 42
    validation cases.
@@ -70,6 +71,9 @@ AUGMENT: dict[str, tuple[str, dict[str, Any] | None]] = {
     "none": ("none", {"flip": False, "rotate90": False, "intensity": False}),
     "today": ("today's set", None),  # None: the spec's own data.augment
     "preset": ("preset nnunet", {"preset": "nnunet"}),
+    # the preset mirrors (flip: true, as nnU-Net does) where the spec leaves flips out for this
+    # data: the preset without them tells the two apart
+    "preset-noflip": ("preset nnunet, no flips", {"preset": "nnunet", "flip": False}),
 }
 
 
@@ -293,6 +297,18 @@ def pretrained_score(run: Path, images: Path, labels: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the section
 
 
+def mirroring(settings: list[str]) -> str:
+    """Which settings mirror patches, as the schema resolves them (``data.augment.flip``)."""
+    from segcli.config.schema import AugmentSpec
+
+    today = yaml.safe_load(SPEC.read_text())["data"]["augment"]
+    flips = [
+        f"{AUGMENT[s][0]} {'yes' if AugmentSpec(**(AUGMENT[s][1] or today)).flip else 'no'}"
+        for s in settings
+    ]
+    return f"Mirroring (`flip`): {', '.join(flips)}."
+
+
 def case_dice(result: dict[str, Any]) -> np.ndarray:
     """Per-case Dice averaged over the labels."""
     return np.mean([result["dice"][str(k)] for k in LABELS], axis=0)
@@ -430,7 +446,8 @@ def section(
         f"({len(split['half_b'])}); the training sets are the first 10, 20 and 40 cases of "
         "half B (nested).  Augmentation: *none* = `{flip: false, rotate90: false, intensity: "
         f"false}}`; *today's set* = the spec's `{{{flow}}}`; *preset nnunet* = "
-        "`{preset: nnunet}`.",
+        "`{preset: nnunet}` (nnU-Net's transforms and probabilities); *preset nnunet, no flips* "
+        f"= `{{preset: nnunet, flip: false}}`.  {mirroring(settings)}",
         "",
         "Dice on the validation cases; Δ = mean per-case difference to no augmentation with "
         "its 95% bootstrap interval (one training run per cell: the interval covers the "
@@ -546,7 +563,7 @@ def main() -> None:
     stated = out / "machine.txt"
     if not stated.is_file() or args.fresh:
         stated.write_text(machine() + "\n")
-    settings = [s for s in AUGMENT if s != "preset" or preset]
+    settings = [s for s in AUGMENT if not s.startswith("preset") or preset]
     batch = int(yaml.safe_load(SPEC.read_text())["train"]["batch_size"])
 
     def one(name: str, train: list[str], augment: Any, init: Path | None = None) -> Any:
