@@ -63,6 +63,15 @@ def _table(result: Any, metric: str) -> list[str]:
             f"| {p.a} | {p.b} | {p.label} | {s.mean_a:.4f} | {s.mean_b:.4f} | "
             f"{s.ci_low:+.4f} … {s.ci_high:+.4f} | {s.p:.3g} | {p.p_holm:.3g} | {verdict} |"
         )
+    if result.ensemble is not None:
+        winner = result.ranking[0]
+        lines += [
+            "",
+            f"The top two averaged ({result.ensemble.variant}), every case by the fold that held "
+            f"it out: {metric} {result.ensemble.mean:.4f} against {winner.mean:.4f} for "
+            f"{winner.variant} alone, so best.yaml is "
+            + ("the ensemble of the two." if result.ensemble_chosen else f"{winner.variant}."),
+        ]
     return lines
 
 
@@ -175,7 +184,8 @@ def hippocampus(args: argparse.Namespace) -> str:
         result = _study(study, work / "study", [f"data.root={work / 'data'}"], args.budget_minutes)
         best = load(result.best)
         scores = {}
-        for tag, exp in (("ensemble", best), ("fold 0", fold_experiment(best, 0))):
+        alone = fold_experiment(best, 0).model_copy(update={"ensemble": []})  # its own fold 0
+        for tag, exp in (("ensemble", best), ("fold 0", alone)):
             pred = work / f"pred-{tag.replace(' ', '')}"
             predict_cases(exp, work / "test" / "imagesTr", pred, device="cpu")
             evaluated = evaluate_folders(
@@ -200,8 +210,13 @@ def hippocampus(args: argparse.Namespace) -> str:
             "",
             f"The page: [{_keep_page(result, 'hippocampus')}]({_keep_page(result, 'hippocampus')}).",
             "",
-            f"### The winner's {args.folds}-fold ensemble against its fold-0 model, "
-            f"{len(held)} held-back cases",
+            "### best.yaml ("
+            + (
+                f"the top two variants' {2 * args.folds} fold models"
+                if result.ensemble_chosen
+                else f"the winner's {args.folds}-fold ensemble"
+            )
+            + f") against the winner's fold-0 model, {len(held)} held-back cases",
             "",
             *table(
                 ["label", "Dice fold 0", "Dice ensemble", "95% CI of the difference", "Wilcoxon p"],

@@ -42,6 +42,10 @@ class StudyResult:
     pairs: list[Pair]
     best: Path
     files: dict[str, Path] = field(default_factory=dict)
+    #: the top two variants' models averaged, ranked out of fold (None: fewer than two variants)
+    ensemble: RankRow | None = None
+    #: best.yaml is that ensemble (it scored higher than the winner alone)
+    ensemble_chosen: bool = False
 
 
 def run_study(
@@ -104,6 +108,7 @@ def run_study(
     winner = next(v for v in study.variants if v.name == ranking[0].variant)
     chosen = pair if ensemble is not None and _beats(ensemble, ranking[0], study.metric) else None
     _write_best(result.best, winner, ranking[0], study.metric, chosen, ensemble)
+    result.ensemble, result.ensemble_chosen = ensemble, chosen is not None
     _print(ranking, pairs, study.metric)
     if ensemble is not None and pair is not None:
         info(_ensemble_note(pair, ensemble, ranking[0], study.metric))
