@@ -146,6 +146,7 @@ study-hippocampus: install
 	$(BIN)/python bench/studies.py hippocampus --budget-minutes $(or $(STUDY_BUDGET_MINUTES),30)
 
 ## Hippocampus with 10/20/40 training cases: no augmentation, today's set, the nnunet preset;
-## fine-tuning from the other half against scratch (docs/results.md; ~50 min on 2 cores)
+## fine-tuning from the other half against scratch (docs/results.md; ~50 min on 2 cores;
+## SMALL_DATA_ARGS="--epochs 32" for a longer budget)
 small-data: install
-	$(BIN)/python bench/small_data.py
+	$(BIN)/python bench/small_data.py $(SMALL_DATA_ARGS)

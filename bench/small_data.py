@@ -309,6 +309,22 @@ def mirroring(settings: list[str]) -> str:
     return f"Mirroring (`flip`): {', '.join(flips)}."
 
 
+def as_is_sentence(stats: Any) -> str:
+    """What fine-tuning on the small set did to the pretrained network (``stats``: fine-tuned
+    against the pretrained network as is)."""
+    v = verdict(stats)
+    what = {
+        "pays": "raised",
+        "hurts": "lowered",
+        "no clear difference": "did not clearly change",
+    }[v]
+    return (
+        f"Against the pretrained network as is, fine-tuning on them {what} the Dice on the "
+        f"validation cases ({stats.mean_diff:+.3f}, 95% CI {stats.ci_low:+.3f} … "
+        f"{stats.ci_high:+.3f})."
+    )
+
+
 def case_dice(result: dict[str, Any]) -> np.ndarray:
     """Per-case Dice averaged over the labels."""
     return np.mean([result["dice"][str(k)] for k in LABELS], axis=0)
@@ -524,7 +540,8 @@ def section(
             "",
             f"On these {FINE_TUNE_CASES} cases {outcome}: {stats.mean_diff:+.3f} mean Dice "
             f"against training from scratch (95% CI {stats.ci_low:+.3f} … {stats.ci_high:+.3f}; "
-            f"better on {stats.wins} of {stats.n} validation cases).",
+            f"better on {stats.wins} of {stats.n} validation cases).  "
+            + as_is_sentence(versus(pre["as_is"], tuned)),
             "",
             convergence_sentence({"pretraining": pre, "fine-tuning": tuned}),
         ]
@@ -537,6 +554,12 @@ def section(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budget, 4 cases")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=FULL.epochs,
+        help=f"epochs of {FULL.iterations} steps per run (default {FULL.epochs})",
+    )
     parser.add_argument("--data", type=Path, default=None, help=f"the {DATASET} folder")
     parser.add_argument("--out", type=Path, default=None, help="runs (default runs/small-data)")
     doc_options(parser, DOC)
@@ -549,7 +572,7 @@ def main() -> None:
     # shared 2-core machine a second intra-op thread waits on a descheduled partner at every
     # layer (measured under load 6: 16 s per 80-step epoch with one thread, 100-170 s with two)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    budget = QUICK if args.quick else FULL
+    budget = QUICK if args.quick else Budget(args.epochs, FULL.iterations)
     out = (
         args.out or REPO / "runs" / ("small-data-quick" if args.quick else "small-data")
     ).resolve()
