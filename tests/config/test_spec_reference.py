@@ -35,8 +35,11 @@ PACKAGE = ROOT / "segcli"
 #: looks at changes nothing) and the page generator (it documents keys, it does not use them).
 NOT_USE = {"segcli/config/schema.py", "segcli/config/reference.py", "segcli/engine/reference.py"}
 
-#: Keys read in a way the scan cannot follow, each with where.  Empty today: keep it short.
-READ_ELSEWHERE: dict[str, str] = {}
+#: Keys read in a way the scan cannot follow, each with where.  Keep it short.
+READ_ELSEWHERE: dict[str, str] = {
+    "data.augment.preset": "schema.AugmentSpec._fill_preset fills in the transforms it names "
+    "(AUGMENT_PRESETS), which build_augment reads",
+}
 
 
 # --------------------------------------------------------------------------- the page
