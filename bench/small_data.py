@@ -73,7 +73,7 @@ AUGMENT: dict[str, tuple[str, dict[str, Any] | None]] = {
     "preset": ("preset nnunet", {"preset": "nnunet"}),
     # the preset mirrors (flip: true, as nnU-Net does) where the spec leaves flips out for this
     # data: the preset without them tells the two apart
-    "preset-noflip": ("preset nnunet, no flips", {"preset": "nnunet", "flip": False}),
+    "preset-noflip": ("preset nnunet without flips", {"preset": "nnunet", "flip": False}),
 }
 
 
@@ -462,7 +462,7 @@ def section(
         f"({len(split['half_b'])}); the training sets are the first 10, 20 and 40 cases of "
         "half B (nested).  Augmentation: *none* = `{flip: false, rotate90: false, intensity: "
         f"false}}`; *today's set* = the spec's `{{{flow}}}`; *preset nnunet* = "
-        "`{preset: nnunet}` (nnU-Net's transforms and probabilities); *preset nnunet, no flips* "
+        "`{preset: nnunet}` (nnU-Net's transforms and probabilities); *preset nnunet without flips* "
         f"= `{{preset: nnunet, flip: false}}`.  {mirroring(settings)}",
         "",
         "Dice on the validation cases; Δ = mean per-case difference to no augmentation with "
@@ -484,7 +484,7 @@ def section(
             cells = [str(n), AUGMENT[s][0], *dice_cells(r), d, convergence(r)]
             lines.append(row(*cells, f"{r['train_seconds'] / 60:.1f}"))
     lines += ["", augmentation_sentence(results, settings)]
-    labelled = {f"{n} cases, {AUGMENT[s][0]}": r for (n, s), r in results.items()}
+    labelled = {f"{AUGMENT[s][0]} at {n} cases": r for (n, s), r in results.items()}
     lines += ["", convergence_sentence(labelled)]
     if missing_preset:
         lines += [
