@@ -561,7 +561,8 @@ def decide_augmentation(
         rule = (
             f"the schedule draws {passes:.0f} patches per training case (< "
             f"{AUGMENT_FROM_PASSES}): too few passes to learn the cases by heart, so the light "
-            "set (flips, intensity) instead of nnU-Net's, which slows a short schedule down"
+            f"set ({'flips, ' if flip else ''}intensity) instead of nnU-Net's, which slows a "
+            "short schedule down (docs/results.md, small data)"
         )
     else:
         augment = {"preset": "nnunet", "flip": flip, "intensity": False}
