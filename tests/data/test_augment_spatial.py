@@ -315,3 +315,18 @@ def test_a_one_voxel_thick_axis_stays_and_the_rest_moves(patch, coarse) -> None:
             for m in (spatial.draw(np.random.default_rng(s), patch).matrix for s in range(100))
         ]
         assert max(angles) > 150
+
+
+def test_cubic_images_follow_the_same_geometry() -> None:
+    """``interpolation: cubic`` (scipy's B-spline): a coordinate ramp comes out as the very
+    coordinates the linear path samples (B-splines reproduce linear functions; the crop's margin
+    keeps the boundary out of reach)."""
+    kwargs = dict(rotation_probability=1.0, scaling_probability=1.0, elastic_probability=1.0,
+                  sigma=(3, 4), magnitude=(0, 2))  # fmt: skip
+    cubic = RandomSpatial(interpolation="cubic", **kwargs)
+    linear = RandomSpatial(**kwargs)
+    draw = cubic.draw(np.random.default_rng(4), (7, 9, 8))
+    coords = np.indices(draw.crop_size).astype(np.float32)
+    smooth, _ = cubic.apply(coords, np.zeros(draw.crop_size, np.uint8), draw)
+    sharp, _ = linear.apply(coords, np.zeros(draw.crop_size, np.uint8), draw)
+    np.testing.assert_allclose(smooth, sharp, atol=2e-3)
