@@ -15,15 +15,13 @@ import ast
 import difflib
 import inspect
 import textwrap
-import types
-import typing
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
-from segcli.config import schema
+from segcli.config import reference, schema
 from segcli.config.reference import HOW_TO_DESCRIBE, SpecKey, spec_keys
 from segcli.engine.reference import render
 
@@ -167,17 +165,7 @@ def unread_keys(keys: Iterable[SpecKey]) -> list[SpecKey]:
 # --------------------------------------------------------------------------- the scan
 
 Env = dict[str, frozenset[str]]
-
-
-def _models(annotation: object) -> list[type[BaseModel]]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _models(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _models(arg)]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return []
+_models = reference._models  # the spec sections an annotation names (one walk for both)
 
 
 def _spec_models() -> dict[str, type[BaseModel]]:
