@@ -243,9 +243,10 @@ def hippocampus(
                 print(run, file=sys.stderr)
                 runs[variant].append(run)
     rows, results = [], []
+    best = {v: min(runs[v], key=lambda x: x["step_s"]) for v in VARIANTS}
     for variant in VARIANTS:
         loader = max(loaders[variant], key=lambda x: x["patches_per_s"])
-        run = min(runs[variant], key=lambda x: x["step_s"])
+        run = best[variant]
         need = run["batch_size"] / run["step_s"]
         rows.append([
             variant,
@@ -253,11 +254,17 @@ def hippocampus(
             f"{run['step_s'] * 1e3:.0f}",
             f"{need:.1f}",
             f"{run['it_per_s']:.2f}",
-            f"{100 * run['wait_share']:.0f} %",
-            "yes" if run["wait_share"] < 0.1 else "no",
+            f"{100 * run['wait_share']:.1f} %",
+            "yes" if keeps_up(run["wait_share"], best["none"]["wait_share"]) else "no",
         ])  # fmt: skip
         results.append({**loader, **run})
     return rows, results
+
+
+def keeps_up(wait_share: float, unaugmented: float) -> bool:
+    """The loader keeps up when the loop waits for data under 10 % of the time, or no more than
+    2 points longer than without augmentation (what reading and batching alone cost)."""
+    return wait_share < 0.1 or wait_share <= unaugmented + 0.02
 
 
 # --------------------------------------------------------------------------- main
@@ -291,14 +298,17 @@ def main() -> None:
     loop_rows, results = hippocampus(args.batches, args.iterations, args.rounds)
     by = {r["variant"]: r for r in results}
     preset, plain = by["nnU-Net preset"], by["none"]
-    keeps = preset["wait_share"] < 0.1
+    keeps = keeps_up(preset["wait_share"], plain["wait_share"])
+    # CPU seconds per batch the 2 workers spend beyond the unaugmented loader's
+    extra = 2 * preset["batch_size"] * (1 / preset["patches_per_s"] - 1 / plain["patches_per_s"])
     verdict = (
-        f"With nnU-Net's preset the loop waited for data {100 * preset['wait_share']:.0f} % of "
-        f"the time (without augmentation {100 * plain['wait_share']:.0f} %) and ran "
+        f"With nnU-Net's preset the loop waited for data {100 * preset['wait_share']:.1f} % of "
+        f"the time (without augmentation {100 * plain['wait_share']:.1f} %) and ran "
         f"{preset['it_per_s']:.2f} it/s against {plain['it_per_s']:.2f} "
         f"({100 * (preset['it_per_s'] / plain['it_per_s'] - 1):+.0f} %; the step "
-        f"{preset['step_s'] * 1e3:.0f} ms against {plain['step_s'] * 1e3:.0f} ms: the workers "
-        "share the 2 cores with it): on 2 cores the "
+        f"{preset['step_s'] * 1e3:.0f} ms against {plain['step_s'] * 1e3:.0f} ms, while by the "
+        f"loader-alone rates the workers' augmentation takes {extra * 1e3:.1f} ms more CPU per "
+        "batch): on 2 cores the "
         + ("loader keeps up with this network's step."
            if keeps else
            "loader does **not** keep up with this network's step; the planner should shrink the "
@@ -346,9 +356,9 @@ def main() -> None:
         f"running ({args.batches} batches after the first {SKIP}).  Training: {args.iterations} "
         "iterations of `fit` (2 loader workers, no validation), the step's compute time and the "
         "share of the loop spent waiting for a batch; the loader keeps up when that share "
-        f"stays under 10 %.  Each in a fresh process, the variants in turn, {args.rounds} rounds: "
-        "the fastest loader and the run with the fastest step of each (other users' work on "
-        "this machine only slows).",
+        "stays under 10 % or within 2 points of the unaugmented loop's.  Each in a fresh "
+        f"process, the variants in turn, {args.rounds} rounds: the fastest loader and the run "
+        "with the fastest step of each (other users' work on this machine only slows).",
         "",
         *table(
             [

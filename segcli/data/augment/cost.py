@@ -12,10 +12,11 @@ transforms first (:func:`fit_to_allowance`)::
 
 Names are ``data.augment`` keys: the blocks (``rotation`` ... ``gamma``) and the simple set
 (``flip``, ``rotate90``, ``intensity``).  "Cheap first" orders them by expected seconds per
-patch, probability × cost per firing (:func:`cheap_first`); on one core of the bench machine
-the order for nnU-Net's preset at Hippocampus and CT patch sizes was, cheapest first,
-:data:`CHEAP_FIRST` (``make bench-augment``, docs/benchmarks.md): the spatial resampling is by
-far the dearest, then the blur and the low-resolution simulation.
+patch, probability × cost per firing (:func:`cheap_first`); for nnU-Net's preset on one core of
+the bench machine it was :data:`CHEAP_FIRST` at all three patch sizes measured but for
+neighbours swapping places (``make bench-augment``, docs/benchmarks.md): the intensity
+transforms cost well under a millisecond at Hippocampus patch sizes, the spatial resampling
+several milliseconds (100 to 200 at 64×160×160).
 """
 
 from __future__ import annotations
@@ -43,16 +44,17 @@ __all__ = [
 TRANSFORMS: tuple[str, ...] = AUGMENT_PRESETS["nnunet"]
 #: the simple set: booleans sharing ``data.augment.probability``
 SIMPLE: tuple[str, ...] = ("flip", "rotate90", "intensity")
-#: nnU-Net's preset cheapest first by expected cost per patch (measured: bench/augment_cost.py)
+#: nnU-Net's preset cheapest first by expected cost per patch at 40×56×40 (bench/augment_cost.py);
+#: elastic, off in the preset, last: per firing it is the dearest
 CHEAP_FIRST: tuple[str, ...] = (
-    "flip",
     "brightness",
-    "inverted_gamma",
     "contrast",
-    "gamma",
-    "noise",
+    "flip",
+    "inverted_gamma",
     "low_resolution",
+    "noise",
     "blur",
+    "gamma",
     "scaling",
     "rotation",
     "elastic",

@@ -7,10 +7,10 @@ Each is a frozen dataclass ``(image, label, rng) -> (image, label)`` built from 
 image (the input is not changed).  Draws, in order: fire?, the per-channel choices, then the
 transform's values (see each class).
 
-Implementations (measured one thread, 1-channel 40×56×40 and 64×160×160 patches, by
-``bench/augment_cost.py``): the blur is ``scipy.ndimage.gaussian_filter``; the low-resolution
-simulation uses ``torch.nn.functional.interpolate`` (nearest-exact down, linear up, as nnU-Net),
-which measured 0.6 ms and 21 ms against 8.3 ms and 158 ms for the same two resamplings with
+Implementations (one thread, 1-channel 40×56×40 and 64×160×160 patches, ``make
+bench-augment``, docs/benchmarks.md): the blur is ``scipy.ndimage.gaussian_filter``; the
+low-resolution simulation uses ``torch.nn.functional.interpolate`` (nearest-exact down, linear
+up, as nnU-Net), 0.66 ms and 10.5 ms against 4.5 ms and 78 ms for the same two resamplings with
 ``scipy.ndimage.zoom``.
 """
 

@@ -19,13 +19,13 @@ in-plane, ±180° by default); the coarse axis is read slice by slice, never int
 axis the patch is one voxel thick along (3D data trained slice by slice) stays alike, and the
 rest turns as 2D data do (nnU-Net's 2d configuration).
 
-Backends, chosen by speed in a loader worker (one thread; 40×56×40 patch, its crop 73×89×73,
-rotated and scaled; ``bench/augment_cost.py`` times them): the image by linear interpolation
-with ``torch.nn.functional.grid_sample`` (2.2 ms against 5.4 ms for
-``scipy.ndimage.map_coordinates``; 74 ms against 109 ms at 64×160×160), the labels one-hot in
-it too (3.8 ms against 11 ms for two foreground classes); cubic images (``interpolation:
-cubic``, no 3D bicubic in torch) and ``label_interpolation: nearest`` by
-``scipy.ndimage.map_coordinates`` (order 3 and 0).
+Backends, chosen by speed in a loader worker (one thread; a 40×56×40 patch rotated by 20° about
+each axis and scaled by 1.1, its crop 70×80×74; ``make bench-augment``, docs/benchmarks.md):
+the image by linear interpolation with ``torch.nn.functional.grid_sample`` (3.5 ms against
+5.7 ms for ``scipy.ndimage.map_coordinates``; 103 ms against 133 ms at 64×160×160), the labels
+one-hot in it too (5.9 ms against 12.1 ms for two foreground classes; 218 ms against 315 ms);
+``label_interpolation: nearest`` by ``map_coordinates`` order 0 (2.2 ms both; 53 ms against
+73 ms), and cubic images (``interpolation: cubic``: torch has no 3D bicubic) by order 3.
 """
 
 from __future__ import annotations
