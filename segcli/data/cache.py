@@ -77,8 +77,9 @@ __all__ = [
     "preprocess_arrays",
 ]
 
-#: bump when the stored arrays change for the same settings (old caches are then rebuilt)
-PREPROCESS_VERSION = 1
+#: bump when the stored arrays or index entries change for the same settings (old caches are
+#: then rebuilt).  2: the stored image's own per-channel minimum ("minimum")
+PREPROCESS_VERSION = 2
 
 #: environment variable naming the cache root (else ``~/.cache/segcli/preprocessed``)
 CACHE_ENV = "SEGCLI_CACHE"
@@ -177,7 +178,7 @@ class CachedCase:
         geometry: the stored (cropped, resampled) grid.
         source: the input image's grid (before cropping).
         bbox: the crop box in the source grid, ``((start, stop), ...)``.
-        stats: the raw crop's per-channel statistics.
+        stats: the raw crop's per-channel statistics (before resampling).
         label_counts: voxels per label value of the stored label map.
         entry: the whole index entry (as in ``<case>.json``).
     """
@@ -192,6 +193,11 @@ class CachedCase:
     stats: ChannelStats
     label_counts: dict[int, int]
     entry: dict[str, Any] = field(repr=False)
+
+    @property
+    def minimum(self) -> tuple[float, ...]:
+        """The stored (resampled) raw image's per-channel minimum."""
+        return tuple(float(v) for v in self.entry["minimum"])
 
     @classmethod
     def from_entry(cls, folder: Path, entry: dict[str, Any]) -> CachedCase:
@@ -451,6 +457,11 @@ def _build_case(
         "source": _geometry_dict(source),
         "bbox": [list(b) for b in bbox],
         "stats": stats.as_dict(),
+        # the stored (resampled) image's minimum: what patches past its edge are padded with
+        # (cubic resampling can undershoot the raw minimum of "stats")
+        "minimum": [float(v) for v in image.reshape(image.shape[0], -1).min(axis=1)]
+        if image.size
+        else [0.0] * image.shape[0],
         "label_counts": {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)},
         "files": files,
     }

@@ -108,8 +108,9 @@ class DiskCase:
         self.window = tuple(data_spec.window)
         self.stats = stats
         self.foreground, _ = cached.extras()
-        # the normalised image's per-channel minimum (every scheme is increasing)
-        raw_min = np.array(cached.stats.min, dtype=np.float32).reshape(-1, 1)
+        # the normalised stored image's per-channel minimum (every scheme is increasing): the
+        # padding of memory mode, which takes the minimum of the resampled image it holds
+        raw_min = np.array(cached.minimum, dtype=np.float32).reshape(-1, 1)
         self.minimum = self._normalise(raw_min)[:, 0]
 
     @property

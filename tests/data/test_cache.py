@@ -156,14 +156,16 @@ def test_disk_mode_draws_the_same_patches_as_memory_mode(dataset, normalization:
 
 
 @pytest.mark.parametrize(
-    ("spacing", "pad_mode"), [(None, "minimum"), ([2.0, 1.0, 1.0], "constant")]
+    ("spacing", "pad_mode"),
+    [(None, "minimum"), ([2.0, 1.0, 1.0], "minimum"), ([2.0, 1.0, 1.0], "constant")],
 )
 def test_disk_mode_reads_the_same_larger_crops_as_memory_mode(dataset, spacing, pad_mode) -> None:
     """nnU-Net's preset with every spatial transform firing: the crop grown around the patch
     (padded where it leaves the case) is read alike from memory and from the cache files; on
     the native 2.5 × 0.8 × 0.7 mm grid (anisotropic: in-plane transforms) and resampled to
-    2 × 1 × 1 mm (isotropic).  Resampled, padding is constant: a disk case pads with the
-    minimum before resampling, a memory case with the one after (cubic B-splines overshoot)."""
+    2 × 1 × 1 mm (isotropic).  Resampled, both pad with the minimum of the resampled image
+    (cubic B-splines undershoot the raw minimum): the cache stores it beside the raw
+    statistics."""
     data, names = dataset
     augment = AugmentSpec(
         preset="nnunet",
@@ -178,6 +180,9 @@ def test_disk_mode_reads_the_same_larger_crops_as_memory_mode(dataset, spacing, 
         patch_size=(6, 8, 8), foreground_fraction=0.5, augment=augment, length=12, pad_mode=pad_mode
     )
     a, b = PatchDataset(memory, **kwargs), PatchDataset(disk, **kwargs)
+    for m, d in zip(memory, disk, strict=True):  # the padding value of either mode
+        own = m.image.reshape(m.image.shape[0], -1).min(axis=1)
+        np.testing.assert_allclose(d.minimum, own, rtol=1e-5, atol=1e-5)
     assert a.augment.spatial is not None
     assert a.augment.spatial.coarse_axis == (0 if spacing is None else None)
     for i in range(12):
