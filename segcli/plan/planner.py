@@ -50,7 +50,14 @@ from segcli.plan.sizing import (
     size_for_budget,
     val_count,
 )
-from segcli.plan.spec import Classes, Network, build_spec, receptive_field, usable_regions
+from segcli.plan.spec import (
+    Classes,
+    Network,
+    build_spec,
+    loader_workers,
+    receptive_field,
+    usable_regions,
+)
 
 __all__ = ["Candidate", "Plan", "PlanOptions", "make_plan"]
 
@@ -551,7 +558,12 @@ def decide_augmentation(
     heart, the light set when the schedule passes over the cases only a few times; under a
     budget cut to what the loader workers can afford beside the training step."""
     from segcli.config.schema import AugmentSpec
-    from segcli.data.augment.cost import expected_cost, fit_to_allowance, per_patch_allowance
+    from segcli.data.augment.cost import (
+        SIMPLE,
+        expected_cost,
+        fit_to_allowance,
+        per_patch_allowance,
+    )
 
     train_cases = max(1, n_cases - val_count(n_cases))
     epochs, per_epoch, _ = sizing.schedule_tuple
@@ -576,9 +588,7 @@ def decide_augmentation(
     candidate = sizing.candidates[-1] if sizing.candidates else None
     measured = candidate.measurement if candidate is not None else None
     if "preset" in augment and augment_costs is not None and measured is not None:
-        workers = 2  # segcli train's loader workers on a CPU plan (build_spec)
-        if is_cuda(options.device):
-            workers = min(8, options.cpu_count)
+        workers = loader_workers(options.device, options.cpu_count)
         spec = AugmentSpec.model_validate(augment)
         costs = augment_costs(augment, layout.embed(sizing.topology.patch, 1), layout.spacing)
         allowance = per_patch_allowance(measured.step_seconds, batch, workers)
@@ -602,7 +612,7 @@ def decide_augmentation(
         )
         if dropped:
             for name in dropped:
-                augment[name] = False if name in ("flip", "rotate90", "intensity") else None
+                augment[name] = False if name in SIMPLE else None
             rule += (
                 f": the dearest left out ({', '.join(dropped)}), the cheap ones kept "
                 f"({expected_cost(reduced, costs) * 1e3:.1f} ms)"

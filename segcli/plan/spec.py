@@ -18,7 +18,15 @@ from segcli.plan import rules
 from segcli.plan.fingerprint import Fingerprint
 from segcli.plan.sizing import Layout, is_cuda
 
-__all__ = ["BASE_METRICS", "Classes", "Network", "build_spec", "receptive_field", "usable_regions"]
+__all__ = [
+    "BASE_METRICS",
+    "Classes",
+    "Network",
+    "build_spec",
+    "loader_workers",
+    "receptive_field",
+    "usable_regions",
+]
 
 BASE_METRICS = ["dice", "iou", "hd95", "assd", "masd", "nsd", "vol_ref", "vol_pred"]
 
@@ -92,8 +100,7 @@ def build_spec(
     train: dict[str, Any] = {"epochs": epochs, "iterations_per_epoch": per_epoch,
                              "batch_size": net.batch}  # fmt: skip
     train.update(optim or {"optimizer": "adamw", "lr": 0.003, "weight_decay": 1e-4})
-    train.update({"schedule": "poly",
-                  "workers": min(8, options.cpu_count) if is_cuda(options.device) else 2,
+    train.update({"schedule": "poly", "workers": loader_workers(options.device, options.cpu_count),
                   "val_every": val_every})  # fmt: skip
     if val_max is not None:
         train["val_max_cases"] = val_max
@@ -137,6 +144,12 @@ def build_spec(
         "evaluation": evaluation,
         "output": "runs",
     }
+
+
+def loader_workers(device: str, cpu_count: int) -> int:
+    """``train.workers`` of a planned spec: up to 8 on a GPU machine; 2 on a CPU, whose cores
+    the training step needs too."""
+    return min(8, cpu_count) if is_cuda(device) else 2
 
 
 def experiment_name(name: str | None, fp: Fingerprint) -> str:
