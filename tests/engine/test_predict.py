@@ -366,3 +366,31 @@ def test_ensemble_members_that_cannot_join_are_named(tmp_path: Path, make_checkp
     with pytest.raises(SpecError, match=f"ensemble member {member}: its outputs"):
         predict_cases(mixed, images, tmp_path / "o2", device="cpu")
     assert not (tmp_path / "o2" / "a.nii.gz").exists()
+
+
+def test_a_cross_validated_member_gives_all_its_folds_or_fold_k(
+    tmp_path: Path, make_checkpoint
+) -> None:
+    from segcli.engine.predict import ensemble_member
+
+    first = spec(tmp_path, dims=2)
+    for k in (0, 1):
+        fold = spec(tmp_path, dims=2, name="cv", data={"folds": 2, "fold": k})
+        _run_folder(fold, make_checkpoint, seed=k)
+    folder = tmp_path / "runs" / "cv"
+    member, paths = ensemble_member(first, folder)
+    assert member.data.fold is None and member.data.folds == 2
+    assert paths == [
+        folder / "fold_0" / "checkpoint_best.pt",
+        folder / "fold_1" / "checkpoint_best.pt",
+    ]
+    one = spec(tmp_path, dims=2, data={"folds": 2, "fold": 1})  # predict --fold 1
+    assert ensemble_member(one, folder)[1] == [folder / "fold_1" / "checkpoint_best.pt"]
+    # --checkpoint given: exactly those checkpoints, the members left out
+    _run_folder(first, make_checkpoint, seed=3)
+    images = tmp_path / "images"
+    write_case(images, "a", (14, 11))
+    both = first.model_copy(update={"ensemble": [str(folder)]})
+    only = first.run_folder / "checkpoint_best.pt"
+    result = predict_cases(both, images, tmp_path / "o", checkpoints=[only], device="cpu")
+    assert result.checkpoints == [only]
