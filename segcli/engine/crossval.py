@@ -36,7 +36,14 @@ from segcli.config import Experiment
 from segcli.engine.runtime import info
 from segcli.errors import SpecError
 
-__all__ = ["CrossValResult", "fold_experiment", "parse_folds", "train_folds", "write_out_of_fold"]
+__all__ = [
+    "CrossValResult",
+    "fold_experiment",
+    "parse_folds",
+    "score_cases",
+    "train_folds",
+    "write_out_of_fold",
+]
 
 #: the out-of-fold files in ``<output>/<name>``
 OUT_OF_FOLD_CSV = "cv_metrics.csv"
@@ -156,10 +163,12 @@ def validate_fold(exp: Experiment, device: str) -> Path:
         files = {c.name: c.images for c in find_cases(exp.data.root, "Tr", check_geometry=False)}
         for name in todo:
             predict_case(exp, models, files[name], out / f"{name}.nii.gz", None, device)
-    return _evaluate(exp, out, run / "validation.csv", val)
+    return score_cases(exp, out, run / "validation.csv", val)
 
 
-def _evaluate(exp: Experiment, pred_dir: Path, csv_path: Path, cases: list[str]) -> Path:
+def score_cases(exp: Experiment, pred_dir: Path, csv_path: Path, cases: list[str]) -> Path:
+    """Evaluate the label maps of ``cases`` in ``pred_dir`` against the dataset's labelsTr with
+    ``exp``'s evaluation settings into ``csv_path`` (cross-validation's and a study's scores)."""
     from segcli.engine.evaluate import evaluate_folders
 
     assert exp.data.root is not None
@@ -189,7 +198,7 @@ def write_out_of_fold(exp: Experiment) -> Path | None:
         for name in _split(run)[1]:
             fold_of[name] = k
     path = exp.cv_folder / OUT_OF_FOLD_CSV
-    _evaluate(exp, exp.cv_folder / VALIDATION_DIR, path, sorted(fold_of))
+    score_cases(exp, exp.cv_folder / VALIDATION_DIR, path, sorted(fold_of))
     rows = _add_fold_column(path, fold_of)
     spread = fold_spread(rows, exp.data.folds)
     _write_rows(exp.cv_folder / FOLDS_CSV, spread)

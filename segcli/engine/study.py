@@ -143,7 +143,7 @@ def _score_ensemble(
     (as :func:`segcli.engine.predict.predict_case`, each model with its own preprocessing),
     score the label maps as cross-validation scores its folds, and rank them like a variant.
     Cases already predicted are kept (a rerun resumes)."""
-    from segcli.engine.crossval import _evaluate
+    from segcli.engine.crossval import score_cases
     from segcli.engine.predict import predict_case
     from segcli.engine.runtime import resolve_device
     from segcli.inference.ensemble import load_models
@@ -168,7 +168,7 @@ def _score_ensemble(
             models += load_models(second.exp, [other], device, member=True)
             for case in (c for c in todo if fold_of[c] == k):
                 predict_case(exp, models, files[case], pred_dir / f"{case}.nii.gz", None, device)
-    path = _evaluate(exp, pred_dir, out / ENSEMBLE_CSV, sorted(fold_of))
+    path = score_cases(exp, pred_dir, out / ENSEMBLE_CSV, sorted(fold_of))
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     per_case: dict[str, dict[str, dict[str, float]]] = {}
@@ -183,11 +183,13 @@ def _score_ensemble(
 
 
 def _beats(ensemble: RankRow, winner: RankRow, metric: str) -> bool:
-    from segcli.study.compare import _higher
+    from segcli.report.stats import direction
 
     if math.isnan(ensemble.mean):
         return False
-    return ensemble.mean > winner.mean if _higher(metric) else ensemble.mean < winner.mean
+    if direction(metric) == "lower":
+        return ensemble.mean < winner.mean
+    return ensemble.mean > winner.mean
 
 
 def _ensemble_note(

@@ -202,3 +202,16 @@ def test_budget_is_split_evenly_and_sizes_each_variant_by_its_step_time(
         app, ["study", str(study), "-o", str(tmp_path / "o"), "--budget-minutes", "0.01"]
     )
     assert too_small.exit_code == 1 and "--budget-minutes" in too_small.output
+
+
+def test_the_ensemble_beats_the_winner_in_the_metrics_direction() -> None:
+    from segcli.engine.study import _beats
+    from segcli.study.compare import RankRow
+
+    def row(mean: float) -> RankRow:
+        return RankRow("v", 1, mean, 0.0, 10)
+
+    assert _beats(row(0.91), row(0.90), "dice") and not _beats(row(0.89), row(0.90), "dice")
+    assert _beats(row(2.0), row(3.0), "hd95") and not _beats(row(4.0), row(3.0), "hd95")
+    assert not _beats(row(0.90), row(0.90), "dice")  # a tie keeps the single winner
+    assert not _beats(row(math.nan), row(0.90), "dice")
