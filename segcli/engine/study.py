@@ -173,10 +173,7 @@ def _score_ensemble(
         rows = list(csv.DictReader(handle))
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     for row in rows:
-        value = row.get(metric)
-        per_case.setdefault(row["case"], {})[row["label"]] = {
-            metric: float(value) if value not in (None, "") else math.nan
-        }
+        per_case.setdefault(row["case"], {})[row["label"]] = _values(row, [metric])
     name = f"{first.name}+{second.name}"
     (row,) = rank({name: per_case}, metric, {name: fold_of})
     return row
@@ -288,11 +285,14 @@ def _read_scores(study: Study) -> tuple[dict, dict, list[str]]:
         metrics = metrics or columns
         per_case = scores.setdefault(v.name, {})
         for row in rows:
-            per_case.setdefault(row["case"], {})[row["label"]] = {
-                m: float(row[m]) if row.get(m) not in (None, "") else math.nan for m in columns
-            }
+            per_case.setdefault(row["case"], {})[row["label"]] = _values(row, columns)
             folds_of.setdefault(v.name, {})[row["case"]] = int(row["fold"])
     return scores, folds_of, metrics
+
+
+def _values(row: dict[str, str], columns: list[str]) -> dict[str, float]:
+    """An evaluate CSV row's ``columns`` as floats (an empty cell: NaN)."""
+    return {m: float(row[m]) if row.get(m) not in (None, "") else math.nan for m in columns}
 
 
 def _write_study_csv(path: Path, scores: dict, folds_of: dict, metrics: list[str]) -> Path:
